@@ -1,0 +1,171 @@
+"""Distillation: (input -> final answer) pairs, LoRA fine-tuning, and loading the result.
+
+Paper Sec. 3: the student is the *same* model, fine-tuned on the System 2 program's final
+answers only (no intermediate tokens), with the loss on the answer tokens only.
+
+Training is a short, explicit loop over peft LoRA rather than TRL's SFTTrainer: the prompt is
+rendered by the same `generation.render` the evaluation uses (so train and test prompts are
+byte-identical), the loss mask is exact, and on a 2-core CPU the loop has no trainer overhead.
+It runs on CUDA unchanged. The adapter is saved in the standard peft format.
+
+Adapters are content-addressed: the folder name hashes the base model's fingerprint, the
+training pairs and the hyperparameters, so a rerun loads the finished adapter instead of
+retraining, and an interrupted run (no ``train_log.json`` yet) trains again from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from . import paths
+from .generation import render
+from .models import LoadedModel, load_model
+from .tasks import Example
+
+ANSWER_TEMPLATE = "The answer is {answer}."
+
+
+def answer_completion(answer: str) -> str:
+    """The distillation target: the final answer only, in a fixed sentence the tasks' strict parsers read."""
+    return ANSWER_TEMPLATE.format(answer=answer)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA fine-tuning hyperparameters (dropout 0.1 as in the paper; the rest are LoRA defaults
+    that fit a 135M model on CPU, not tuned on test data)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    learning_rate: float = 2e-4
+    epochs: int = 3
+    batch_size: int = 8
+    max_steps: int | None = None
+    seed: int = 0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    adapter_dir: Path
+    steps: int
+    examples: int
+    tokens: int
+    seconds: float
+    losses: tuple[float, ...]
+    reused: bool
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def sft_pairs(kept: Sequence[tuple[Example, str]]) -> list[dict[str, str]]:
+    """Prompt/completion records: System 1 prompt (the bare question) -> final answer only."""
+    return [{"id": ex.id, "prompt": ex.input, "completion": answer_completion(ans)} for ex, ans in kept]
+
+
+def _tokenize(lm: LoadedModel, pair: dict[str, str]) -> tuple[list[int], list[int]]:
+    tok = lm.tokenizer
+    prompt_ids = tok(render(lm, pair["prompt"]), add_special_tokens=False)["input_ids"]
+    answer_ids = tok(pair["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids  # loss on answer tokens only
+
+
+def adapter_key(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings) -> str:
+    payload = json.dumps({"base": base.fingerprint, "pairs": list(pairs), "settings": asdict(settings)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings = LoraSettings(),
+             out_dir: Path | None = None, progress: bool = True, name: str = "distill") -> TrainResult:
+    """LoRA-fine-tune a fresh copy of ``base`` on ``pairs``; return where the adapter is.
+
+    ``base`` itself is not modified (the weights are reloaded from its checkpoint).
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tqdm import tqdm
+
+    if not pairs:
+        raise ValueError(f"{name}: no training pairs (the filter kept nothing); cannot fine-tune")
+    key = adapter_key(base, pairs, settings)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    out = (out_dir or paths.CHECKPOINTS) / f"{slug}-{key}"
+    log_file = out / "train_log.json"
+    if log_file.exists():
+        log = json.loads(log_file.read_text())
+        return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), True)
+
+    torch.manual_seed(settings.seed)
+    fresh = load_model(base.name, device=base.device)
+    model = get_peft_model(fresh.model, LoraConfig(
+        task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules)))
+    model.train()
+    data = [_tokenize(base, p) for p in pairs]
+    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
+    total = settings.max_steps or steps_per_epoch * settings.epochs
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
+                              weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / max(total, 1))  # linear decay
+    rng = random.Random(settings.seed)
+    pad = base.tokenizer.pad_token_id
+    losses, tokens, step = [], 0, 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, desc=f"fine-tune {name}", disable=not progress, unit="step")
+    while step < total:
+        order = list(range(len(data)))
+        rng.shuffle(order)
+        for start in range(0, len(order), settings.batch_size):
+            if step >= total:
+                break
+            batch = [data[i] for i in order[start : start + settings.batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (x, y) in enumerate(batch):  # right padding for training
+                ids[r, : len(x)] = torch.tensor(x)
+                labels[r, : len(y)] = torch.tensor(y)
+                mask[r, : len(x)] = 1
+            loss = model(input_ids=ids.to(base.device), attention_mask=mask.to(base.device),
+                         labels=labels.to(base.device)).loss
+            loss.backward()
+            optim.step()
+            sched.step()
+            optim.zero_grad(set_to_none=True)
+            losses.append(round(float(loss), 5))
+            tokens += int(mask.sum())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    seconds = time.perf_counter() - t0
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    log = {"steps": step, "examples": len(data), "tokens": tokens, "seconds": seconds, "losses": losses,
+           "settings": asdict(settings), "base": base.name, "base_fingerprint": base.fingerprint}
+    (tmp / "train_data.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp / "train_log.json").write_text(json.dumps(log, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)  # atomic: a killed run leaves only a .partial folder
+    return TrainResult(out, step, len(data), tokens, seconds, tuple(losses), False)
+
+
+def load_distilled(base: LoadedModel, result: TrainResult | Path) -> LoadedModel:
+    """The distilled System 1: ``base``'s checkpoint with the LoRA adapter merged in."""
+    adapter = result.adapter_dir if isinstance(result, TrainResult) else Path(result)
+    return load_model(base.name, device=base.device, adapter=adapter)

@@ -1,0 +1,224 @@
+"""The one door to the model: `generate(lm, prompts, n, temperature, ...)`.
+
+Contract:
+- ``prompts`` are user messages (str) or chat message lists; each is rendered with the model's
+  chat template, so every method and the fine-tuning data see exactly the same prompt text.
+- Returns one list of ``n`` `Completion` per prompt, in input order.
+- ``n_tokens`` counts generated tokens, not counting the end-of-turn token that stopped a sample
+  (paper's #Tokens: generated tokens per call, summed over a System 2 program's calls).
+- Per-sample seeds: each sample draws from its own RNG, seeded from (seed, rendered prompt,
+  sample index). A sample does not depend on which other prompts share its batch, on batch size,
+  or on whether it came from the cache.
+- Cached: samples already in the `GenerationCache` are not regenerated; each finished batch is
+  committed, so a killed run loses at most the batch in flight.
+- Greedy (temperature 0) generates sample 0 once; n > 1 greedy samples are copies of it.
+
+The decode loop is our own (not ``model.generate``) for the per-row RNGs, and so that rows that
+have stopped leave the batch instead of decoding padding until the longest row ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+from . import paths
+from .cache import CachedSample, GenerationCache, sample_key
+from .models import LoadedModel
+
+Prompt = Union[str, Sequence[dict]]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated sample."""
+
+    text: str
+    n_tokens: int
+    finish_reason: str  # "stop": ended with end-of-turn; "length": hit max_new_tokens
+
+
+@dataclass
+class GenerationStats:
+    """What the last `generate` call did (for tests, benchmarks and the curious)."""
+
+    requested: int = 0
+    cached: int = 0
+    computed: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    computed_keys: list[str] = field(default_factory=list)
+
+
+LAST_STATS = GenerationStats()
+_DEFAULT_CACHE: dict[str, GenerationCache] = {}
+
+
+def default_cache() -> GenerationCache:
+    """The project's generation cache (``results/cache/generations.sqlite``), opened once."""
+    key = str(paths.GENERATION_CACHE)
+    if key not in _DEFAULT_CACHE:
+        _DEFAULT_CACHE[key] = GenerationCache(paths.GENERATION_CACHE)
+    return _DEFAULT_CACHE[key]
+
+
+def render(lm: LoadedModel, prompt: Prompt) -> str:
+    """The exact text the model sees for ``prompt``: chat template plus the assistant header."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("empty prompt: a System 1 or System 2 call needs some input text")
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = list(prompt)
+        if not messages:
+            raise ValueError("empty chat: a prompt needs at least one message")
+    return lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def sample_seed(seed: int, rendered: str, index: int) -> int:
+    """A 63-bit RNG seed for one sample, independent of its batch."""
+    digest = hashlib.sha256(f"{seed}|{index}|{rendered}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def stop_token_ids(lm: LoadedModel) -> set[int]:
+    ids = {lm.tokenizer.eos_token_id}
+    eos = getattr(lm.model.generation_config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(eos)
+    return {i for i in ids if i is not None}
+
+
+def _sample_rows(logits, temperature: float, top_p: float, generators):
+    """Next token per row: argmax if greedy, else top-p sampling with each row's own RNG."""
+    import torch
+
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    cum = sorted_p.cumsum(dim=-1)
+    # keep the smallest prefix whose mass reaches top_p (always at least the top token)
+    sorted_p = sorted_p.masked_fill((cum - sorted_p) >= top_p, 0.0)
+    cum = sorted_p.cumsum(dim=-1)
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).to(cum.dtype)
+    pick = torch.searchsorted(cum, (u * cum[:, -1]).unsqueeze(-1)).clamp_(max=cum.shape[-1] - 1)
+    return order.gather(-1, pick).squeeze(-1)
+
+
+def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], seeds: list[int], temperature: float,
+                  top_p: float, max_new_tokens: int, stops: set[int]) -> list[tuple[list[int], str]]:
+    """Decode one batch of tokenized prompts; returns (generated ids without stop token, reason)."""
+    import torch
+    from transformers import DynamicCache
+
+    device = lm.device
+    pad = lm.tokenizer.pad_token_id
+    width = max(len(t) for t in token_lists)
+    ids = torch.full((len(token_lists), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+    for r, toks in enumerate(token_lists):  # left padding: every row's last prompt token is aligned
+        ids[r, width - len(toks):] = torch.tensor(toks)
+        mask[r, width - len(toks):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    out: list[list[int]] = [[] for _ in token_lists]
+    reason = ["length"] * len(token_lists)
+    alive = list(range(len(token_lists)))  # original row index of each current batch row
+    cache = DynamicCache(config=lm.model.config)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)
+    step_ids = ids
+    with torch.inference_mode():
+        for step in range(max_new_tokens):
+            logits = lm.model(input_ids=step_ids, attention_mask=mask, position_ids=position,
+                              past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            nxt = _sample_rows(logits, temperature, top_p, [generators[r] for r in alive]).tolist()
+            keep = []
+            for b, (r, tok) in enumerate(zip(alive, nxt)):
+                if tok in stops:
+                    reason[r] = "stop"
+                else:
+                    out[r].append(tok)
+                    keep.append(b)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(alive):  # finished rows leave the batch: no decoding of padding
+                idx = torch.tensor(keep, device=device)
+                cache.batch_select_indices(idx)
+                mask = mask.index_select(0, idx)
+                position = position.index_select(0, idx)
+                alive = [alive[b] for b in keep]
+                nxt = [nxt[b] for b in keep]
+            step_ids = torch.tensor(nxt, device=device).unsqueeze(-1)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            position = position[:, -1:] + 1
+    return list(zip(out, reason))
+
+
+def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature: float = 0.0,
+             top_p: float = 1.0, max_new_tokens: int = 128, seed: int = 0, batch_size: int = 32,
+             cache: GenerationCache | None | str = "default", progress: bool = True,
+             desc: str = "generate") -> list[list[Completion]]:
+    """Generate ``n`` completions for each prompt (see the module docstring for the contract)."""
+    import time
+
+    from tqdm import tqdm
+
+    if n < 1 or max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(f"n={n}, max_new_tokens={max_new_tokens}, batch_size={batch_size}: each must be >= 1")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"temperature={temperature} must be >= 0 and top_p={top_p} in (0, 1]")
+    store = default_cache() if cache == "default" else cache
+    t0 = time.perf_counter()
+    greedy = temperature == 0
+    params = {"temperature": float(temperature), "top_p": 1.0 if greedy else float(top_p),
+              "max_new_tokens": int(max_new_tokens), "seed": 0 if greedy else int(seed)}
+    rendered = [render(lm, p) for p in prompts]
+    n_compute = 1 if greedy else n
+    keys = [[sample_key(lm.fingerprint, r, params, i) for i in range(n_compute)] for r in rendered]
+    found = store.get_many(k for ks in keys for k in ks) if store is not None else {}
+    todo = [(p, i) for p, ks in enumerate(keys) for i, k in enumerate(ks) if k not in found]
+    stats = GenerationStats(requested=len(prompts) * n_compute, cached=len(prompts) * n_compute - len(todo))
+
+    if todo:
+        limit = getattr(lm.model.config, "max_position_embeddings", None)
+        tokenized: dict[int, list[int]] = {}
+        for p in sorted({p for p, _ in todo}):
+            toks = lm.tokenizer(rendered[p], add_special_tokens=False)["input_ids"]
+            if limit is not None and len(toks) + max_new_tokens > limit:
+                raise ValueError(f"prompt {p}: {len(toks)} tokens + max_new_tokens={max_new_tokens} "
+                                 f"exceeds the model's context of {limit} tokens")
+            tokenized[p] = toks
+        # length-sorted batches waste less padding; per-sample seeds make the order irrelevant
+        todo.sort(key=lambda pi: (len(tokenized[pi[0]]), pi))
+        stops = stop_token_ids(lm)
+        bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="sample")
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            results = _decode_batch(lm, [tokenized[p] for p, _ in batch],
+                                    [sample_seed(seed, rendered[p], i) for p, i in batch],
+                                    float(temperature), float(top_p), max_new_tokens, stops)
+            new = {}
+            for (p, i), (toks, reason) in zip(batch, results):
+                text = lm.tokenizer.decode(toks, skip_special_tokens=True)
+                new[keys[p][i]] = CachedSample(text, len(toks), reason)
+                stats.generated_tokens += len(toks)
+            if store is not None:
+                store.put_many(new)
+            found.update(new)
+            stats.computed += len(batch)
+            stats.computed_keys.extend(new)
+            bar.update(len(batch))
+        bar.close()
+    stats.seconds = time.perf_counter() - t0
+    LAST_STATS.__dict__.update(stats.__dict__)
+    out = []
+    for ks in keys:
+        samples = [found[k] for k in ks]
+        if greedy:
+            samples = samples * n
+        out.append([Completion(s.text, s.n_tokens, s.finish_reason) for s in samples])
+    return out

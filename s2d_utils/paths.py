@@ -1,0 +1,32 @@
+"""Every path of the project, from one place.
+
+Environment overrides exist so tests and CI can run notebooks without touching a user's
+results or the committed figures:
+
+- ``S2D_RESULTS``: executed notebooks, generation cache, checkpoints, metrics (default ``results/``)
+- ``S2D_FIGURES``: regenerated tables and figures (default ``figures/``)
+- ``S2D_MODELS``: converted model checkpoints, shared across result folders (default ``results/models``)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("S2D_RESULTS", ROOT / "results")).resolve()
+FIGURES = Path(os.environ.get("S2D_FIGURES", ROOT / "figures")).resolve()
+MODELS = Path(os.environ.get("S2D_MODELS", ROOT / "results" / "models")).resolve()
+CACHE = RESULTS / "cache"
+CHECKPOINTS = RESULTS / "checkpoints"
+METRICS = RESULTS / "metrics"
+EXECUTED = RESULTS / "executed"
+NOTEBOOKS = ROOT / "notebooks"
+DATA = ROOT / "data"
+GENERATION_CACHE = CACHE / "generations.sqlite"
+
+
+def ensure(path: Path) -> Path:
+    """Create ``path`` (a directory) if needed and return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path

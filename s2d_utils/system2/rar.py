@@ -1,0 +1,81 @@
+"""Rephrase and Respond (Deng et al., 2023), as distilled in the paper's Sec. 4.1.
+
+- 1-step RaR: one call; the question plus "Rephrase and expand the question, and respond."
+- 2-step RaR: call 1 rephrases the question; call 2 answers, given the original and the
+  rephrased question. For last-letter the paper asks the rephrasing to keep the words
+  unchanged and separate them (its Sec. 4.1); other tasks use the RaR paper's general request.
+
+With ``n`` samples, 2-step RaR samples ``n`` rephrasings and answers each ``n_answer`` times
+(paper, coin flip: both stages sampled), giving ``n * n_answer`` traces per input.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Sequence
+
+from ..generation import generate
+from ..models import LoadedModel
+from ..tasks import Example
+from . import Call, Trace
+
+ONE_STEP_SUFFIX = "Rephrase and expand the question, and respond."
+REPHRASE = {
+    "default": '"{question}"\nGiven the above question, rephrase and expand it to help you do better answering. '
+               "Maintain all information in the original question.",
+    # Sec. 4.1: for last letter, rephrase so the words are separated and kept unchanged
+    "last_letter": '"{question}"\nRephrase the above question: list the words one per line, exactly as written '
+                   "(do not change them), and say what to do with their last letters. Do not answer it.",
+}
+RESPOND = "(original) {question}\n(rephrased) {rephrased}\nUse your answer to the rephrased question to answer the original question."
+
+
+def one_step_prompt(example: Example) -> str:
+    return f"{example.input}\n{ONE_STEP_SUFFIX}"
+
+
+def rephrase_prompt(example: Example, task: ModuleType) -> str:
+    template = REPHRASE.get(getattr(task, "NAME", ""), REPHRASE["default"])
+    return template.format(question=example.input)
+
+
+def respond_prompt(example: Example, rephrased: str) -> str:
+    return RESPOND.format(question=example.input, rephrased=rephrased.strip())
+
+
+def one_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, n: int = 1,
+             temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 128, seed: int = 0,
+             extract_mode: str = "flexible", **gen) -> list[list[Trace]]:
+    """1-step RaR: rephrase, expand and respond in one call."""
+    prompts = [one_step_prompt(e) for e in examples]
+    outs = generate(lm, prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                    seed=seed, desc=gen.pop("desc", "RaR 1-step"), **gen)
+    return [
+        [Trace(e.id, i, (Call("rar1", p, c.text, c.n_tokens, c.finish_reason),), task.extract(c.text, extract_mode))
+         for i, c in enumerate(cs)]
+        for e, p, cs in zip(examples, prompts, outs)
+    ]
+
+
+def two_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, n: int = 1, n_answer: int = 1,
+             temperature: float = 0.0, top_p: float = 1.0, rephrase_tokens: int = 64, answer_tokens: int = 96,
+             seed: int = 0, extract_mode: str = "flexible", **gen) -> list[list[Trace]]:
+    """2-step RaR: sample ``n`` rephrasings, then ``n_answer`` answers to each."""
+    desc = gen.pop("desc", "RaR 2-step")
+    r_prompts = [rephrase_prompt(e, task) for e in examples]
+    rephrasings = generate(lm, r_prompts, n=n, temperature=temperature, top_p=top_p,
+                           max_new_tokens=rephrase_tokens, seed=seed, desc=f"{desc}: rephrase", **gen)
+    a_prompts = [respond_prompt(e, c.text) for e, cs in zip(examples, rephrasings) for c in cs]
+    answers = generate(lm, a_prompts, n=n_answer, temperature=temperature, top_p=top_p,
+                       max_new_tokens=answer_tokens, seed=seed, desc=f"{desc}: respond", **gen)
+    out, j = [], 0
+    for e, rp, cs in zip(examples, r_prompts, rephrasings):
+        traces = []
+        for c in cs:
+            first = Call("rephrase", rp, c.text, c.n_tokens, c.finish_reason)
+            for a in answers[j]:
+                second = Call("respond", a_prompts[j], a.text, a.n_tokens, a.finish_reason)
+                traces.append(Trace(e.id, len(traces), (first, second), task.extract(a.text, extract_mode)))
+            j += 1
+        out.append(traces)
+    return out

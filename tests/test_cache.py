@@ -1,0 +1,50 @@
+import sqlite3
+
+import pytest
+
+from s2d_utils.cache import CachedSample, CacheError, GenerationCache, sample_key
+
+
+def test_roundtrip_and_persistence(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with GenerationCache(path) as c:
+        c.put_many({"k1": CachedSample("hello", 2, "stop"), "k2": CachedSample("x", 1, "length")})
+        assert len(c) == 2
+    with GenerationCache(path) as c:
+        assert c.get_many(["k1", "k3"]) == {"k1": CachedSample("hello", 2, "stop")}
+
+
+def test_key_depends_on_everything_that_determines_a_sample():
+    base = sample_key("model", "prompt", {"temperature": 0.7, "top_p": 0.95}, 0)
+    assert base == sample_key("model", "prompt", {"top_p": 0.95, "temperature": 0.7}, 0)  # order-free
+    others = [sample_key("model2", "prompt", {"temperature": 0.7, "top_p": 0.95}, 0),
+              sample_key("model", "prompt ", {"temperature": 0.7, "top_p": 0.95}, 0),
+              sample_key("model", "prompt", {"temperature": 0.8, "top_p": 0.95}, 0),
+              sample_key("model", "prompt", {"temperature": 0.7, "top_p": 0.95}, 1)]
+    assert len({base, *others}) == 5
+
+
+def test_corrupt_file_is_refused_with_its_name(tmp_path):
+    bad = tmp_path / "junk.sqlite"
+    bad.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(CacheError, match="junk.sqlite: not a readable SQLite file"):
+        GenerationCache(bad)
+    assert bad.read_bytes().startswith(b"this is not")  # never overwritten
+
+
+def test_foreign_sqlite_and_other_versions_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.sqlite"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE people (name TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(CacheError, match="foreign.sqlite: a SQLite file, but not an s2d generation cache"):
+        GenerationCache(foreign)
+    newer = tmp_path / "newer.sqlite"
+    GenerationCache(newer).close()
+    db = sqlite3.connect(newer)
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(CacheError, match="schema version '99'"):
+        GenerationCache(newer)

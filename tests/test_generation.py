@@ -1,0 +1,114 @@
+"""Generation on a tiny random Llama (with the real SmolLM2 tokenizer): exact, fast checks."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from s2d_utils.cache import GenerationCache
+from s2d_utils.generation import LAST_STATS, generate, render
+
+PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
+           "A coin is heads up. Ann flips the coin. Is the coin still heads up?",
+           "hi", "What is the capital of France? Answer in one word, please, and nothing else."]
+SAMPLING = dict(temperature=0.9, top_p=0.95, max_new_tokens=12, seed=7)
+
+
+def test_greedy_matches_model_generate(tiny_lm):
+    import torch
+
+    outs = generate(tiny_lm, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=3)
+    for prompt, (c,) in zip(PROMPTS, outs):
+        ids = tiny_lm.tokenizer(render(tiny_lm, prompt), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            ref = tiny_lm.model.generate(**ids, max_new_tokens=16, do_sample=False,
+                                         pad_token_id=tiny_lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
+        ref = [t for t in ref.tolist() if t != tiny_lm.tokenizer.eos_token_id]
+        assert c.text == tiny_lm.tokenizer.decode(ref, skip_special_tokens=True)
+        assert c.n_tokens == len(ref)
+
+
+def test_samples_do_not_depend_on_batch_composition(tiny_lm):
+    alone = generate(tiny_lm, PROMPTS[:1], n=3, cache=None, progress=False, batch_size=1, **SAMPLING)
+    mixed = generate(tiny_lm, list(reversed(PROMPTS)), n=3, cache=None, progress=False, batch_size=5, **SAMPLING)
+    assert alone[0] == mixed[-1]
+    texts = [c.text for c in alone[0]]
+    assert len(set(texts)) > 1  # the three samples really are different draws
+    other_seed = generate(tiny_lm, PROMPTS[:1], n=3, cache=None, progress=False, **{**SAMPLING, "seed": 8})
+    assert other_seed[0] != alone[0]
+
+
+def test_token_counts_limits_and_greedy_copies(tiny_lm):
+    outs = generate(tiny_lm, PROMPTS, n=2, cache=None, progress=False, max_new_tokens=5)
+    for a, b in outs:
+        assert a == b  # greedy: n samples are the same answer
+        assert a.n_tokens <= 5
+        assert a.finish_reason in ("stop", "length")
+        assert a.finish_reason == "stop" or a.n_tokens == 5
+
+
+def test_bad_requests_fail_clearly(tiny_lm):
+    with pytest.raises(ValueError, match="empty prompt"):
+        generate(tiny_lm, ["ok", "  "], cache=None, progress=False)
+    with pytest.raises(ValueError, match="prompt 1: .* exceeds the model's context of 512 tokens"):
+        generate(tiny_lm, ["ok", "word " * 600], cache=None, progress=False)
+    with pytest.raises(ValueError, match="n=0"):
+        generate(tiny_lm, ["ok"], n=0, cache=None)
+    assert generate(tiny_lm, [], cache=None, progress=False) == []
+
+
+def test_cache_serves_reruns(tiny_lm, tmp_path):
+    cache = GenerationCache(tmp_path / "g.sqlite")
+    first = generate(tiny_lm, PROMPTS, n=2, cache=cache, progress=False, **SAMPLING)
+    assert (LAST_STATS.computed, LAST_STATS.cached) == (8, 0)
+    again = generate(tiny_lm, PROMPTS, n=3, cache=cache, progress=False, **SAMPLING)
+    assert (LAST_STATS.computed, LAST_STATS.cached) == (4, 8)  # only the new third samples
+    assert [s[:2] for s in again] == first
+
+
+WORKER = """
+import sys
+from s2d_utils.cache import GenerationCache
+from s2d_utils.generation import generate
+from s2d_utils.models import load_model
+lm = load_model(sys.argv[1], device="cpu")
+prompts = [f"Question number {i}: what comes after {i}?" for i in range(24)]
+generate(lm, prompts, n=2, temperature=0.8, top_p=0.9, max_new_tokens=40, seed=3, batch_size=4,
+         cache=GenerationCache(sys.argv[2]), progress=False)
+"""
+
+
+def test_sigkill_mid_run_loses_at_most_the_batch_in_flight(tiny_model_dir, tiny_lm, tmp_path):
+    db = tmp_path / "killed.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tiny_model_dir), str(db)],
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    stored_before = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with GenerationCache(db) as c:
+                    stored_before = len(c)
+            except Exception:
+                stored_before = 0
+            if stored_before >= 8:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with GenerationCache(db) as c:
+        stored_before = len(c)
+    assert 8 <= stored_before < 48, "the worker should have been killed part-way"
+    assert stored_before % 4 == 0  # whole batches only: nothing half-written
+
+    prompts = [f"Question number {i}: what comes after {i}?" for i in range(24)]
+    kw = dict(n=2, temperature=0.8, top_p=0.9, max_new_tokens=40, seed=3, batch_size=4, progress=False)
+    resumed = generate(tiny_lm, prompts, cache=GenerationCache(db), **kw)
+    assert LAST_STATS.cached == stored_before
+    assert LAST_STATS.computed == 48 - stored_before
+    fresh = generate(tiny_lm, prompts, cache=GenerationCache(tmp_path / "fresh.sqlite"), **kw)
+    assert resumed == fresh
