@@ -20,6 +20,8 @@ have stopped leave the batch instead of decoding padding until the longest row e
 from __future__ import annotations
 
 import hashlib
+import os
+import weakref
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
@@ -92,69 +94,135 @@ def stop_token_ids(lm: LoadedModel) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+TOP_K_FIRST = 128  # candidates taken before top-p; rows whose top-k mass is short of top_p fall back to a full sort
+
+
 def _sample_rows(logits, temperature: float, top_p: float, generators):
-    """Next token per row: argmax if greedy, else top-p sampling with each row's own RNG."""
+    """Next token per row: argmax if greedy, else top-p sampling with each row's own RNG.
+
+    Top-p needs the tokens in probability order; sorting 49k logits per row per step is the
+    costly part, so we take the top ``TOP_K_FIRST`` first and sort the full row only where those
+    hold less than ``top_p`` of the mass. The result is the same as sorting everything.
+    """
     import torch
 
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_p, order = probs.sort(dim=-1, descending=True)
-    cum = sorted_p.cumsum(dim=-1)
-    # keep the smallest prefix whose mass reaches top_p (always at least the top token)
-    sorted_p = sorted_p.masked_fill((cum - sorted_p) >= top_p, 0.0)
-    cum = sorted_p.cumsum(dim=-1)
-    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).to(cum.dtype)
-    pick = torch.searchsorted(cum, (u * cum[:, -1]).unsqueeze(-1)).clamp_(max=cum.shape[-1] - 1)
-    return order.gather(-1, pick).squeeze(-1)
+    k = min(TOP_K_FIRST, probs.shape[-1])
+    sorted_p, order = probs.topk(k, dim=-1)
+    short = sorted_p.sum(dim=-1) < top_p
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).float()
+    out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    for rows, full_sort in ((~short, False), (short, True)):
+        if not rows.any():
+            continue
+        if full_sort:  # rare: a flat distribution needs the whole sorted row
+            sp, od = probs[rows].sort(dim=-1, descending=True)
+        else:
+            sp, od = sorted_p[rows], order[rows]
+        cum = sp.cumsum(dim=-1)
+        # keep the smallest prefix whose mass reaches top_p (always at least the top token)
+        sp = sp.masked_fill((cum - sp) >= top_p, 0.0)
+        cum = sp.cumsum(dim=-1)
+        pick = torch.searchsorted(cum, (u[rows] * cum[:, -1]).unsqueeze(-1)).clamp_(max=cum.shape[-1] - 1)
+        out[rows] = od.gather(-1, pick).squeeze(-1)
+    return out
+
+
+_DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+COMPACT_SHARE = 0.25  # finished rows are dropped from the batch once they are this share of it
+
+
+def _decoder_for(model):
+    """The fast Llama decoder for ``model`` (built once), or None where it does not apply."""
+    from . import engine
+
+    if os.environ.get("S2D_ENGINE", "fast") != "fast" or not engine.supports(model):
+        return None
+    if model not in _DECODERS:
+        _DECODERS[model] = engine.LlamaDecoder(model)
+    return _DECODERS[model]
 
 
 def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], seeds: list[int], temperature: float,
                   top_p: float, max_new_tokens: int, stops: set[int]) -> list[tuple[list[int], str]]:
-    """Decode one batch of tokenized prompts; returns (generated ids without stop token, reason)."""
+    """Decode one batch of tokenized prompts; returns (generated ids without stop token, reason).
+
+    Rows with the same prompt (the n samples of one input) share one prefill: the prompt is
+    run once and its KV cache copied to each sample's row. Finished rows leave the batch once
+    they are `COMPACT_SHARE` of it (dropping a row copies the cache, so not one at a time).
+    Decoding uses `engine.LlamaDecoder` for Llama models, else the model's own forward.
+    """
     import torch
     from transformers import DynamicCache
 
     device = lm.device
     pad = lm.tokenizer.pad_token_id
-    width = max(len(t) for t in token_lists)
-    ids = torch.full((len(token_lists), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
-    for r, toks in enumerate(token_lists):  # left padding: every row's last prompt token is aligned
+    unique: dict[tuple[int, ...], int] = {}
+    row_of = [unique.setdefault(tuple(t), len(unique)) for t in token_lists]
+    prompts = list(unique)
+    width = max(len(t) for t in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, toks in enumerate(prompts):  # left padding: every row's last prompt token is aligned
         ids[r, width - len(toks):] = torch.tensor(toks)
         mask[r, width - len(toks):] = 1
     ids, mask = ids.to(device), mask.to(device)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     out: list[list[int]] = [[] for _ in token_lists]
     reason = ["length"] * len(token_lists)
-    alive = list(range(len(token_lists)))  # original row index of each current batch row
+    finished = [False] * len(token_lists)
+    rows = list(range(len(token_lists)))  # original row index of each current batch row
     cache = DynamicCache(config=lm.model.config)
     position = (mask.cumsum(-1) - 1).clamp(min=0)
-    step_ids = ids
+    decoder = _decoder_for(lm.model)
     with torch.inference_mode():
+        logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
+                          use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        expand = torch.tensor(row_of, device=device)
+        logits, mask = logits[expand], mask[expand]
+        position = position[expand][:, -1] + 1  # next position of each row
+        if decoder is not None:
+            decoder.load_prefill(cache, expand, width + max_new_tokens)
+            valid = torch.zeros((len(rows), width + max_new_tokens), dtype=torch.bool, device=device)
+            valid[:, :width] = mask.bool()
+            del cache
+        elif len(prompts) < len(token_lists):  # fan the shared prefill out to the sample rows
+            cache.batch_select_indices(expand)
         for step in range(max_new_tokens):
-            logits = lm.model(input_ids=step_ids, attention_mask=mask, position_ids=position,
-                              past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
-            nxt = _sample_rows(logits, temperature, top_p, [generators[r] for r in alive]).tolist()
-            keep = []
-            for b, (r, tok) in enumerate(zip(alive, nxt)):
+            nxt = _sample_rows(logits, temperature, top_p, [generators[r] for r in rows]).tolist()
+            for r, tok in zip(rows, nxt):
+                if finished[r]:
+                    continue
                 if tok in stops:
-                    reason[r] = "stop"
+                    reason[r], finished[r] = "stop", True
                 else:
                     out[r].append(tok)
-                    keep.append(b)
-            if not keep or step == max_new_tokens - 1:
+            live = [b for b, r in enumerate(rows) if not finished[r]]
+            if not live or step == max_new_tokens - 1:
                 break
-            if len(keep) < len(alive):  # finished rows leave the batch: no decoding of padding
-                idx = torch.tensor(keep, device=device)
-                cache.batch_select_indices(idx)
-                mask = mask.index_select(0, idx)
+            if len(rows) - len(live) >= max(1, int(COMPACT_SHARE * len(rows))):
+                idx = torch.tensor(live, device=device)
+                if decoder is not None:
+                    decoder.select(idx)
+                    valid = valid.index_select(0, idx)
+                else:
+                    cache.batch_select_indices(idx)
+                    mask = mask.index_select(0, idx)
                 position = position.index_select(0, idx)
-                alive = [alive[b] for b in keep]
-                nxt = [nxt[b] for b in keep]
-            step_ids = torch.tensor(nxt, device=device).unsqueeze(-1)
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-            position = position[:, -1:] + 1
+                rows = [rows[b] for b in live]
+                nxt = [nxt[b] for b in live]
+            step_ids = torch.tensor(nxt, device=device)
+            if decoder is not None:
+                column = width + step
+                valid[:, column] = True
+                logits = decoder.step(step_ids, position, column, valid[:, : column + 1])
+            else:
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+                logits = lm.model(input_ids=step_ids[:, None], attention_mask=mask, position_ids=position[:, None],
+                                  past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            position = position + 1
     return list(zip(out, reason))
 
 

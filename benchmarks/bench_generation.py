@@ -1,0 +1,136 @@
+"""Sampling throughput: plain `model.generate` vs the s2d engine, in one process, one run.
+
+Workload (issue 3): 64 different chat prompts of the paper's tasks (System 1, 1-step RaR and
+2-step RaR prompts on last-letter and coin-flip questions) x 8 samples, temperature 0.7,
+top-p 0.95, up to 128 new tokens. Also: greedy agreement (share of prompts whose greedy output
+is token-identical to `model.generate`'s), prefill tokens/s and LoRA fine-tuning tokens/s.
+
+    .venv/bin/python benchmarks/bench_generation.py            # the full workload (~20 min on 2 cores)
+    .venv/bin/python benchmarks/bench_generation.py --prompts 16 --max-new-tokens 64   # quicker
+
+Tokens/s counts useful generated tokens (up to and excluding the end-of-turn token) for both
+sides. Numbers are ratios measured in the same process, back to back; the machine is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from s2d_utils import distill
+from s2d_utils.generation import generate, render
+from s2d_utils.models import load_model
+from s2d_utils.system2 import rar
+from s2d_utils.tasks import coin_flip, last_letter
+
+
+def workload(n_prompts: int) -> list[str]:
+    makers = [lambda e: e.input, rar.one_step_prompt,
+              lambda e: rar.rephrase_prompt(e, last_letter if e.id.startswith("last") else coin_flip)]
+    exs = [e for pair in zip(last_letter.load("test", n=n_prompts, seed=11), coin_flip.load("test", n=n_prompts, seed=11))
+           for e in pair]
+    return [makers[i % len(makers)](e) for i, e in enumerate(exs[:n_prompts])]
+
+
+def hf_generate(lm, prompts, n, max_new_tokens, batch_size, do_sample=True):
+    """Plain transformers generate: left-padded batches, n samples via num_return_sequences."""
+    tok = lm.tokenizer
+    tok.padding_side = "left"
+    useful, outs = 0, []
+    eos = tok.eos_token_id
+    per_batch = max(1, batch_size // n)
+    for start in range(0, len(prompts), per_batch):
+        chunk = [render(lm, p) for p in prompts[start : start + per_batch]]
+        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            gen = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                    temperature=0.7 if do_sample else None, top_p=0.95 if do_sample else None,
+                                    top_k=0 if do_sample else None, num_return_sequences=n, pad_token_id=tok.pad_token_id)
+        for row in gen[:, enc["input_ids"].shape[1]:].tolist():
+            toks = row[: row.index(eos)] if eos in row else row
+            useful += len(toks)
+            outs.append(toks)
+    return useful, outs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--hf-batch-sizes", default="32,64", help="plain generate tries these; the best counts")
+    ap.add_argument("--batch-size", type=int, default=64, help="our engine's batch (rows)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+
+    lm = load_model(device="cpu")
+    prompts = workload(args.prompts)
+    print(f"workload: {len(prompts)} prompts x {args.samples} samples, T=0.7, top-p 0.95, "
+          f"<= {args.max_new_tokens} new tokens, {torch.get_num_threads()} threads")
+    figures: dict[str, float] = {}
+
+    # prefill throughput (one forward over a batch of prompts)
+    enc = lm.tokenizer([render(lm, p) for p in prompts[:32]], return_tensors="pt", padding=True, add_special_tokens=False)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        lm.model(**enc, logits_to_keep=1)
+    figures["prefill_tokens_per_s"] = int(enc["attention_mask"].sum()) / (time.perf_counter() - t0)
+
+    # (a) plain generate: probe each batch size on the first 8 prompts, run the best on everything
+    best, best_rate = None, 0.0
+    for bs in [int(b) for b in args.hf_batch_sizes.split(",")]:
+        t0 = time.perf_counter()
+        useful, _ = hf_generate(lm, prompts[: max(1, bs // args.samples)], args.samples, args.max_new_tokens, bs)
+        rate = useful / (time.perf_counter() - t0)
+        print(f"  plain generate probe, batch {bs}: {rate:.1f} tokens/s")
+        if rate > best_rate:
+            best, best_rate = bs, rate
+    t0 = time.perf_counter()
+    useful, _ = hf_generate(lm, prompts, args.samples, args.max_new_tokens, best)
+    figures["hf_tokens_per_s"] = useful / (time.perf_counter() - t0)
+    figures["hf_batch"] = best
+
+    # (b) our engine, same workload, no cache
+    t0 = time.perf_counter()
+    outs = generate(lm, prompts, n=args.samples, temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens,
+                    seed=0, batch_size=args.batch_size, cache=None, progress=False)
+    ours = sum(c.n_tokens for cs in outs for c in cs)
+    figures["engine_tokens_per_s"] = ours / (time.perf_counter() - t0)
+    figures["speedup"] = figures["engine_tokens_per_s"] / figures["hf_tokens_per_s"]
+
+    # greedy agreement, prompt by prompt
+    greedy = generate(lm, prompts, max_new_tokens=args.max_new_tokens, cache=None, progress=False,
+                      batch_size=args.batch_size)
+    _, ref = hf_generate(lm, prompts, 1, args.max_new_tokens, 1, do_sample=False)
+    same = [g[0].text == lm.tokenizer.decode(r, skip_special_tokens=True) for g, r in zip(greedy, ref)]
+    figures["greedy_identical"] = sum(same) / len(same)
+    differing = [i for i, ok in enumerate(same) if not ok]
+
+    # LoRA fine-tuning throughput of the distill step
+    pairs = distill.sft_pairs([(e, e.gold) for e in last_letter.load("train", n=32, seed=11)])
+    with tempfile.TemporaryDirectory() as tmp:
+        res = distill.finetune(lm, pairs, distill.LoraSettings(max_steps=8, batch_size=8), out_dir=Path(tmp),
+                               progress=False, name="bench")
+    figures["lora_train_tokens_per_s"] = res.tokens_per_second
+    figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+    print(f"prefill:                {figures['prefill_tokens_per_s']:.0f} tokens/s")
+    print(f"plain model.generate:   {figures['hf_tokens_per_s']:.1f} tokens/s (batch {best})")
+    print(f"s2d engine:             {figures['engine_tokens_per_s']:.1f} tokens/s (batch {args.batch_size})")
+    print(f"speedup:                {figures['speedup']:.2f}x")
+    print(f"greedy identical:       {sum(same)}/{len(same)} prompts" + (f" (differ: {differing})" if differing else ""))
+    print(f"LoRA fine-tuning:       {figures['lora_train_tokens_per_s']:.0f} tokens/s")
+    print(f"peak RSS (this script): {figures['peak_rss_gb']:.2f} GB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
