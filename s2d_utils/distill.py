@@ -146,7 +146,7 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
             optim.step()
             sched.step()
             optim.zero_grad(set_to_none=True)
-            losses.append(round(float(loss), 5))
+            losses.append(round(loss.item(), 5))
             tokens += int(mask.sum())
             step += 1
             bar.update(1)

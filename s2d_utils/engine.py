@@ -20,6 +20,7 @@ benchmark reports greedy agreement with ``model.generate``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -87,36 +88,42 @@ class LlamaDecoder:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
 
-    def load_prefill(self, cache, rows: torch.Tensor, capacity: int) -> None:
-        """Copy a transformers prefill cache into preallocated buffers, fanned out to ``rows``."""
-        self.keys, self.values = [], []
-        for layer in cache.layers:
-            k, v = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
-            b, h, n, d = k.shape
-            kb = k.new_empty((b, h, capacity, d))
-            vb = v.new_empty((b, h, capacity, v.shape[-1]))
-            kb[:, :, :n] = k
-            vb[:, :, :n] = v
-            self.keys.append(kb)
-            self.values.append(vb)
+    def allocate(self, slots: int, capacity: int, like: torch.Tensor) -> None:
+        """KV buffers for ``slots`` rows of up to ``capacity`` tokens each."""
+        shape = (slots, self.n_kv, capacity, self.head_dim)
+        self.keys = [like.new_zeros(shape) for _ in self.layers]
+        self.values = [like.new_zeros(shape) for _ in self.layers]
+
+    def store_prompt(self, cache, source_row: int, width: int, length: int, slot: int) -> None:
+        """Copy one prompt's KV from a left-padded transformers prefill cache into ``slot``."""
+        for i, layer in enumerate(cache.layers):
+            self.keys[i][slot, :, :length] = layer.keys[source_row, :, width - length : width]
+            self.values[i][slot, :, :length] = layer.values[source_row, :, width - length : width]
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` of the batch (finished rows leave)."""
+        """Keep only the slots in ``rows`` (shrinks the batch once the queue is empty)."""
         self.keys = [k.index_select(0, rows) for k in self.keys]
         self.values = [v.index_select(0, rows) for v in self.values]
 
     @torch.inference_mode()
-    def step(self, ids: torch.Tensor, positions: torch.Tensor, column: int, valid: torch.Tensor) -> torch.Tensor:
-        """Logits for the next token. ``ids``/``positions``: [B]; the new K/V go to ``column``;
-        ``valid``: [B, column + 1] bool, False on left padding."""
+    def step(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits for the next token of every slot.
+
+        ``ids``: [S] the token to feed per slot; ``lengths``: [S] tokens already stored per slot,
+        which is also the new token's position. Its K/V are written at that column; each slot
+        attends to its own columns only, so slots may hold sequences of any length.
+        """
         b = ids.shape[0]
         hq, hk, d = self.n_heads, self.n_kv, self.head_dim
         group = hq // hk
-        x = F.embedding(ids, self.embed)  # [B, hidden]
-        cos, sin = self.rotary(x[:, None, :], positions[:, None])
-        cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # [B, 1, 1, D], broadcast over heads
-        bias = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill_(~valid, float("-inf"))
-        bias = bias[:, None, None, :]  # [B, 1, 1, T]
+        x = F.embedding(ids, self.embed)  # [S, hidden]
+        cos, sin = self.rotary(x[:, None, :], lengths[:, None])
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # [S, 1, 1, D], broadcast over heads
+        span = int(lengths.max()) + 1
+        visible = torch.arange(span, device=x.device)[None, :] <= lengths[:, None]
+        bias = torch.zeros(visible.shape, dtype=x.dtype, device=x.device).masked_fill_(~visible, float("-inf"))
+        bias = bias[:, None, None, :]  # [S, 1, 1, span]
+        rows = torch.arange(b, device=x.device)
         for i, L in enumerate(self.layers):
             h = _rms(x, L.ln1, self.eps)
             qkv = h @ L.wqkv.T
@@ -126,13 +133,96 @@ class LlamaDecoder:
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             K, V = self.keys[i], self.values[i]
-            K[:, :, column] = k[:, :, 0]
-            V[:, :, column] = v[:, :, 0]
-            # queries of one KV group attend to its keys together: [B, Hkv, group, T]
-            att = F.scaled_dot_product_attention(q, K[:, :, : column + 1], V[:, :, : column + 1], attn_mask=bias,
-                                                 scale=self.scale)
+            K[rows, :, lengths] = k[:, :, 0]
+            V[rows, :, lengths] = v[:, :, 0]
+            # the queries of one KV group attend to it together: [S, Hkv, group, span]
+            att = F.scaled_dot_product_attention(q, K[:, :, :span], V[:, :, :span], attn_mask=bias, scale=self.scale)
             x = x + att.reshape(b, hq * d) @ L.wo.T
             h = _rms(x, L.ln2, self.eps)
             gate, up = (h @ L.wgu.T).chunk(2, dim=-1)
             x = x + (F.silu(gate) * up) @ L.wdown.T
         return _rms(x, self.norm, self.eps) @ self.lm_head.T
+
+
+def run_continuous(model, decoder: LlamaDecoder, jobs: list[list[int]], sample: Callable, max_new_tokens: int,
+                   stops: set[int], slots: int, pad_id: int, device: str) -> Iterator[tuple[int, list[int], str]]:
+    """Continuous batching: decode ``jobs`` (token lists) in ``slots`` rows, refilling a row as
+    soon as its sequence stops, so the batch stays full instead of decoding padding.
+
+    ``sample(logits, job_indices)`` picks the next token of each row (each job has its own RNG).
+    Jobs with identical prompts admitted together share one prefill. Yields
+    ``(job index, generated tokens without the stop token, "stop" | "length")`` as jobs finish.
+    """
+    from transformers import DynamicCache
+
+    slots = max(1, min(slots, len(jobs)))
+    capacity = max(len(t) for t in jobs) + max_new_tokens
+    queue = list(range(len(jobs)))
+    queue.reverse()  # pop() from the end keeps the caller's order
+    job_of = [-1] * slots  # job in each slot, -1 = free
+    produced: dict[int, list[int]] = {}
+    feed = torch.zeros(slots, dtype=torch.long, device=device)
+    lengths = torch.zeros(slots, dtype=torch.long, device=device)
+    admit_at = max(1, slots // 8)  # admit in groups: one prefill call per group, not per row
+    decoder.allocate(slots, capacity, decoder.embed)
+
+    def finish(slot: int, reason: str):
+        j = job_of[slot]
+        job_of[slot] = -1
+        return j, produced.pop(j), reason
+
+    while queue or any(j >= 0 for j in job_of):
+        free = [s for s, j in enumerate(job_of) if j < 0]
+        if queue and free and (len(free) >= min(admit_at, len(queue)) or len(free) == len(job_of)):
+            take = [queue.pop() for _ in range(min(len(free), len(queue)))]
+            unique: dict[tuple[int, ...], int] = {}
+            source = [unique.setdefault(tuple(jobs[j]), len(unique)) for j in take]
+            prompts = list(unique)
+            width = max(len(p) for p in prompts)
+            ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(prompts), width), dtype=torch.long)
+            for r, toks in enumerate(prompts):
+                ids[r, width - len(toks):] = torch.tensor(toks)
+                mask[r, width - len(toks):] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            cache = DynamicCache(config=model.config)
+            with torch.inference_mode():
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            first = sample(logits[torch.tensor(source, device=device)], take).tolist()
+            for j, src, slot, tok in zip(take, source, free, first):
+                job_of[slot] = j
+                produced[j] = []
+                if tok in stops:
+                    yield finish(slot, "stop")
+                    continue
+                produced[j].append(tok)
+                if max_new_tokens == 1:
+                    yield finish(slot, "length")
+                    continue
+                decoder.store_prompt(cache, src, width, len(jobs[j]), slot)
+                lengths[slot] = len(jobs[j])
+                feed[slot] = tok
+            del cache
+            continue  # admit again if rows stopped at once; otherwise decode
+        active = [s for s, j in enumerate(job_of) if j >= 0]
+        if not queue and len(active) <= 0.75 * len(job_of):  # tail: shrink the batch to the live rows
+            idx = torch.tensor(active, device=device)
+            decoder.select(idx)
+            feed, lengths = feed[idx], lengths[idx]
+            job_of = [job_of[s] for s in active]
+            active = list(range(len(job_of)))
+        logits = decoder.step(feed, lengths)
+        act = torch.tensor(active, device=device)
+        lengths[act] += 1  # free slots stay put (their rows are computed but ignored)
+        nxt = sample(logits[act], [job_of[s] for s in active]).tolist()
+        for slot, tok in zip(active, nxt):
+            j = job_of[slot]
+            if tok in stops:
+                yield finish(slot, "stop")
+            else:
+                produced[j].append(tok)
+                if len(produced[j]) >= max_new_tokens:
+                    yield finish(slot, "length")
+                else:
+                    feed[slot] = tok

@@ -9,12 +9,14 @@ Contract:
 - Per-sample seeds: each sample draws from its own RNG, seeded from (seed, rendered prompt,
   sample index). A sample does not depend on which other prompts share its batch, on batch size,
   or on whether it came from the cache.
-- Cached: samples already in the `GenerationCache` are not regenerated; each finished batch is
-  committed, so a killed run loses at most the batch in flight.
+- Cached: samples already in the `GenerationCache` are not regenerated; finished samples are
+  committed every ``batch_size`` samples, so a killed run loses at most the rows in flight.
 - Greedy (temperature 0) generates sample 0 once; n > 1 greedy samples are copies of it.
 
-The decode loop is our own (not ``model.generate``) for the per-row RNGs, and so that rows that
-have stopped leave the batch instead of decoding padding until the longest row ends.
+The decode loop is our own (not ``model.generate``) for the per-row RNGs. For Llama-architecture
+models it is `engine.run_continuous`: continuous batching (a row that stops is refilled with the
+next sample at once) over `engine.LlamaDecoder`'s preallocated-KV decode step. Other models take
+`_decode_batch`, fixed batches over the model's own forward.
 """
 
 from __future__ import annotations
@@ -131,11 +133,14 @@ def _sample_rows(logits, temperature: float, top_p: float, generators):
 
 
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-COMPACT_SHARE = 0.25  # finished rows are dropped from the batch once they are this share of it
+COMPACT_SHARE = 0.25  # (fallback path) finished rows leave the batch once they are this share of it
 
 
 def _decoder_for(model):
-    """The fast Llama decoder for ``model`` (built once), or None where it does not apply."""
+    """The fast Llama decoder for ``model`` (built once), or None where it does not apply.
+
+    ``S2D_ENGINE=hf`` forces the fallback path (the model's own forward, fixed batches).
+    """
     from . import engine
 
     if os.environ.get("S2D_ENGINE", "fast") != "fast" or not engine.supports(model):
@@ -145,14 +150,12 @@ def _decoder_for(model):
     return _DECODERS[model]
 
 
-def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], seeds: list[int], temperature: float,
-                  top_p: float, max_new_tokens: int, stops: set[int]) -> list[tuple[list[int], str]]:
-    """Decode one batch of tokenized prompts; returns (generated ids without stop token, reason).
+def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], sample, max_new_tokens: int,
+                  stops: set[int]) -> list[tuple[list[int], str]]:
+    """Fallback for models the fast engine does not cover: one fixed batch, the model's forward.
 
-    Rows with the same prompt (the n samples of one input) share one prefill: the prompt is
-    run once and its KV cache copied to each sample's row. Finished rows leave the batch once
-    they are `COMPACT_SHARE` of it (dropping a row copies the cache, so not one at a time).
-    Decoding uses `engine.LlamaDecoder` for Llama models, else the model's own forward.
+    Rows with the same prompt share one prefill; finished rows leave the batch once they are
+    `COMPACT_SHARE` of it (dropping rows copies the cache, so not one at a time).
     """
     import torch
     from transformers import DynamicCache
@@ -169,29 +172,22 @@ def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], seeds: list[int
         ids[r, width - len(toks):] = torch.tensor(toks)
         mask[r, width - len(toks):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
     out: list[list[int]] = [[] for _ in token_lists]
     reason = ["length"] * len(token_lists)
     finished = [False] * len(token_lists)
     rows = list(range(len(token_lists)))  # original row index of each current batch row
     cache = DynamicCache(config=lm.model.config)
     position = (mask.cumsum(-1) - 1).clamp(min=0)
-    decoder = _decoder_for(lm.model)
     with torch.inference_mode():
         logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
                           use_cache=True, logits_to_keep=1).logits[:, -1, :]
         expand = torch.tensor(row_of, device=device)
         logits, mask = logits[expand], mask[expand]
         position = position[expand][:, -1] + 1  # next position of each row
-        if decoder is not None:
-            decoder.load_prefill(cache, expand, width + max_new_tokens)
-            valid = torch.zeros((len(rows), width + max_new_tokens), dtype=torch.bool, device=device)
-            valid[:, :width] = mask.bool()
-            del cache
-        elif len(prompts) < len(token_lists):  # fan the shared prefill out to the sample rows
+        if len(prompts) < len(token_lists):  # fan the shared prefill out to the sample rows
             cache.batch_select_indices(expand)
         for step in range(max_new_tokens):
-            nxt = _sample_rows(logits, temperature, top_p, [generators[r] for r in rows]).tolist()
+            nxt = sample(logits, rows).tolist()
             for r, tok in zip(rows, nxt):
                 if finished[r]:
                     continue
@@ -204,26 +200,42 @@ def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], seeds: list[int
                 break
             if len(rows) - len(live) >= max(1, int(COMPACT_SHARE * len(rows))):
                 idx = torch.tensor(live, device=device)
-                if decoder is not None:
-                    decoder.select(idx)
-                    valid = valid.index_select(0, idx)
-                else:
-                    cache.batch_select_indices(idx)
-                    mask = mask.index_select(0, idx)
-                position = position.index_select(0, idx)
+                cache.batch_select_indices(idx)
+                mask, position = mask.index_select(0, idx), position.index_select(0, idx)
                 rows = [rows[b] for b in live]
                 nxt = [nxt[b] for b in live]
-            step_ids = torch.tensor(nxt, device=device)
-            if decoder is not None:
-                column = width + step
-                valid[:, column] = True
-                logits = decoder.step(step_ids, position, column, valid[:, : column + 1])
-            else:
-                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-                logits = lm.model(input_ids=step_ids[:, None], attention_mask=mask, position_ids=position[:, None],
-                                  past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            logits = lm.model(input_ids=torch.tensor(nxt, device=device)[:, None], attention_mask=mask,
+                              position_ids=position[:, None], past_key_values=cache, use_cache=True,
+                              logits_to_keep=1).logits[:, -1, :]
             position = position + 1
     return list(zip(out, reason))
+
+
+def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperature: float, top_p: float,
+              max_new_tokens: int, batch_size: int):
+    """Yield (job index, generated tokens, finish reason) as jobs finish, by the fastest path."""
+    import torch
+
+    from . import engine
+
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def sample(logits, job_indices):
+        return _sample_rows(logits, temperature, top_p, [generators[j] for j in job_indices])
+
+    stops = stop_token_ids(lm)
+    decoder = _decoder_for(lm.model)
+    if decoder is not None:
+        yield from engine.run_continuous(lm.model, decoder, jobs, sample, max_new_tokens, stops, batch_size,
+                                         lm.tokenizer.pad_token_id, lm.device)
+        return
+    for start in range(0, len(jobs), batch_size):
+        chunk = list(range(start, min(start + batch_size, len(jobs))))
+        results = _decode_batch(lm, [jobs[j] for j in chunk], lambda lg, rows: sample(lg, [chunk[r] for r in rows]),
+                                max_new_tokens, stops)
+        for j, (toks, reason) in zip(chunk, results):
+            yield j, toks, reason
 
 
 def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature: float = 0.0,
@@ -260,26 +272,31 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
                 raise ValueError(f"prompt {p}: {len(toks)} tokens + max_new_tokens={max_new_tokens} "
                                  f"exceeds the model's context of {limit} tokens")
             tokenized[p] = toks
-        # length-sorted batches waste less padding; per-sample seeds make the order irrelevant
+        # prompt order (samples of one prompt together, so they share a prefill), short prompts first;
+        # per-sample seeds make the order irrelevant to the results
         todo.sort(key=lambda pi: (len(tokenized[pi[0]]), pi))
-        stops = stop_token_ids(lm)
         bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="sample")
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            results = _decode_batch(lm, [tokenized[p] for p, _ in batch],
-                                    [sample_seed(seed, rendered[p], i) for p, i in batch],
-                                    float(temperature), float(top_p), max_new_tokens, stops)
-            new = {}
-            for (p, i), (toks, reason) in zip(batch, results):
-                text = lm.tokenizer.decode(toks, skip_special_tokens=True)
-                new[keys[p][i]] = CachedSample(text, len(toks), reason)
-                stats.generated_tokens += len(toks)
-            if store is not None:
-                store.put_many(new)
-            found.update(new)
-            stats.computed += len(batch)
-            stats.computed_keys.extend(new)
-            bar.update(len(batch))
+        pending: dict[str, CachedSample] = {}
+
+        def flush() -> None:
+            if store is not None and pending:
+                store.put_many(pending)
+            found.update(pending)
+            stats.computed_keys.extend(pending)
+            pending.clear()
+
+        jobs = [tokenized[p] for p, _ in todo]
+        seeds = [sample_seed(seed, rendered[p], i) for p, i in todo]
+        for j, toks, reason in _run_jobs(lm, jobs, seeds, float(temperature), float(top_p), max_new_tokens,
+                                         batch_size):
+            p, i = todo[j]
+            pending[keys[p][i]] = CachedSample(lm.tokenizer.decode(toks, skip_special_tokens=True), len(toks), reason)
+            stats.generated_tokens += len(toks)
+            stats.computed += 1
+            bar.update(1)
+            if len(pending) >= batch_size:  # commit: a kill loses at most the rows in flight
+                flush()
+        flush()
         bar.close()
     stats.seconds = time.perf_counter() - t0
     LAST_STATS.__dict__.update(stats.__dict__)

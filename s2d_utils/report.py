@@ -102,7 +102,7 @@ def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: dict[str, tu
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True, sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, r in enumerate(results):
         c = colors[i % len(colors)]
@@ -116,7 +116,7 @@ def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: dict[str, tu
     axes[0].set_title(f"ours: {model_label}")
     axes[1].set_title(f"paper: {PAPER_MODEL.split('/')[-1]}")
     for ax in axes:
-        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xscale("log")
         ax.set_xlabel("#Tokens per input (generated, all calls)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy % (ours: 95% CI)")
