@@ -28,7 +28,7 @@ class RarSizes:
     epochs: int = 3
     lora_batch: int = 8
     max_steps: int | None = None  # caps fine-tuning steps (smoke)
-    batch_size: int = 64  # generation batch (rows); 64 is fastest on 2 CPU cores
+    batch_size: int = 128  # generation rows in flight; 128 beat 64 by ~23% on 2 CPU cores
 
     def as_dict(self) -> dict:
         return asdict(self)
