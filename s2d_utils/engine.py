@@ -144,6 +144,17 @@ class LlamaDecoder:
         return _rms(x, self.norm, self.eps) @ self.lm_head.T
 
 
+def left_pad(prompts: list[tuple[int, ...]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Left-padded ids and attention mask for a prefill batch, so every row's last token aligns."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, toks in enumerate(prompts):
+        ids[r, width - len(toks):] = torch.tensor(toks)
+        mask[r, width - len(toks):] = 1
+    return ids.to(device), mask.to(device), width
+
+
 def run_continuous(model, decoder: LlamaDecoder, jobs: list[list[int]], sample: Callable, max_new_tokens: int,
                    stops: set[int], slots: int, pad_id: int, device: str) -> Iterator[tuple[int, list[int], str]]:
     """Continuous batching: decode ``jobs`` (token lists) in ``slots`` rows, refilling a row as
@@ -177,14 +188,7 @@ def run_continuous(model, decoder: LlamaDecoder, jobs: list[list[int]], sample: 
             take = [queue.pop() for _ in range(min(len(free), len(queue)))]
             unique: dict[tuple[int, ...], int] = {}
             source = [unique.setdefault(tuple(jobs[j]), len(unique)) for j in take]
-            prompts = list(unique)
-            width = max(len(p) for p in prompts)
-            ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(prompts), width), dtype=torch.long)
-            for r, toks in enumerate(prompts):
-                ids[r, width - len(toks):] = torch.tensor(toks)
-                mask[r, width - len(toks):] = 1
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask, width = left_pad(list(unique), pad_id, device)
             cache = DynamicCache(config=model.config)
             with torch.inference_mode():
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),

@@ -160,18 +160,14 @@ def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], sample, max_new
     import torch
     from transformers import DynamicCache
 
+    from . import engine
+
     device = lm.device
     pad = lm.tokenizer.pad_token_id
     unique: dict[tuple[int, ...], int] = {}
     row_of = [unique.setdefault(tuple(t), len(unique)) for t in token_lists]
     prompts = list(unique)
-    width = max(len(t) for t in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, toks in enumerate(prompts):  # left padding: every row's last prompt token is aligned
-        ids[r, width - len(toks):] = torch.tensor(toks)
-        mask[r, width - len(toks):] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask, _ = engine.left_pad(prompts, pad, device)
     out: list[list[int]] = [[] for _ in token_lists]
     reason = ["length"] * len(token_lists)
     finished = [False] * len(token_lists)
