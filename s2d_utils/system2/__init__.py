@@ -50,15 +50,20 @@ def system1_prompt(example: Example) -> str:
     return example.input
 
 
-def system1(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, n: int = 1,
-            temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 64, seed: int = 0,
-            extract_mode: str = "flexible", **gen) -> list[list[Trace]]:
-    """Answer each question directly (one call)."""
-    prompts = [system1_prompt(e) for e in examples]
+def single_call(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, prompts: Sequence[str],
+                call: str, *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 64,
+                seed: int = 0, extract_mode: str = "flexible", **gen) -> list[list[Trace]]:
+    """A one-call program: generate on ``prompts`` and parse each output's answer."""
     outs = generate(lm, prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                    seed=seed, desc=gen.pop("desc", "System 1"), **gen)
+                    seed=seed, **gen)
     return [
-        [Trace(e.id, i, (Call("answer", p, c.text, c.n_tokens, c.finish_reason),), task.extract(c.text, extract_mode))
+        [Trace(e.id, i, (Call(call, p, c.text, c.n_tokens, c.finish_reason),), task.extract(c.text, extract_mode))
          for i, c in enumerate(cs)]
         for e, p, cs in zip(examples, prompts, outs)
     ]
+
+
+def system1(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, **kw) -> list[list[Trace]]:
+    """Answer each question directly (one call); keyword arguments as `single_call`."""
+    kw.setdefault("desc", "System 1")
+    return single_call(lm, examples, task, [system1_prompt(e) for e in examples], "answer", **kw)

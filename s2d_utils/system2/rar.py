@@ -17,7 +17,7 @@ from typing import Sequence
 from ..generation import generate
 from ..models import LoadedModel
 from ..tasks import Example
-from . import Call, Trace
+from . import Call, Trace, single_call
 
 ONE_STEP_SUFFIX = "Rephrase and expand the question, and respond."
 REPHRASE = {
@@ -43,18 +43,11 @@ def respond_prompt(example: Example, rephrased: str) -> str:
     return RESPOND.format(question=example.input, rephrased=rephrased.strip())
 
 
-def one_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, n: int = 1,
-             temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 128, seed: int = 0,
-             extract_mode: str = "flexible", **gen) -> list[list[Trace]]:
-    """1-step RaR: rephrase, expand and respond in one call."""
-    prompts = [one_step_prompt(e) for e in examples]
-    outs = generate(lm, prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                    seed=seed, desc=gen.pop("desc", "RaR 1-step"), **gen)
-    return [
-        [Trace(e.id, i, (Call("rar1", p, c.text, c.n_tokens, c.finish_reason),), task.extract(c.text, extract_mode))
-         for i, c in enumerate(cs)]
-        for e, p, cs in zip(examples, prompts, outs)
-    ]
+def one_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, **kw) -> list[list[Trace]]:
+    """1-step RaR: rephrase, expand and respond in one call; keyword arguments as `single_call`."""
+    kw.setdefault("desc", "RaR 1-step")
+    kw.setdefault("max_new_tokens", 128)
+    return single_call(lm, examples, task, [one_step_prompt(e) for e in examples], "rar1", **kw)
 
 
 def two_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, n: int = 1, n_answer: int = 1,
