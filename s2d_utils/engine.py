@@ -1,24 +1,31 @@
 """A fast decode step for Llama-architecture models (SmolLM2, Llama-2/3, ...), on CPU or CUDA.
 
-`generation.generate` runs the prompt through the model's own forward (prefill) and then, for
-models this module supports, decodes with `LlamaDecoder.step` instead of the transformers
+`generation.generate` runs each prompt once through the model's own forward (prefill) and then,
+for models this module supports, decodes with `LlamaDecoder.step` instead of the transformers
 forward. It computes the same function, with the work a 2-core CPU cannot afford removed:
 
-- a preallocated KV buffer per layer, written in place. transformers' DynamicCache appends with
-  ``torch.cat``, copying the whole cache of every layer at every step (O(length^2) traffic).
-- grouped-query attention without materializing repeated K/V heads (transformers repeats them
-  whenever a padding mask is present): the queries of a KV group are batched against it.
+- shared-prefix attention: the n samples of a prompt keep ONE copy of the prompt's K/V (a
+  "prefix slot"); each row stores only the tokens it generated itself. A step attends in two
+  parts, merged exactly with their softmax maxima and sums (the log-sum-exp trick):
+  the rows of a prefix attend to it together (one [rows x heads, d] x [d, prompt] product per
+  prefix, reading the prompt's K/V once instead of n times), and each row attends to its own
+  tokens. Attention was a third of a decode step before this; most of it was re-reading
+  the same prompt n times.
+- preallocated K/V buffers, written in place. transformers' DynamicCache appends with
+  ``torch.cat``, copying the whole cache of every layer at every step.
+- grouped-query attention without materializing repeated K/V heads: the queries of a KV group
+  are batched against it.
 - q/k/v and gate/up projections fused into one matrix multiply each (fewer, larger GEMMs).
 
-All rows of a batch write the same cache column at each step (prompts are left-padded), so the
-step needs no per-row bookkeeping beyond a padding mask. Numerics: the same operations in the
-same precision as transformers' Llama; fused GEMMs and a different attention kernel may change
-the last bits of a logit, so a greedy near-tie can in principle resolve differently (the
-benchmark reports greedy agreement with ``model.generate``).
+Numerics: the same operations in the same precision as transformers' Llama, except that fused
+GEMMs and the two-part softmax round differently in the last bits of a logit, so a greedy
+near-tie can in principle resolve differently (the benchmark reports greedy agreement with
+``model.generate`` prompt by prompt).
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -59,8 +66,57 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def _partial_attention(q, keys, values, bias, scale):
+    """Unnormalized attention of ``q`` over one part of the context, with its softmax max and sum.
+
+    Returns ``(e @ V, m, l)`` with ``m`` the row max of the scores and ``e = exp(scores - m)``,
+    ``l = sum(e)``: two parts merge exactly into one softmax (see `_merge`).
+    """
+    s = torch.matmul(q, keys.transpose(-1, -2))
+    s.mul_(scale).add_(bias)
+    m = s.amax(-1, keepdim=True)
+    e = s.sub_(m).exp_()
+    return torch.matmul(e, values), m, e.sum(-1, keepdim=True)
+
+
+def _merge(a, b):
+    """softmax over the union of two parts, from their `_partial_attention` results."""
+    (oa, ma, la), (ob, mb, lb) = a, b
+    m = torch.maximum(ma, mb)
+    wa, wb = (ma - m).exp_(), (mb - m).exp_()
+    return (oa * wa + ob * wb) / (la * wa + lb * wb)
+
+
+MAX_PADDING = 4  # a step's [prefix, row] grid may be at most this many times the rows; else rows copy their prefix
+
+
+@dataclass
+class RunStats:
+    """What the last `run_continuous` did (for tests and the curious)."""
+
+    prefilled_prompts: int = 0  # prompts run through prefill (once per stay in a prefix slot)
+    decode_steps: int = 0
+    gathered_steps: int = 0  # steps that fell back to copying each row's prefix (too uneven a grid)
+
+
+LAST_RUN = RunStats()
+
+
+@dataclass
+class _Layout:
+    """Which rows read which prefix slot in a step: ``members[p, g]`` is the g-th row on prefix p
+    (padding repeats row 0, whose extra results are dropped); ``entry[row]`` is the row's place
+    in the flattened [prefix, g] grid."""
+
+    members: torch.Tensor  # [P, G] row index
+    entry: torch.Tensor  # [S] index into P * G
+    prefixes: int  # P: prefix slots 0..P-1 are read (a view, no copy), unless ``gather`` is set
+    per_prefix: int  # G
+    gather: torch.Tensor | None = None  # fallback: copy these prefix slots (one per row)
+
+
 class LlamaDecoder:
-    """Holds fused weights and the KV buffers of one batch; `step` decodes one token per row."""
+    """Holds fused weights and the K/V buffers of one run; `step` decodes one token per row."""
 
     def __init__(self, model):
         if not supports(model):
@@ -85,44 +141,87 @@ class LlamaDecoder:
                     wqkv=torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).contiguous(),
                     wo=att.o_proj.weight, wgu=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(),
                     wdown=mlp.down_proj.weight, ln1=layer.input_layernorm.weight, ln2=layer.post_attention_layernorm.weight))
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
+        self.release()
 
-    def allocate(self, slots: int, capacity: int, like: torch.Tensor) -> None:
-        """KV buffers for ``slots`` rows of up to ``capacity`` tokens each."""
-        shape = (slots, self.n_kv, capacity, self.head_dim)
-        self.keys = [like.new_zeros(shape) for _ in self.layers]
-        self.values = [like.new_zeros(shape) for _ in self.layers]
+    def allocate(self, slots: int, prefixes: int, prefix_capacity: int, own_capacity: int) -> None:
+        """Buffers for ``prefixes`` prompts of up to ``prefix_capacity`` tokens, and for ``slots``
+        rows of up to ``own_capacity`` generated tokens each."""
+        like = self.embed
+        pshape = (prefixes, self.n_kv, prefix_capacity, self.head_dim)
+        oshape = (slots, self.n_kv, own_capacity, self.head_dim)
+        self.prefix_keys = [like.new_zeros(pshape) for _ in self.layers]
+        self.prefix_values = [like.new_zeros(pshape) for _ in self.layers]
+        # an unused prefix slot holds one zero token, so padded rows that read it stay finite
+        self.prefix_len = torch.ones(prefixes, dtype=torch.long, device=like.device)
+        self.keys = [like.new_zeros(oshape) for _ in self.layers]
+        self.values = [like.new_zeros(oshape) for _ in self.layers]
 
-    def store_prompt(self, cache, source_row: int, width: int, length: int, slot: int) -> None:
-        """Copy one prompt's KV from a left-padded transformers prefill cache into ``slot``."""
+    def release(self) -> None:
+        """Free the K/V buffers (they can be large); `allocate` makes new ones."""
+        self.prefix_keys, self.prefix_values, self.keys, self.values = [], [], [], []
+        self.prefix_len = None
+
+    def store_prefix(self, cache, source_row: int, width: int, length: int, prefix: int) -> None:
+        """Copy one prompt's K/V from a left-padded transformers prefill cache into a prefix slot."""
         for i, layer in enumerate(cache.layers):
-            self.keys[i][slot, :, :length] = layer.keys[source_row, :, width - length : width]
-            self.values[i][slot, :, :length] = layer.values[source_row, :, width - length : width]
+            self.prefix_keys[i][prefix, :, :length] = layer.keys[source_row, :, width - length : width]
+            self.prefix_values[i][prefix, :, :length] = layer.values[source_row, :, width - length : width]
+        self.prefix_len[prefix] = length
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only the slots in ``rows`` (shrinks the batch once the queue is empty)."""
+        """Keep only the rows in ``rows`` (shrinks the batch once the queue is empty)."""
         self.keys = [k.index_select(0, rows) for k in self.keys]
         self.values = [v.index_select(0, rows) for v in self.values]
 
-    @torch.inference_mode()
-    def step(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Logits for the next token of every slot.
+    def layout(self, prefix_of: list[int]) -> _Layout:
+        """Group the rows by prefix slot (``prefix_of[row]``; -1 for a free row)."""
+        device = self.prefix_len.device
+        groups: dict[int, list[int]] = {}
+        for row, p in enumerate(prefix_of):
+            if p >= 0:
+                groups.setdefault(p, []).append(row)
+        if not groups:
+            groups = {0: [0]}
+        n_pref = max(groups) + 1
+        per = max(len(rs) for rs in groups.values())
+        rows = len(prefix_of)
+        if n_pref * per > MAX_PADDING * rows:  # too much padding: copy each row's prefix instead (rare)
+            gather = torch.tensor([max(p, 0) for p in prefix_of], device=device)
+            return _Layout(torch.arange(rows, device=device)[:, None], torch.arange(rows, device=device), rows, 1, gather)
+        members = [[0] * per for _ in range(n_pref)]
+        entry = [0] * rows  # free rows read any entry; their output is ignored
+        for p, rs in groups.items():
+            for g, row in enumerate(rs):
+                members[p][g] = row
+                entry[row] = p * per + g
+        return _Layout(torch.tensor(members, device=device), torch.tensor(entry, device=device), n_pref, per)
 
-        ``ids``: [S] the token to feed per slot; ``lengths``: [S] tokens already stored per slot,
-        which is also the new token's position. Its K/V are written at that column; each slot
-        attends to its own columns only, so slots may hold sequences of any length.
+    @torch.inference_mode()
+    def step(self, ids: torch.Tensor, own: torch.Tensor, prefix: torch.Tensor, layout: _Layout) -> torch.Tensor:
+        """Logits for the next token of every row.
+
+        ``ids``: [S] the token to feed per row; ``own``: [S] tokens the row has stored itself
+        (the new token's K/V go to that column); ``prefix``: [S] the row's prefix slot (any valid
+        slot for a free row); ``layout``: `layout` of the rows. Position = prefix length + own.
         """
         b = ids.shape[0]
         hq, hk, d = self.n_heads, self.n_kv, self.head_dim
         group = hq // hk
+        P, G = layout.prefixes, layout.per_prefix
         x = F.embedding(ids, self.embed)  # [S, hidden]
-        cos, sin = self.rotary(x[:, None, :], lengths[:, None])
+        plen = self.prefix_len[:P] if layout.gather is None else self.prefix_len.index_select(0, layout.gather)
+        positions = self.prefix_len.index_select(0, prefix) + own
+        cos, sin = self.rotary(x[:, None, :], positions[:, None])
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # [S, 1, 1, D], broadcast over heads
-        span = int(lengths.max()) + 1
-        visible = torch.arange(span, device=x.device)[None, :] <= lengths[:, None]
-        bias = torch.zeros(visible.shape, dtype=x.dtype, device=x.device).masked_fill_(~visible, float("-inf"))
-        bias = bias[:, None, None, :]  # [S, 1, 1, span]
+
+        def bias(visible):
+            return torch.zeros(visible.shape, dtype=x.dtype, device=x.device).masked_fill_(~visible, float("-inf"))[:, None, None, :]
+
+        span_p = int(plen.max())
+        bias_p = bias(torch.arange(span_p, device=x.device)[None, :] < plen[:, None])  # [P, 1, 1, span_p]
+        span_o = int(own.max()) + 1
+        bias_o = bias(torch.arange(span_o, device=x.device)[None, :] <= own[:, None])  # [S, 1, 1, span_o]
+        members = layout.members.reshape(-1)
         rows = torch.arange(b, device=x.device)
         for i, L in enumerate(self.layers):
             h = _rms(x, L.ln1, self.eps)
@@ -133,10 +232,19 @@ class LlamaDecoder:
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             K, V = self.keys[i], self.values[i]
-            K[rows, :, lengths] = k[:, :, 0]
-            V[rows, :, lengths] = v[:, :, 0]
-            # the queries of one KV group attend to it together: [S, Hkv, group, span]
-            att = F.scaled_dot_product_attention(q, K[:, :, :span], V[:, :, :span], attn_mask=bias, scale=self.scale)
+            K[rows, :, own] = k[:, :, 0]
+            V[rows, :, own] = v[:, :, 0]
+            mine = _partial_attention(q, K[:, :, :span_o], V[:, :, :span_o], bias_o, self.scale)
+            # the rows of one prefix slot read it together: [P, Hkv, G * group, d]
+            qp = q.index_select(0, members).view(P, G, hk, group, d).transpose(1, 2).reshape(P, hk, G * group, d)
+            if layout.gather is None:
+                Kp, Vp = self.prefix_keys[i][:P, :, :span_p], self.prefix_values[i][:P, :, :span_p]
+            else:
+                Kp = self.prefix_keys[i].index_select(0, layout.gather)[:, :, :span_p]
+                Vp = self.prefix_values[i].index_select(0, layout.gather)[:, :, :span_p]
+            shared = [t.view(P, hk, G, group, -1).transpose(1, 2).reshape(P * G, hk, group, -1).index_select(0, layout.entry)
+                      for t in _partial_attention(qp, Kp, Vp, bias_p, self.scale)]
+            att = _merge(shared, mine)  # [S, Hkv, group, d]
             x = x + att.reshape(b, hq * d) @ L.wo.T
             h = _rms(x, L.ln2, self.eps)
             gate, up = (h @ L.wgu.T).chunk(2, dim=-1)
@@ -161,72 +269,112 @@ def run_continuous(model, decoder: LlamaDecoder, jobs: list[list[int]], sample: 
     soon as its sequence stops, so the batch stays full instead of decoding padding.
 
     ``sample(logits, job_indices)`` picks the next token of each row (each job has its own RNG).
-    Jobs with identical prompts admitted together share one prefill. Yields
-    ``(job index, generated tokens without the stop token, "stop" | "length")`` as jobs finish.
+    A prompt is prefilled once while any of its jobs runs: its K/V sit in a prefix slot that all
+    its rows read, and its last-position logits give every such job its first token.
+    Yields ``(job index, generated tokens without the stop token, "stop" | "length")`` as jobs finish.
     """
     from transformers import DynamicCache
 
     slots = max(1, min(slots, len(jobs)))
-    capacity = max(len(t) for t in jobs) + max_new_tokens
+    prompts = [tuple(t) for t in jobs]
+    # live prefixes are distinct prompts and each has a running row: this many slots always suffice
+    n_prefix = min(slots, len(set(prompts)))
     queue = list(range(len(jobs)))
     queue.reverse()  # pop() from the end keeps the caller's order
-    job_of = [-1] * slots  # job in each slot, -1 = free
+    job_of = [-1] * slots  # job in each row, -1 = free
+    prefix_of = [-1] * slots  # prefix slot each row reads, -1 = free
+    live: dict[tuple[int, ...], int] = {}  # prompt -> its prefix slot
+    users = [0] * n_prefix  # running rows per prefix slot
+    free_prefix = list(range(n_prefix))  # a heap: the lowest free slot first keeps the used ones packed
+    first_logits: torch.Tensor | None = None  # [n_prefix, vocab]: each live prompt's next-token logits
     produced: dict[int, list[int]] = {}
     feed = torch.zeros(slots, dtype=torch.long, device=device)
-    lengths = torch.zeros(slots, dtype=torch.long, device=device)
+    own = torch.zeros(slots, dtype=torch.long, device=device)
     admit_at = max(1, slots // 8)  # admit in groups: one prefill call per group, not per row
-    decoder.allocate(slots, capacity, decoder.embed)
+    decoder.allocate(slots, n_prefix, max(len(t) for t in jobs), max_new_tokens)
+    stats = RunStats()
+    LAST_RUN.__dict__.update(stats.__dict__)
 
-    def finish(slot: int, reason: str):
-        j = job_of[slot]
-        job_of[slot] = -1
+    def finish(row: int, reason: str):
+        j, p = job_of[row], prefix_of[row]
+        job_of[row] = prefix_of[row] = -1
+        users[p] -= 1
+        if users[p] == 0:
+            del live[prompts[j]]
+            heapq.heappush(free_prefix, p)
         return j, produced.pop(j), reason
 
-    while queue or any(j >= 0 for j in job_of):
-        free = [s for s, j in enumerate(job_of) if j < 0]
-        if queue and free and (len(free) >= min(admit_at, len(queue)) or len(free) == len(job_of)):
-            take = [queue.pop() for _ in range(min(len(free), len(queue)))]
-            unique: dict[tuple[int, ...], int] = {}
-            source = [unique.setdefault(tuple(jobs[j]), len(unique)) for j in take]
-            ids, mask, width = left_pad(list(unique), pad_id, device)
-            cache = DynamicCache(config=model.config)
-            with torch.inference_mode():
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
-            first = sample(logits[torch.tensor(source, device=device)], take).tolist()
-            for j, src, slot, tok in zip(take, source, free, first):
-                job_of[slot] = j
-                produced[j] = []
+    try:
+        layout = None
+        while queue or any(j >= 0 for j in job_of):
+            free = [s for s, j in enumerate(job_of) if j < 0]
+            if queue and free and (len(free) >= min(admit_at, len(queue)) or len(free) == len(job_of)):
+                take = [queue.pop() for _ in range(min(len(free), len(queue)))]
+                new = list(dict.fromkeys(prompts[j] for j in take if prompts[j] not in live))
+                if new:  # one prefill for the prompts not already held in a prefix slot
+                    ids, mask, width = left_pad(new, pad_id, device)
+                    cache = DynamicCache(config=model.config)
+                    with torch.inference_mode():
+                        logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+                    if first_logits is None:
+                        first_logits = logits.new_empty((n_prefix, logits.shape[-1]))
+                    for r, prompt in enumerate(new):
+                        p = heapq.heappop(free_prefix)
+                        live[prompt] = p
+                        decoder.store_prefix(cache, r, width, len(prompt), p)
+                        first_logits[p] = logits[r]
+                    del cache, logits
+                    stats.prefilled_prompts += len(new)
+                for j, row in zip(take, free):
+                    job_of[row], prefix_of[row] = j, live[prompts[j]]
+                    users[prefix_of[row]] += 1
+                    produced[j] = []
+                first = sample(first_logits[torch.tensor([live[prompts[j]] for j in take], device=device)], take).tolist()
+                for j, row, tok in zip(take, free, first):
+                    if tok in stops:
+                        yield finish(row, "stop")
+                        continue
+                    produced[j].append(tok)
+                    if max_new_tokens == 1:
+                        yield finish(row, "length")
+                        continue
+                    own[row] = 0
+                    feed[row] = tok
+                layout = None
+                continue  # admit again if rows stopped at once; otherwise decode
+            active = [s for s, j in enumerate(job_of) if j >= 0]
+            if not queue and len(active) <= 0.75 * len(job_of):  # tail: shrink the batch to the live rows
+                idx = torch.tensor(active, device=device)
+                decoder.select(idx)
+                feed, own = feed[idx], own[idx]
+                job_of = [job_of[s] for s in active]
+                prefix_of = [prefix_of[s] for s in active]
+                active = list(range(len(job_of)))
+                layout = None
+            if layout is None:
+                layout = decoder.layout(prefix_of)
+                prefix = torch.tensor([max(p, 0) for p in prefix_of], device=device)
+            logits = decoder.step(feed, own, prefix, layout)
+            stats.decode_steps += 1
+            stats.gathered_steps += layout.gather is not None
+            act = torch.tensor(active, device=device)
+            own[act] += 1  # free rows stay put (their rows are computed but ignored)
+            nxt = sample(logits[act], [job_of[s] for s in active]).tolist()
+            for row, tok in zip(active, nxt):
+                j = job_of[row]
                 if tok in stops:
-                    yield finish(slot, "stop")
-                    continue
-                produced[j].append(tok)
-                if max_new_tokens == 1:
-                    yield finish(slot, "length")
-                    continue
-                decoder.store_prompt(cache, src, width, len(jobs[j]), slot)
-                lengths[slot] = len(jobs[j])
-                feed[slot] = tok
-            del cache
-            continue  # admit again if rows stopped at once; otherwise decode
-        active = [s for s, j in enumerate(job_of) if j >= 0]
-        if not queue and len(active) <= 0.75 * len(job_of):  # tail: shrink the batch to the live rows
-            idx = torch.tensor(active, device=device)
-            decoder.select(idx)
-            feed, lengths = feed[idx], lengths[idx]
-            job_of = [job_of[s] for s in active]
-            active = list(range(len(job_of)))
-        logits = decoder.step(feed, lengths)
-        act = torch.tensor(active, device=device)
-        lengths[act] += 1  # free slots stay put (their rows are computed but ignored)
-        nxt = sample(logits[act], [job_of[s] for s in active]).tolist()
-        for slot, tok in zip(active, nxt):
-            j = job_of[slot]
-            if tok in stops:
-                yield finish(slot, "stop")
-            else:
-                produced[j].append(tok)
-                if len(produced[j]) >= max_new_tokens:
-                    yield finish(slot, "length")
+                    own[row] = 0
+                    layout = None
+                    yield finish(row, "stop")
                 else:
-                    feed[slot] = tok
+                    produced[j].append(tok)
+                    if len(produced[j]) >= max_new_tokens:
+                        own[row] = 0
+                        layout = None
+                        yield finish(row, "length")
+                    else:
+                        feed[row] = tok
+    finally:
+        decoder.release()
+        LAST_RUN.__dict__.update(stats.__dict__)

@@ -15,8 +15,8 @@ Contract:
 
 The decode loop is our own (not ``model.generate``) for the per-row RNGs. For Llama-architecture
 models it is `engine.run_continuous`: continuous batching (a row that stops is refilled with the
-next sample at once) over `engine.LlamaDecoder`'s preallocated-KV decode step. Other models take
-`_decode_batch`, fixed batches over the model's own forward.
+next sample at once) over `engine.LlamaDecoder`'s decode step, whose rows share one copy of
+their prompt's K/V. Other models take `_decode_batch`, fixed batches over the model's own forward.
 """
 
 from __future__ import annotations
