@@ -8,7 +8,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: reproduce test test-fast lab clean-results
+.PHONY: reproduce test test-fast lab bench clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not integration and not notebook"
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_generation.py
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/

@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--hf-batch-sizes", default="32,64", help="plain generate tries these; the best counts")
+    ap.add_argument("--hf-batch-sizes", default="32,64,128", help="plain generate tries these; the best counts")
     ap.add_argument("--batch-size", type=int, default=128, help="our engine's rows in flight")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
