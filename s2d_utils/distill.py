@@ -15,6 +15,7 @@ retraining, and an interrupted run (no ``train_log.json`` yet) trains again from
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -162,6 +163,8 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
     (tmp / "train_log.json").write_text(json.dumps(log, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)  # atomic: a killed run leaves only a .partial folder
+    del model, fresh, optim, sched
+    gc.collect()  # free the training copy of the model now, before the caller loads another
     return TrainResult(out, step, len(data), tokens, seconds, tuple(losses), False)
 
 

@@ -13,6 +13,7 @@ different model, or a different fine-tune, never reuses another's samples.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import json
@@ -164,6 +165,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor bars drown the notebooks' own progress bars
+    gc.collect()  # models dropped by the caller (they hold reference cycles) go before a new one arrives
     device = resolve_device(device)
     if dtype == "auto":
         torch_dtype = torch.float32 if device == "cpu" else torch.bfloat16
