@@ -15,7 +15,6 @@ retraining, and an interrupted run (no ``train_log.json`` yet) trains again from
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import math
@@ -30,7 +29,7 @@ from typing import Sequence
 
 from . import paths
 from .generation import render
-from .models import LoadedModel, load_model
+from .models import LoadedModel, free_memory, load_model
 from .tasks import Example
 
 ANSWER_TEMPLATE = "The answer is {answer}."
@@ -111,6 +110,10 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
 
     torch.manual_seed(settings.seed)
     fresh = load_model(base.name, device=base.device)
+    # recompute each layer's activations in the backward pass instead of keeping them: same
+    # gradients, about a quarter more compute, and a fraction of the memory (~2.5 GB at batch 8)
+    fresh.model.config.use_cache = False
+    fresh.model.activation_checkpointing_enable({"use_reentrant": False})
     model = get_peft_model(fresh.model, LoraConfig(
         task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules)))
@@ -164,7 +167,7 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)  # atomic: a killed run leaves only a .partial folder
     del model, fresh, optim, sched
-    gc.collect()  # free the training copy of the model now, before the caller loads another
+    free_memory()  # the training copy of the model and its activations go now, not at the next load
     return TrainResult(out, step, len(data), tokens, seconds, tuple(losses), False)
 
 

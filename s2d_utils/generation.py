@@ -29,7 +29,7 @@ from typing import Sequence, Union
 
 from . import paths
 from .cache import CachedSample, GenerationCache, sample_key
-from .models import LoadedModel
+from .models import LoadedModel, free_memory
 
 Prompt = Union[str, Sequence[dict]]
 
@@ -223,8 +223,11 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
     stops = stop_token_ids(lm)
     decoder = _decoder_for(lm.model)
     if decoder is not None:
-        yield from engine.run_continuous(lm.model, decoder, jobs, sample, max_new_tokens, stops, batch_size,
-                                         lm.tokenizer.pad_token_id, lm.device)
+        try:
+            yield from engine.run_continuous(lm.model, decoder, jobs, sample, max_new_tokens, stops, batch_size,
+                                             lm.tokenizer.pad_token_id, lm.device)
+        finally:
+            free_memory()  # the run's K/V buffers go back to the OS, not to a heap the next phase may not reuse
         return
     for start in range(0, len(jobs), batch_size):
         chunk = list(range(start, min(start + batch_size, len(jobs))))
