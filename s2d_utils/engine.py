@@ -131,7 +131,8 @@ class LlamaDecoder:
         if not supports(model):
             raise ValueError(f"{type(model).__name__} is not supported by the fast decoder")
         cfg = model.config
-        self.model = model
+        # no reference to ``model`` itself: generation keeps decoders in a WeakKeyDictionary keyed
+        # by the model, and a value that refers to its key keeps the key (a whole model) alive
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

@@ -77,6 +77,24 @@ def test_buffers_are_released_after_a_run_even_if_it_is_abandoned(tiny_lm, monke
     assert dec.keys == [] and dec.prefix_keys == []
 
 
+def test_a_model_dropped_after_generating_is_freed(tiny_lm, monkeypatch):
+    # the decoder built for a model must not keep it alive: a notebook that evaluates three
+    # distilled students one after another would otherwise hold all three in memory
+    import gc
+    import weakref
+
+    from s2d_utils import generation
+
+    monkeypatch.setenv("S2D_ENGINE", "fast")
+    student = dataclasses.replace(tiny_lm, model=copy.deepcopy(tiny_lm.model))
+    generate(student, PROMPTS[:1], max_new_tokens=3, cache=None, progress=False)
+    assert student.model in generation._DECODERS
+    alive = weakref.ref(student.model)
+    del student
+    gc.collect()
+    assert alive() is None
+
+
 @pytest.mark.parametrize("max_new", [1, 2])
 def test_shortest_limits(tiny_lm, monkeypatch, max_new):
     monkeypatch.setenv("S2D_ENGINE", "fast")
