@@ -3,9 +3,10 @@
 Workload (issue 3): 64 different chat prompts of the paper's tasks (System 1, 1-step RaR and
 2-step RaR prompts on last-letter and coin-flip questions) x 8 samples, temperature 0.7,
 top-p 0.95, up to 128 new tokens. Also: greedy agreement (share of prompts whose greedy output
-is token-identical to `model.generate`'s), prefill tokens/s and LoRA fine-tuning tokens/s.
+is token-identical to `model.generate`'s), prefill tokens/s, LoRA fine-tuning tokens/s, and the
+weight-GEMM ceiling (`gemm_ceiling.py`): the tokens/s the step's matrix products alone allow.
 
-    .venv/bin/python benchmarks/bench_generation.py            # the full workload (~20 min on 2 cores)
+    .venv/bin/python benchmarks/bench_generation.py            # the full workload (~25 min on 2 cores)
     .venv/bin/python benchmarks/bench_generation.py --prompts 16 --max-new-tokens 64   # quicker
 
 Tokens/s counts useful generated tokens (up to and excluding the end-of-turn token) for both
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +30,9 @@ from s2d_utils.generation import generate, render
 from s2d_utils.models import load_model
 from s2d_utils.system2 import rar
 from s2d_utils.tasks import coin_flip, last_letter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gemm_ceiling import time_step, weight_shapes  # noqa: E402
 
 
 def workload(n_prompts: int) -> list[str]:
@@ -103,6 +108,9 @@ def main() -> None:
     ours = sum(c.n_tokens for cs in outs for c in cs)
     figures["engine_tokens_per_s"] = ours / (time.perf_counter() - t0)
     figures["speedup"] = figures["engine_tokens_per_s"] / figures["hf_tokens_per_s"]
+    # what the weight products alone would allow at this row count (benchmarks/gemm_ceiling.py)
+    figures["gemm_ceiling_tokens_per_s"] = args.batch_size / time_step(weight_shapes(lm.model.config), args.batch_size,
+                                                                       lm.model.dtype, repeats=9)
 
     # greedy agreement, prompt by prompt
     greedy = generate(lm, prompts, max_new_tokens=args.max_new_tokens, cache=None, progress=False,
@@ -124,6 +132,8 @@ def main() -> None:
     print(f"plain model.generate:   {figures['hf_tokens_per_s']:.1f} tokens/s (batch {best})")
     print(f"s2d engine:             {figures['engine_tokens_per_s']:.1f} tokens/s (batch {args.batch_size})")
     print(f"speedup:                {figures['speedup']:.2f}x")
+    print(f"weight-GEMM ceiling:    {figures['gemm_ceiling_tokens_per_s']:.0f} tokens/s at {args.batch_size} rows "
+          f"(engine at {figures['engine_tokens_per_s'] / figures['gemm_ceiling_tokens_per_s']:.0%} of it)")
     print(f"greedy identical:       {sum(same)}/{len(same)} prompts" + (f" (differ: {differing})" if differing else ""))
     print(f"LoRA fine-tuning:       {figures['lora_train_tokens_per_s']:.0f} tokens/s")
     print(f"peak RSS (this script): {figures['peak_rss_gb']:.2f} GB")

@@ -40,7 +40,7 @@ _SMOKE = RarSizes(n_train=6, n_test=6, samples=2, n_answer=1, system1_tokens=12,
 RAR = {
     "last_letter": {
         "smoke": _SMOKE,
-        # the whole 200-word test split; n_train 64 keeps a cold `make reproduce` near 25 minutes
+        # the whole 200-word test split; with n_train 64 a cold `make reproduce` took 14-24 minutes (two machines)
         "cpu": RarSizes(n_train=64, n_test=200, samples=8, n_answer=1, system1_tokens=32, rar1_tokens=96,
                         rephrase_tokens=48, answer_tokens=64),
         # Sec. 4.1: 200 train / 200 test, 8 samples; token caps generous for a 70B model
