@@ -1,7 +1,8 @@
-"""A fast decode step for Llama-architecture models (SmolLM2, Llama-2/3, ...), on CPU or CUDA.
+"""A fast decode step for Llama- and Qwen2-architecture models (SmolLM2, Llama-2/3, Qwen2/2.5, ...),
+on CPU or CUDA.
 
 `generation.generate` runs each prompt once through the model's own forward (prefill) and then,
-for models this module supports, decodes with `LlamaDecoder.step` instead of the transformers
+for models this module supports, decodes with `Decoder.step` instead of the transformers
 forward. It computes the same function, with the work a 2-core CPU cannot afford removed:
 
 - shared-prefix attention: the n samples of a prompt keep ONE copy of the prompt's K/V (a
@@ -20,6 +21,11 @@ forward. It computes the same function, with the work a 2-core CPU cannot afford
 - no copy of the weights: the decoder multiplies by the model's own tensors. (Fusing q/k/v and
   gate/up into one GEMM each was measured: no faster at 128 rows on 2 cores, and it cost a
   second copy of 2/3 of the weights.)
+
+Qwen2 differs from Llama only where it matters here: q/k/v projections carry biases, the LM head
+is untied (both read from the model), and its rope theta comes from the config (the decoder uses the
+model's own rotary embedding). Sliding-window attention is not implemented, so models that use
+it are left to the fallback path.
 
 Numerics: the same operations in the same precision as transformers' Llama, except that the
 two-part softmax rounds differently in the last bits of a logit, so a greedy
@@ -50,17 +56,34 @@ class _Layer:
     wdown: torch.Tensor
     ln1: torch.Tensor
     ln2: torch.Tensor
+    bq: torch.Tensor | None = None  # Qwen2: q/k/v biases
+    bk: torch.Tensor | None = None
+    bv: torch.Tensor | None = None
+
+
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
 def supports(model) -> bool:
-    """True for plain Llama-architecture causal LMs in eval mode (no adapters, biases or scaling)."""
+    """True for plain Llama or Qwen2 causal LMs in eval mode (no adapters, MLP biases, sliding
+    windows or rope scaling)."""
     cfg = getattr(model, "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) != "llama" or type(model).__name__ != "LlamaForCausalLM":
+    kind = getattr(cfg, "model_type", None)
+    if cfg is None or ARCHITECTURES.get(kind) != type(model).__name__:
         return False
     rope = getattr(cfg, "rope_parameters", None) or {}
-    return (not model.training and not getattr(cfg, "attention_bias", False) and not getattr(cfg, "mlp_bias", False)
+    if kind == "llama" and getattr(cfg, "attention_bias", False):
+        return False
+    if kind == "qwen2" and (getattr(cfg, "use_sliding_window", False)
+                            or any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or [])):
+        return False
+    return (not model.training and not getattr(cfg, "mlp_bias", False)
             and getattr(cfg, "hidden_act", "silu") == "silu" and rope.get("rope_type", "default") == "default"
             and getattr(cfg, "pretraining_tp", 1) == 1)
+
+
+def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return h @ w.T if b is None else torch.addmm(b, h, w.T)
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -124,7 +147,7 @@ class _Layout:
     gather: torch.Tensor | None = None  # fallback: copy these prefix slots (one per row)
 
 
-class LlamaDecoder:
+class Decoder:
     """Reads the model's weights and holds the K/V buffers of one run; `step` decodes one token per row."""
 
     def __init__(self, model):
@@ -149,7 +172,8 @@ class LlamaDecoder:
                 att, mlp = layer.self_attn, layer.mlp
                 self.layers.append(_Layer(att.q_proj.weight, att.k_proj.weight, att.v_proj.weight, att.o_proj.weight,
                                           mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight,
-                                          layer.input_layernorm.weight, layer.post_attention_layernorm.weight))
+                                          layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
+                                          att.q_proj.bias, att.k_proj.bias, att.v_proj.bias))
         self.release()
 
     def allocate(self, slots: int, prefixes: int, prefix_capacity: int, own_capacity: int) -> None:
@@ -234,9 +258,9 @@ class LlamaDecoder:
         rows = torch.arange(b, device=x.device)
         for i, L in enumerate(self.layers):
             h = _rms(x, L.ln1, self.eps)
-            q = (h @ L.wq.T).view(b, hk, group, d)
-            k = (h @ L.wk.T).view(b, hk, 1, d)
-            v = (h @ L.wv.T).view(b, hk, 1, d)
+            q = _linear(h, L.wq, L.bq).view(b, hk, group, d)
+            k = _linear(h, L.wk, L.bk).view(b, hk, 1, d)
+            v = _linear(h, L.wv, L.bv).view(b, hk, 1, d)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             K, V = self.keys[i], self.values[i]
@@ -288,7 +312,7 @@ def _prefill_chunks(prompts: list[tuple[int, ...]]) -> Iterator[list[tuple[int, 
         yield chunk
 
 
-def run_continuous(model, decoder: LlamaDecoder, jobs: list[list[int]], sample: Callable, max_new_tokens: int,
+def run_continuous(model, decoder: Decoder, jobs: list[list[int]], sample: Callable, max_new_tokens: int,
                    stops: set[int], slots: int, pad_id: int, device: str) -> Iterator[tuple[int, list[int], str]]:
     """Continuous batching: decode ``jobs`` (token lists) in ``slots`` rows, refilling a row as
     soon as its sequence stops, so the batch stays full instead of decoding padding.

@@ -13,9 +13,9 @@ Contract:
   committed every ``batch_size`` samples, so a killed run loses at most the rows in flight.
 - Greedy (temperature 0) generates sample 0 once; n > 1 greedy samples are copies of it.
 
-The decode loop is our own (not ``model.generate``) for the per-row RNGs. For Llama-architecture
+The decode loop is our own (not ``model.generate``) for the per-row RNGs. For Llama and Qwen2
 models it is `engine.run_continuous`: continuous batching (a row that stops is refilled with the
-next sample at once) over `engine.LlamaDecoder`'s decode step, whose rows share one copy of
+next sample at once) over `engine.Decoder`'s decode step, whose rows share one copy of
 their prompt's K/V. Other models take `_decode_batch`, fixed batches over the model's own forward.
 """
 
@@ -137,7 +137,7 @@ COMPACT_SHARE = 0.25  # (fallback path) finished rows leave the batch once they 
 
 
 def _decoder_for(model):
-    """The fast Llama decoder for ``model`` (built once), or None where it does not apply.
+    """The fast decoder for ``model`` (built once), or None where it does not apply.
 
     ``S2D_ENGINE=hf`` forces the fallback path (the model's own forward, fixed batches).
     """
@@ -146,7 +146,7 @@ def _decoder_for(model):
     if os.environ.get("S2D_ENGINE", "fast") != "fast" or not engine.supports(model):
         return None
     if model not in _DECODERS:
-        _DECODERS[model] = engine.LlamaDecoder(model)
+        _DECODERS[model] = engine.Decoder(model)
     return _DECODERS[model]
 
 

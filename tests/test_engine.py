@@ -29,7 +29,7 @@ def test_two_part_attention_equals_one_softmax_over_the_whole_context():
 
 
 def test_layout_groups_rows_by_prefix_and_falls_back_when_too_uneven(monkeypatch, tiny_lm):
-    dec = engine.LlamaDecoder(tiny_lm.model)
+    dec = engine.Decoder(tiny_lm.model)
     dec.allocate(slots=6, prefixes=3, prefix_capacity=4, own_capacity=4)
     lay = dec.layout([2, 0, -1, 2, 2, 0])
     assert (lay.prefixes, lay.per_prefix, lay.gather) == (3, 3, None)

@@ -117,36 +117,56 @@ def _load_file(source: Path, split: str, n: int | None, variant: str) -> list[Ex
 
 _ANSWER_IS = re.compile(r"answer is\s*:?\s*[\"'“‘*]*(yes|no)\b", re.IGNORECASE)
 _LEADING = re.compile(r"^[\s\"'“‘*]*(yes|no)\b", re.IGNORECASE)
-_ANY = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
-# statements about the coin (not the question's echo "Is the coin still heads up?")
-_STATE = re.compile(r"\b(?:is|remains|will be|would be|lands)\s+(still\s+heads|heads|tails|no longer heads|not heads)\b",
+# "Yes" / "No" opening a sentence ("... so yes." ends one and counts too)
+_SENTENCE_ANSWER = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|,\s*so\s+|\bso\s+)[\"'“‘*]*(yes|no)\b[\"'”’*]*(?=[\s,.!;:]|$)",
+                              re.IGNORECASE)
+# statements of the coin's state (not the question's echo "Is the coin still heads up?")
+_STATE = re.compile(r"\b(?:is|remains|will be|would be|lands|ends up|stays)\s+(?:now\s+)?"
+                    r"(still heads|heads|tails|no longer heads|not heads|not still heads)\b[^.?!\n]*([.?!\n]|$)",
                     re.IGNORECASE)
 
 
-def extract(text: str, mode: str = "flexible") -> str | None:
-    """Parse yes/no from a completion.
+def _stated_state(text: str) -> str | None:
+    """yes/no from the last statement of the coin's final state, skipping questions and 'whether' clauses."""
+    found = None
+    for m in _STATE.finditer(text):
+        before = text[max(0, m.start() - 25) : m.start()].lower()
+        if m.group(2) == "?" or "whether" in before or " if " in f" {before}":
+            continue
+        state = " ".join(m.group(1).lower().split())
+        found = "yes" if state in ("still heads", "heads") else "no"
+    return found
 
-    strict: the completion starts with yes/no, or says "answer is yes/no" (last such phrase).
-    flexible: strict, else the last standalone "yes" or "no" in the text, else the last statement
-    of the coin's state ("the coin is still heads up" -> yes, "... is tails up" -> no).
+
+def extract(text: str, mode: str = "flexible", example: Example | None = None) -> str | None:
+    """Parse yes/no from a completion; None (a parse failure) when it gives no answer or two.
+
+    strict: the completion starts with yes/no, or says "answer is yes/no" (the last such phrase).
+    flexible: strict, else the last sentence that opens with "yes" or "no" ("Yes, ...", "... so
+    no."), else the last statement of the coin's final state ("the coin is still heads up" ->
+    yes, "... is tails up" -> no). A "yes" or "no" inside other words or phrases ("no way",
+    "yesterday") is not an answer.
+
+    A completion that says one thing and states the other (e.g. "No, the coin is still heads
+    up.") is a parse failure in both modes: we do not guess which half the model meant, and
+    counting it as either would credit or blame a contradiction. ``example`` is unused (same
+    surface as the other tasks).
     """
     if mode not in ("strict", "flexible"):
         raise ValueError(f"mode={mode!r}: expected 'strict' or 'flexible'")
+    answer = None
     said = _ANSWER_IS.findall(text)
     if said:
-        return said[-1].lower()
-    m = _LEADING.match(text)
-    if m:
-        return m.group(1).lower()
-    if mode == "strict":
-        return None
-    anywhere = _ANY.findall(text)
-    if anywhere:
-        return anywhere[-1].lower()
-    states = _STATE.findall(text)
-    if states:
-        return "yes" if " ".join(states[-1].lower().split()) in ("still heads", "heads") else "no"
-    return None
+        answer = said[-1].lower()
+    elif m := _LEADING.match(text):
+        answer = m.group(1).lower()
+    elif mode == "flexible":
+        opened = _SENTENCE_ANSWER.findall(text)
+        answer = opened[-1].lower() if opened else None
+    state = _stated_state(text)
+    if answer is not None:
+        return answer if state is None or state == answer else None
+    return state if mode == "flexible" else None
 
 
 def score(pred: str | None, gold: str) -> bool:

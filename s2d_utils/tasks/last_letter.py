@@ -92,20 +92,27 @@ def _load_file(source: Path, split: str, n: int | None, k: int) -> list[Example]
     return out
 
 
-_ANSWER_IS = re.compile(r"answer is\s*:?\s*[\"'“‘]?([a-z]+)", re.IGNORECASE)
-_QUOTED_LETTERS = re.compile(r"[\"'“‘]([a-z]+)[\"'”’]", re.IGNORECASE)
-_LETTERS = re.compile(r"[a-z]+", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer is\s*:?\s*[\"'“‘*]*([a-z]+)", re.IGNORECASE)
+_MARKED = re.compile(r"(?:[\"'“‘]|\*\*)([a-z]+)(?:[\"'”’]|\*\*)", re.IGNORECASE)
+_LAST_TOKEN = re.compile(r"([a-z]+)[\s.!\"'”’*]*$", re.IGNORECASE)
+MAX_LETTERS = 8  # without the question at hand, a longer string cannot be a few words' last letters
 
 
-def extract(text: str, mode: str = "flexible") -> str | None:
-    """Parse the concatenated letters from a completion.
+def extract(text: str, mode: str = "flexible", example: Example | None = None) -> str | None:
+    """Parse the concatenated letters from a completion; None (a parse failure) if nothing can be the answer.
 
-    strict: the whole completion is the letters, or it says "answer is X" (last such phrase).
-    flexible: strict, else the last quoted letter string, else the last word in the text.
+    strict: the whole completion is one string of letters, or it says "answer is X" (the last
+    such phrase). Either is a committed answer, right or wrong, whatever its length.
+    flexible: strict, else a letter string the text marks as its result: the last quoted or bold
+    one, else the text's last word. A marked string or last word counts only if it *can* be the
+    answer: exactly one letter per word of the question when ``example`` is given (its words are
+    part of the input, not the label), else at most `MAX_LETTERS` letters. Without this rule any
+    story's last word ("... and they lived happily ever after") would parse as an answer, and
+    the parse-failure rate would hide that the model never answered.
     """
     if mode not in ("strict", "flexible"):
         raise ValueError(f"mode={mode!r}: expected 'strict' or 'flexible'")
-    stripped = text.strip().strip(".!\"'“”‘’ \n").lower()
+    stripped = text.strip().strip(".!\"'“”‘’* \n").lower()
     if stripped and stripped.isalpha() and stripped.isascii():
         return stripped
     said = _ANSWER_IS.findall(text)
@@ -113,11 +120,18 @@ def extract(text: str, mode: str = "flexible") -> str | None:
         return said[-1].lower()
     if mode == "strict":
         return None
-    quoted = _QUOTED_LETTERS.findall(text)
-    if quoted:
-        return quoted[-1].lower()
-    words = _LETTERS.findall(text)
-    return words[-1].lower() if words else None
+    words = (example.meta.get("words") if example is not None else None) or ()
+
+    def can_be_answer(s: str) -> bool:
+        return len(s) == len(words) if words else len(s) <= MAX_LETTERS
+
+    marked = [s for s in _MARKED.findall(text) if can_be_answer(s)]
+    if marked:
+        return marked[-1].lower()
+    last = _LAST_TOKEN.search(text)
+    if last and can_be_answer(last.group(1)):
+        return last.group(1).lower()
+    return None
 
 
 def score(pred: str | None, gold: str) -> bool:
