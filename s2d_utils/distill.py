@@ -25,19 +25,34 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import paths
 from .generation import render
+from .filters import Kept
 from .models import LoadedModel, free_memory, load_model
-from .tasks import Example
 
 ANSWER_TEMPLATE = "The answer is {answer}."
 
 
 def answer_completion(answer: str) -> str:
-    """The distillation target: the final answer only, in a fixed sentence the tasks' strict parsers read."""
+    """The final answer only, in a fixed sentence the tasks' strict parsers read."""
     return ANSWER_TEMPLATE.format(answer=answer)
+
+
+def answer_target(kept: Kept) -> str:
+    """Distillation target for short-answer tasks (RaR, CoT): "The answer is X." (Sec. 4.1, 4.4)."""
+    return answer_completion(kept.answer)
+
+
+def final_response_target(kept: Kept) -> str:
+    """Distillation target for S2A (Sec. 4.2): the chosen sample's whole final response."""
+    return kept.trace.final.strip()
+
+
+def verdict_target(kept: Kept) -> str:
+    """Distillation target for an LLM judge (Sec. 4.3): the verdict token string, e.g. "[[A]]"."""
+    return f"[[{kept.answer}]]"
 
 
 @dataclass(frozen=True)
@@ -71,9 +86,10 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def sft_pairs(kept: Sequence[tuple[Example, str]]) -> list[dict[str, str]]:
-    """Prompt/completion records: System 1 prompt (the bare question) -> final answer only."""
-    return [{"id": ex.id, "prompt": ex.input, "completion": answer_completion(ans)} for ex, ans in kept]
+def sft_pairs(kept: Sequence[Kept], target: Callable[[Kept], str] = answer_target) -> list[dict[str, str]]:
+    """Prompt/completion records: System 1 prompt (the bare input) -> the task's target (final
+    answer only, never the intermediate tokens)."""
+    return [{"id": k.example.id, "prompt": k.example.input, "completion": target(k)} for k in kept]
 
 
 def _tokenize(lm: LoadedModel, pair: dict[str, str]) -> tuple[list[int], list[int]]:
@@ -90,9 +106,11 @@ def adapter_key(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: Lo
 
 def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings = LoraSettings(),
              out_dir: Path | None = None, progress: bool = True, name: str = "distill") -> TrainResult:
-    """LoRA-fine-tune a fresh copy of ``base`` on ``pairs``; return where the adapter is.
+    """LoRA-fine-tune ``base`` on ``pairs``; return where the adapter is.
 
-    ``base`` itself is not modified (the weights are reloaded from its checkpoint).
+    The adapter is trained on ``base.model`` itself (no second copy of the weights: a 70B model
+    could not afford one) and removed again afterwards, so ``base`` answers exactly as before;
+    its dropout, cache and eval settings are restored even if training fails.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -109,15 +127,37 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
         return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), True)
 
     torch.manual_seed(settings.seed)
-    fresh = load_model(base.name, device=base.device)
+    inner = base.model
+    use_cache = inner.config.use_cache
     # recompute each layer's activations in the backward pass instead of keeping them: same
     # gradients, about a quarter more compute, and a fraction of the memory (~2.5 GB at batch 8)
-    fresh.model.config.use_cache = False
-    fresh.model.activation_checkpointing_enable({"use_reentrant": False})
-    model = get_peft_model(fresh.model, LoraConfig(
+    inner.config.use_cache = False
+    inner.activation_checkpointing_enable({"use_reentrant": False})
+    model = get_peft_model(inner, LoraConfig(
         task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules)))
-    model.train()
+    try:
+        model.train()
+        return _train(base, model, pairs, settings, out, name, progress)
+    finally:
+        model.unload()  # take the LoRA layers out again: base.model is the unchanged base model
+        inner.activation_checkpointing_disable()
+        if getattr(inner, "_require_grads_hooks", None):
+            inner.disable_input_require_grads()  # the hook checkpointing put on the embeddings
+        inner.config.use_cache = use_cache
+        inner.eval()
+        for p in inner.parameters():
+            p.requires_grad_(False)
+        del model
+        free_memory()
+
+
+def _train(base: LoadedModel, model, pairs, settings: LoraSettings, out: Path, name: str, progress: bool) -> TrainResult:
+    """The training loop of `finetune` on a peft-wrapped ``model``; saves the adapter atomically."""
+    import torch
+    from tqdm import tqdm
+
+    device = next(model.parameters()).device
     data = [_tokenize(base, p) for p in pairs]
     steps_per_epoch = math.ceil(len(data) / settings.batch_size)
     total = settings.max_steps or steps_per_epoch * settings.epochs
@@ -144,8 +184,7 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
                 ids[r, : len(x)] = torch.tensor(x)
                 labels[r, : len(y)] = torch.tensor(y)
                 mask[r, : len(x)] = 1
-            loss = model(input_ids=ids.to(base.device), attention_mask=mask.to(base.device),
-                         labels=labels.to(base.device)).loss
+            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
             loss.backward()
             optim.step()
             sched.step()
@@ -166,12 +205,10 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
     (tmp / "train_log.json").write_text(json.dumps(log, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)  # atomic: a killed run leaves only a .partial folder
-    del model, fresh, optim, sched
-    free_memory()  # the training copy of the model and its activations go now, not at the next load
     return TrainResult(out, step, len(data), tokens, seconds, tuple(losses), False)
 
 
 def load_distilled(base: LoadedModel, result: TrainResult | Path) -> LoadedModel:
     """The distilled System 1: ``base``'s checkpoint with the LoRA adapter merged in."""
     adapter = result.adapter_dir if isinstance(result, TrainResult) else Path(result)
-    return load_model(base.name, device=base.device, adapter=adapter)
+    return load_model(base.name, device=base.device, adapter=adapter, device_map=base.device_map)

@@ -71,6 +71,8 @@ def supports(model) -> bool:
     kind = getattr(cfg, "model_type", None)
     if cfg is None or ARCHITECTURES.get(kind) != type(model).__name__:
         return False
+    if len(set((getattr(model, "hf_device_map", None) or {}).values())) > 1:
+        return False  # spread over several devices: the model's own forward moves activations between them
     rope = getattr(cfg, "rope_parameters", None) or {}
     if kind == "llama" and getattr(cfg, "attention_bias", False):
         return False

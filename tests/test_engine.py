@@ -102,3 +102,40 @@ def test_shortest_limits(tiny_lm, monkeypatch, max_new):
     for cs in out:
         for c in cs:
             assert c.n_tokens <= max_new and (c.finish_reason == "stop" or c.n_tokens == max_new)
+
+
+def test_qwen2_engine_greedy_identical_to_model_generate(tiny_qwen, monkeypatch):
+    # q/k/v biases, an untied LM head and rope theta 1e6: the engine must compute what transformers does
+    from s2d_utils.generation import _decoder_for, render
+
+    monkeypatch.setenv("S2D_ENGINE", "fast")
+    model = tiny_qwen.model
+    assert engine.supports(model) and not model.config.tie_word_embeddings
+    assert model.model.layers[0].self_attn.q_proj.bias.abs().sum() > 0
+    assert _decoder_for(model) is not None
+    outs = generate(tiny_qwen, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=2)
+    for prompt, (c,) in zip(PROMPTS, outs):
+        ids = tiny_qwen.tokenizer(render(tiny_qwen, prompt), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            ref = model.generate(**ids, max_new_tokens=16, do_sample=False,
+                                 pad_token_id=tiny_qwen.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
+        ref = [t for t in ref.tolist() if t != tiny_qwen.tokenizer.eos_token_id]
+        assert c.text == tiny_qwen.tokenizer.decode(ref, skip_special_tokens=True)
+
+
+def test_qwen2_samples_do_not_depend_on_the_decode_path(tiny_qwen, monkeypatch):
+    # per-sample seeds: the engine and the fallback (the model's own forward) draw the same samples
+    qwen64 = dataclasses.replace(tiny_qwen, model=copy.deepcopy(tiny_qwen.model).double())
+    monkeypatch.setenv("S2D_ENGINE", "fast")
+    fast = generate(qwen64, PROMPTS, n=3, batch_size=4, **SAMPLING)
+    monkeypatch.setenv("S2D_ENGINE", "hf")
+    assert generate(qwen64, PROMPTS, n=3, batch_size=4, **SAMPLING) == fast
+
+
+def test_engine_declines_what_it_does_not_implement(tiny_qwen):
+    model = copy.deepcopy(tiny_qwen.model)
+    model.config.use_sliding_window = True
+    assert not engine.supports(model)
+    model.config.use_sliding_window = False
+    model.train()
+    assert not engine.supports(model)

@@ -1,13 +1,13 @@
 import pytest
 
-from s2d_utils.evaluate import evaluate, mcnemar, wilson
+from s2d_utils.evaluate import evaluate, majority_answer, mcnemar, swap_inconsistency, wilson
 from s2d_utils.system2 import Call, Trace
 from s2d_utils.tasks import Example, coin_flip
 
 
-def trace(ex_id, answer, tokens):
+def trace(ex_id, answer, tokens, sample=0):
     calls = tuple(Call(f"c{i}", "p", "o", t, "stop") for i, t in enumerate(tokens))
-    return [Trace(ex_id, 0, calls, answer)]
+    return Trace(ex_id, sample, calls, answer)
 
 
 def test_wilson_interval_known_values():
@@ -19,9 +19,10 @@ def test_wilson_interval_known_values():
 
 def test_evaluate_counts_tokens_over_all_calls_and_parse_failures():
     exs = [Example("a", "q", "yes"), Example("b", "q", "no"), Example("c", "q", "yes"), Example("d", "q", "no")]
-    traces = [trace("a", "yes", [10, 30]), trace("b", "yes", [5, 5]), trace("c", None, [40, 0]), trace("d", "no", [1, 1])]
+    traces = [[trace("a", "yes", [10, 30])], [trace("b", "yes", [5, 5])], [trace("c", None, [40, 0])],
+              [trace("d", "no", [1, 1])]]
     r = evaluate("RaR", exs, traces, coin_flip)
-    assert (r.n, r.accuracy, r.tokens, r.parse_failures) == (4, 0.5, 23.0, 0.25)
+    assert (r.n, r.k, r.accuracy, r.tokens, r.parse_failures) == (4, 1, 0.5, 23.0, 0.25)
     assert r.correct == (True, False, False, True)
     with pytest.raises(ValueError, match="trace for b paired with example a"):
         evaluate("x", exs[:1], traces[1:2], coin_flip)
@@ -29,9 +30,39 @@ def test_evaluate_counts_tokens_over_all_calls_and_parse_failures():
         evaluate("x", [Example("a", "q", None)], traces[:1], coin_flip)
 
 
+def test_maj_at_k_votes_over_k_samples_and_sums_their_tokens():
+    exs = [Example("a", "q", "yes"), Example("b", "q", "no")]
+    traces = [[trace("a", "no", [10], 0), trace("a", "yes", [20], 1), trace("a", "yes", [30], 2), trace("a", "no", [1], 3)],
+              [trace("b", None, [5], 0), trace("b", None, [5], 1), trace("b", "no", [5], 2), trace("b", "yes", [5], 3)]]
+    k1 = evaluate("k1", exs, traces, coin_flip, k=1)
+    k3 = evaluate("k3", exs, traces, coin_flip, k=3)
+    assert (k1.accuracy, k1.tokens, k1.parse_failures) == (0.0, 7.5, 0.5)
+    assert (k3.accuracy, k3.tokens, k3.parse_failures, k3.k) == (1.0, 37.5, 0.0, 3)  # parse failures do not vote
+    assert majority_answer(["x", "y", "y", "x"]) == "x"  # a tie goes to the answer seen first
+    assert majority_answer([None, None]) is None
+    with pytest.raises(ValueError, match="maj@5 needs 5"):
+        evaluate("k5", exs, traces, coin_flip, k=5)
+
+
+def test_group_accuracy_goes_into_the_same_record():
+    exs = [Example("a", "q", "yes", {"group": "biased"}), Example("b", "q", "no", {"group": "biased"}),
+           Example("c", "q", "yes", {"group": "unbiased"})]
+    r = evaluate("S1", exs, [[trace("a", "yes", [1])], [trace("b", "yes", [1])], [trace("c", "yes", [1])]], coin_flip)
+    assert r.extra == {"accuracy[biased]": 0.5, "n[biased]": 2, "accuracy[unbiased]": 1.0, "n[unbiased]": 1}
+    assert r.as_dict()["accuracy[biased]"] == 0.5
+
+
+def test_swap_inconsistency_maps_the_swapped_verdict_back():
+    back = {"A": "B", "B": "A", "C": "C"}.get
+    # consistent, consistent tie, changed, unparsed on one side
+    assert swap_inconsistency(["A", "C", "A", "A"], ["B", "C", "A", None], back) == 0.5
+    with pytest.raises(ValueError, match="equal"):
+        swap_inconsistency(["A"], [], back)
+
+
 def test_mcnemar_exact():
     exs = [Example(str(i), "q", "yes") for i in range(12)]
-    a = evaluate("a", exs, [trace(str(i), "yes", [1]) for i in range(12)], coin_flip)
-    b = evaluate("b", exs, [trace(str(i), "yes" if i < 2 else "no", [1]) for i in range(12)], coin_flip)
+    a = evaluate("a", exs, [[trace(str(i), "yes", [1])] for i in range(12)], coin_flip)
+    b = evaluate("b", exs, [[trace(str(i), "yes" if i < 2 else "no", [1])] for i in range(12)], coin_flip)
     assert mcnemar(a, b) == pytest.approx(2 * 0.5 ** 10)  # 10 discordant pairs, all one way
     assert mcnemar(a, a) == 1.0

@@ -124,3 +124,41 @@ def test_sigkill_mid_run_loses_at_most_the_batch_in_flight(tiny_model_dir, tiny_
     assert LAST_STATS.computed == 48 - stored_before
     fresh = generate(tiny_lm, prompts, cache=GenerationCache(tmp_path / "fresh.sqlite"), **kw)
     assert resumed == fresh
+
+
+def test_token_budget_groups_bound_each_runs_kv_buffers():
+    from s2d_utils.generation import token_budget_groups
+
+    jobs = [[1] * 10] * 3 + [[2] * 100] * 2 + [[3] * 2000]
+    groups = token_budget_groups(jobs, slots=4, max_new_tokens=50, budget=300)
+    assert groups == [[0, 1, 2], [3, 4], [5]]  # the long prompt alone, over budget, is still served
+    for g in groups[:2]:
+        distinct = {tuple(jobs[j]) for j in g}
+        need = min(4, len(distinct)) * max(len(jobs[j]) for j in g) + min(4, len(g)) * 50
+        assert need <= 300
+    assert token_budget_groups(jobs, 4, 50, budget=10**9) == [list(range(6))]
+
+
+def test_a_small_kv_budget_gives_the_same_samples(tiny_lm, monkeypatch):
+    from s2d_utils import generation
+
+    monkeypatch.setenv("S2D_ENGINE", "fast")
+    whole = generate(tiny_lm, PROMPTS, n=3, cache=None, progress=False, batch_size=4, **SAMPLING)
+    monkeypatch.setattr(generation, "KV_BUDGET_BYTES", 1)  # every prompt in a run of its own
+    assert generate(tiny_lm, PROMPTS, n=3, cache=None, progress=False, batch_size=4, **SAMPLING) == whole
+
+
+def test_two_step_rar_with_several_answers_per_rephrasing(tiny_lm):
+    from s2d_utils.system2 import rar
+    from s2d_utils.tasks import coin_flip
+
+    exs = coin_flip.load("train", n=2, seed=1)
+    out = rar.two_step(tiny_lm, exs, coin_flip, n=2, n_answer=3, temperature=0.9, top_p=0.95, rephrase_tokens=6,
+                       answer_tokens=5, seed=4, cache=None, progress=False)
+    assert [len(ts) for ts in out] == [6, 6]  # paper, coin flip: both stages sampled
+    for e, ts in zip(exs, out):
+        assert [t.sample for t in ts] == list(range(6)) and {t.input_id for t in ts} == {e.id}
+        rephrasings = [t.calls[0].output for t in ts]
+        assert rephrasings[:3] == [rephrasings[0]] * 3 and rephrasings[3:] == [rephrasings[3]] * 3
+        assert all(ts[i].calls[1].prompt == rar.respond_prompt(e, ts[i].calls[0].output) for i in range(6))
+        assert all(t.n_tokens == t.calls[0].n_tokens + t.calls[1].n_tokens for t in ts)

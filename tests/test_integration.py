@@ -36,7 +36,7 @@ def test_greedy_identical_to_model_generate_on_the_embedded_model(smollm):
 
 def test_lora_finetune_changes_answers_on_its_examples(smollm, tmp_path):
     examples = last_letter.load("train", n=4, seed=5)
-    pairs = distill.sft_pairs([(e, e.gold) for e in examples])
+    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
     before = [c[0].text for c in generate(smollm, [e.input for e in examples], max_new_tokens=16, cache=None,
                                           progress=False)]
     settings = distill.LoraSettings(learning_rate=1e-3, max_steps=12, batch_size=4, seed=0)

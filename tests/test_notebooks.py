@@ -1,6 +1,7 @@
 """Notebook smoke tests: papermill runs each notebook with PROFILE="smoke" into a temporary
-results folder, then we check the numbers its last cell recorded."""
+results folder, then we check the numbers its last cell recorded against its table files."""
 
+import csv
 import json
 import os
 import subprocess
@@ -9,40 +10,61 @@ import sys
 import pytest
 
 from s2d_utils import paths
+from s2d_utils.system2 import rar
 
 pytestmark = pytest.mark.notebook
 
-RAR_ROWS = ["System 1", "System 2: 1-step RaR", "System 2: 2-step RaR", "Distill System 1",
-            "Distill System 2 (2-step RaR)", "Distill System 2 without filter"]
 
-
-def run_notebook(name: str, tmp_path) -> dict:
+def run_notebook(name: str, tmp_path, *params: str, check: bool = True):
     env = {**os.environ, "S2D_RESULTS": str(tmp_path / "results"), "S2D_FIGURES": str(tmp_path / "figures"),
            "HF_HUB_OFFLINE": "1"}
     out = tmp_path / f"{name}.ipynb"
-    subprocess.run([sys.executable, "-m", "papermill", str(paths.NOTEBOOKS / f"{name}.ipynb"), str(out),
-                    "-p", "PROFILE", "smoke", "--cwd", str(paths.NOTEBOOKS), "--log-level", "WARNING"],
-                   env=env, check=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(paths.NOTEBOOKS / f"{name}.ipynb"), str(out),
+                           "-p", "PROFILE", "smoke", *params, "--cwd", str(paths.NOTEBOOKS), "--log-level", "WARNING"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    if not check:
+        return proc, out
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((tmp_path / "results" / "metrics" / f"{name}.smoke.json").read_text())
 
 
 @pytest.mark.parametrize("name,task", [("01_rar_last_letter", "last_letter"), ("02_rar_coin_flip", "coin_flip")])
-def test_rar_notebook_records_every_table1_row(name, task, tmp_path):
+def test_rar_notebook_records_every_table1_row_and_its_files_agree(name, task, tmp_path):
     m = run_notebook(name, tmp_path)
     rows = m["rows"]
-    assert list(rows) == RAR_ROWS
-    for r in rows.values():
-        assert r["n"] == 6
-        assert 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0
-        assert 0.0 <= r["parse_failures"] <= 1.0 and r["tokens"] >= 0
-    assert rows["System 2: 2-step RaR"]["tokens"] > rows["System 1"]["tokens"]
-    assert m["paper"]["System 1"]["accuracy"] in (30.0, 56.1)
-    f = m["filters"]["Distill System 2 (2-step RaR)"]
-    assert f["inputs"] == 6 and 0 <= f["kept"] <= 6 and f["yield"] == f["kept"] / 6
-    assert m["filters"]["Distill System 2 without filter"]["kept"] >= f["kept"]
-    manifest = m["manifest"]
-    assert manifest["parameters"]["PROFILE"] == "smoke" and len(manifest["model_fingerprint"]) == 64
-    assert set(manifest["stage_seconds"]) >= {"evaluate System 1 and System 2", "sample distillation data", "fine-tune"}
+    assert list(rows) == list(rar.ROWS)
+    assert {r["n"] for r in rows.values()} == {6}
+    assert rows[rar.TWO_STEP]["tokens"] > rows[rar.SYSTEM1]["tokens"]  # two calls, both counted
+    assert m["model"] == "smollm2-135m-instruct" and m["manifest"]["parameters"]["model"] == m["model"]
+    assert set(m["manifest"]["stage_seconds"]) >= {"evaluate System 1 and System 2", "sample distillation data",
+                                                   "fine-tune", "evaluate distilled"}
+    assert set(m["filters"]) == set(rar.STUDENTS) and m["filters"][rar.DISTILL_SYSTEM2]["inputs"] == 6
+    assert m["findings"] and m["findings"][0].startswith(f"{rar.TWO_STEP} ")
     figures = tmp_path / "figures"
-    assert (figures / f"table1_{task}.smoke.md").read_text().count("\n| ") == 7  # header + 6 rows
+    with open(figures / f"table1_{task}.smoke.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["Method"] for r in table] == list(rar.ROWS)
+    for r in table:  # the table shows the recorded numbers
+        assert float(r["Acc % (ours)"]) == round(100 * rows[r["Method"]]["accuracy"], 1)
+        assert float(r["#Tokens (ours)"]) == round(rows[r["Method"]]["tokens"], 1)
+    md = (figures / f"table1_{task}.smoke.md").read_text()
+    assert all(f in md for f in m["findings"])
     assert (figures / f"fig_{task}_acc_vs_tokens.smoke.png").stat().st_size > 10_000
+    assert not (figures / f"table1_{task}.md").exists()  # smoke never writes the cpu profile's files
+
+
+def test_smoke_run_twice_gives_identical_metrics(tmp_path):
+    a = run_notebook("02_rar_coin_flip", tmp_path / "a")
+    b = run_notebook("02_rar_coin_flip", tmp_path / "b")  # a fresh cache and checkpoints: everything recomputed
+    assert a["rows"] == b["rows"] and a["filters"] == b["filters"] and a["findings"] == b["findings"]
+    assert [t and t["steps"] for t in a["training"].values()] == [t and t["steps"] for t in b["training"].values()]
+
+
+def test_a_bad_parameter_fails_in_the_first_cells_naming_it(tmp_path):
+    proc, out = run_notebook("01_rar_last_letter", tmp_path, "-p", "FILTER_RULE", "mode", check=False)
+    assert proc.returncode != 0 and "FILTER_RULE='mode'" in proc.stderr
+    cells = json.loads(out.read_text())["cells"]
+    failed = [i for i, c in enumerate(cells) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    params = [i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])][0]
+    assert failed and failed[0] <= params + 2  # the cell right after the (injected) parameters
+    assert not (tmp_path / "results" / "metrics").exists()

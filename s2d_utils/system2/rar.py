@@ -19,6 +19,18 @@ from ..models import LoadedModel
 from ..tasks import Example
 from . import Call, Trace, single_call
 
+# Table 1's rows, in the paper's order (the notebooks, tables, metrics and tests use these names)
+SYSTEM1 = "System 1"
+ONE_STEP = "System 2: 1-step RaR"
+TWO_STEP = "System 2: 2-step RaR"
+DISTILL_SYSTEM1 = "Distill System 1"
+DISTILL_SYSTEM2 = "Distill System 2 (2-step RaR)"
+DISTILL_NO_FILTER = "Distill System 2 without filter"
+ROWS = (SYSTEM1, ONE_STEP, TWO_STEP, DISTILL_SYSTEM1, DISTILL_SYSTEM2, DISTILL_NO_FILTER)
+STUDENTS = (DISTILL_SYSTEM1, DISTILL_SYSTEM2, DISTILL_NO_FILTER)
+MCNEMAR_PAIRS = ((DISTILL_SYSTEM2, SYSTEM1), (DISTILL_SYSTEM2, TWO_STEP), (DISTILL_SYSTEM2, DISTILL_NO_FILTER),
+                 (TWO_STEP, SYSTEM1))
+
 ONE_STEP_SUFFIX = "Rephrase and expand the question, and respond."
 REPHRASE = {
     "default": '"{question}"\nGiven the above question, rephrase and expand it to help you do better answering. '
@@ -68,7 +80,37 @@ def two_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, 
             first = Call("rephrase", rp, c.text, c.n_tokens, c.finish_reason)
             for a in answers[j]:
                 second = Call("respond", a_prompts[j], a.text, a.n_tokens, a.finish_reason)
-                traces.append(Trace(e.id, len(traces), (first, second), task.extract(a.text, extract_mode)))
+                traces.append(Trace(e.id, len(traces), (first, second), task.extract(a.text, extract_mode, e)))
             j += 1
         out.append(traces)
+    return out
+
+
+def findings(exp, test) -> list[str]:
+    """What Table 1's numbers say, computed from them (true under any model, or silent)."""
+    from .. import pipeline
+
+    out = [pipeline.compare(exp, TWO_STEP, SYSTEM1)]
+    s1, s2 = exp.row(SYSTEM1), exp.row(TWO_STEP)
+    if abs(s1.parse_failures - s2.parse_failures) >= 0.1:
+        out.append(f"Parse failures: {SYSTEM1} {100 * s1.parse_failures:.1f}%, {TWO_STEP} "
+                   f"{100 * s2.parse_failures:.1f}%; part of the gap is whether the model commits to an answer at all.")
+    f = exp.filters.get(DISTILL_SYSTEM2)
+    if f is not None:
+        if f["kept"] == 0:
+            out.append(f"The {exp.filter_rule} vote kept none of the {f['inputs']} unlabeled inputs: the samples never "
+                       f"agreed, so {DISTILL_SYSTEM2} ran no fine-tuning step and is the base model.")
+        else:
+            out.append(f"The {exp.filter_rule} vote kept {f['kept']} of {f['inputs']} unlabeled inputs; "
+                       f"{100 * f['precision']:.0f}% of the kept targets are right, against "
+                       f"{100 * f['unfiltered_accuracy']:.0f}% of all 2-step RaR samples.")
+    d = exp.row(DISTILL_SYSTEM2)
+    out.append(f"{DISTILL_SYSTEM2} answers in {d.tokens:.1f} tokens per input, against {s2.tokens:.1f} for its teacher: "
+               + pipeline.compare(exp, DISTILL_SYSTEM2, TWO_STEP))
+    out.append(pipeline.compare(exp, DISTILL_SYSTEM2, SYSTEM1))
+    out.append("The filter (ablation): " + pipeline.compare(exp, DISTILL_SYSTEM2, DISTILL_NO_FILTER))
+    for name in STUDENTS:
+        note = pipeline.answer_profile(exp, name, test)
+        if note:
+            out.append(note)
     return out

@@ -11,6 +11,7 @@ dataset readers take a user-given file or folder and name the file, row and fiel
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -72,3 +73,41 @@ def field_str(path: Path, row: int, item: Any, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{path} row {row}: field {name!r} must be a non-empty string, got {value!r}")
     return value
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(source: str | Path) -> bool:
+    """True for an "owner/name" string that is not an existing local path."""
+    return isinstance(source, str) and not Path(source).expanduser().exists() and bool(_HUB_ID.match(source))
+
+
+def hub_rows(dataset_id: str, split: str, config: str | None = None) -> list[dict]:
+    """Rows of a hub dataset split, read with `datasets` (needs hub access or a warm HF cache).
+
+    Offline (``HF_HUB_OFFLINE=1``, as `make` sets it) and without a cached copy this fails with a
+    message that says so, instead of a long traceback from inside `datasets`.
+    """
+    try:
+        import datasets
+    except ImportError as err:  # pragma: no cover - datasets is pinned in requirements.txt
+        raise ImportError(f"reading {dataset_id!r} from the hub needs the 'datasets' package") from err
+    try:
+        ds = datasets.load_dataset(dataset_id, config, split=split)
+    except Exception as err:
+        raise FileNotFoundError(f"{dataset_id!r} (split {split!r}): not a local file or folder, and the hub dataset "
+                                f"could not be read ({type(err).__name__}: {err}). Offline, point the source at a "
+                                "local copy instead.") from err
+    return [dict(r) for r in ds]
+
+
+def source_rows(source: str | Path, default_file: str, split: str = "test") -> tuple[Path | str, list[Any]]:
+    """(label, rows) of a user-given source: a file, a folder holding ``default_file``, or a hub id."""
+    if is_hub_id(str(source)):
+        return str(source), hub_rows(str(source), split)
+    path = Path(source).expanduser()
+    path = path / default_file if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file (expected {default_file}, a folder holding it, or a hub id)")
+    return path, read_json_rows(path)

@@ -19,7 +19,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from . import Example, check_split, field_str, read_json_rows
+from . import Example, check_split, field_str, source_rows
 
 NAME = "coin_flip"
 SPLIT_SIZES = {"train": 20000, "valid": 3333, "test": 1333}
@@ -78,7 +78,7 @@ def load(split: str = "test", n: int | None = None, seed: int = 0, source: str |
     if people < 1:
         raise ValueError(f"people={people}: need at least one person")
     if source is not None:
-        return _load_file(Path(source), split, n, variant)
+        return _load_file(source, split, n, variant)
     take = check_split(split, n, SPLIT_SIZES.get(split, 0))
     offset = {"train": 0, "valid": SPLIT_SIZES["train"], "test": SPLIT_SIZES["train"] + SPLIT_SIZES["valid"]}[split]
     out = []
@@ -91,13 +91,10 @@ def load(split: str = "test", n: int | None = None, seed: int = 0, source: str |
 _SPACES = re.compile(r"\s+")
 
 
-def _load_file(source: Path, split: str, n: int | None, variant: str) -> list[Example]:
-    path = source / RAW_FILE if source.is_dir() else source
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (expected the RaR paper's {RAW_FILE} or coin_val_*.json)")
+def _load_file(source: Path | str, split: str, n: int | None, variant: str) -> list[Example]:
     if split != "test":
-        raise ValueError(f"{path}: the RaR coin files are evaluation sets; load split 'test' from them, not {split!r}")
-    rows = read_json_rows(path)
+        raise ValueError(f"{source}: the RaR coin files are evaluation sets; load split 'test' from them, not {split!r}")
+    path, rows = source_rows(source, RAW_FILE, split)
     take = check_split(split, n, len(rows))
     out = []
     for i, item in enumerate(rows[:take]):

@@ -19,7 +19,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from . import Example, check_split, field_str, read_json_rows
+from . import Example, check_split, field_str, source_rows
 
 NAME = "last_letter"
 SPLIT_SIZES = {"train": 200, "valid": 200, "test": 200}
@@ -50,7 +50,7 @@ def load(split: str = "test", n: int | None = None, seed: int = 0, source: str |
     if k < 1:
         raise ValueError(f"k={k}: need at least one word per question")
     if source is not None:
-        return _load_file(Path(source), split, n, k)
+        return _load_file(source, split, n, k)
     take = check_split(split, n, SPLIT_SIZES.get(split, 0))
     pool = list(word_list())
     rng = random.Random(f"last_letter|seed={seed}|k={k}")
@@ -68,13 +68,10 @@ def load(split: str = "test", n: int | None = None, seed: int = 0, source: str |
     return out
 
 
-def _load_file(source: Path, split: str, n: int | None, k: int) -> list[Example]:
-    path = source / RAR_FILES.get(k, "") if source.is_dir() else source
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (expected the RaR paper's {RAR_FILES.get(k, 'last-letter')} file)")
+def _load_file(source: Path | str, split: str, n: int | None, k: int) -> list[Example]:
     if split != "test":
-        raise ValueError(f"{path}: the RaR files are evaluation sets; load split 'test' from them, not {split!r}")
-    rows = read_json_rows(path)
+        raise ValueError(f"{source}: the RaR files are evaluation sets; load split 'test' from them, not {split!r}")
+    path, rows = source_rows(source, RAR_FILES.get(k, f"last_letter_concatenation{k}_gpt-4.json"), split)
     take = check_split(split, n, len(rows))
     out = []
     for i, item in enumerate(rows[:take]):

@@ -1,0 +1,256 @@
+"""The steps every method notebook shares, so that a notebook holds the paper's method, not bookkeeping.
+
+    exp = pipeline.start("01_rar_last_letter", "rar", task, MODEL=..., PROFILE=..., ...)   # checks, loads
+    train, unlabeled, test = pipeline.data(exp, DATA_SOURCE)                            # labels hidden
+    pipeline.evaluate_systems(exp, test, {"System 1": program, ...})                     # greedy, #Tokens
+    kept = {...filters...}; pipeline.filter_report(exp, kept, train, traces)              # diagnostics
+    pipeline.train_students(exp, kept, target)                                           # LoRA, cached
+    pipeline.evaluate_students(exp, test, program)                                       # distilled System 1
+    pipeline.finish(exp, ...)                                       # table, figure, McNemar, findings, metrics
+
+An `Experiment` carries what the steps share: the model, sizes, seed, the manifest (timed
+stages), and every result row and trace, in the order computed. Parameters are checked before
+anything loads, and each error names the notebook parameter at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+from . import distill, filters, profiles, report
+from .evaluate import SystemResult, evaluate, mcnemar
+from .models import EMBEDDED, LoadedModel, conversion_record, free_memory, load_model
+from .system2 import Trace
+from .tasks import Example
+
+Program = Callable[..., list[list[Trace]]]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_parameters(*, MODEL: str | None, PROFILE: str, SEED: int, DEVICE: str = "auto", DATA_SOURCE: Any = None,
+                     FILTER_RULE: str = "majority", **others: Any) -> None:
+    """Fail fast, naming the notebook parameter at fault, before any model or data loads."""
+    if PROFILE not in profiles.PROFILES:
+        raise ValueError(f"PROFILE={PROFILE!r}: expected one of {list(profiles.PROFILES)}")
+    if MODEL is not None:
+        if not isinstance(MODEL, str) or not MODEL.strip():
+            raise ValueError(f"MODEL={MODEL!r}: expected None (the profile's model), an embedded model "
+                             f"{sorted(EMBEDDED)}, a local checkpoint folder or a hub id (owner/name)")
+        local = Path(MODEL).expanduser()
+        if MODEL not in EMBEDDED and not local.exists() and not _HUB_ID.match(MODEL):
+            raise ValueError(f"MODEL={MODEL!r}: not an embedded model {sorted(EMBEDDED)}, not an existing folder, "
+                             "not a hub id (owner/name)")
+        if local.exists() and not (local / "config.json").exists():
+            raise ValueError(f"MODEL={MODEL!r}: a folder, but not a transformers checkpoint (no config.json)")
+    if isinstance(SEED, bool) or not isinstance(SEED, int):
+        raise ValueError(f"SEED={SEED!r}: expected an integer")
+    if not (DEVICE in DEVICES or str(DEVICE).startswith("cuda:")):
+        raise ValueError(f"DEVICE={DEVICE!r}: expected one of {list(DEVICES)} or cuda:N")
+    if FILTER_RULE not in filters.RULES:
+        raise ValueError(f"FILTER_RULE={FILTER_RULE!r}: expected one of {list(filters.RULES)}")
+    if DATA_SOURCE is not None:
+        if not isinstance(DATA_SOURCE, (str, Path)) or (not Path(DATA_SOURCE).expanduser().exists()
+                                                        and not _HUB_ID.match(str(DATA_SOURCE))):
+            raise ValueError(f"DATA_SOURCE={DATA_SOURCE!r}: expected None (the synthetic data), an existing file or "
+                             "folder, or a hub dataset id (owner/name)")
+
+
+@dataclass
+class Experiment:
+    """What a notebook's steps share."""
+
+    notebook: str
+    method: str
+    task: ModuleType
+    profile: str
+    seed: int
+    sizes: profiles.Sizes
+    lm: LoadedModel
+    manifest: report.Manifest
+    filter_rule: str = "majority"
+    rows: list[SystemResult] = field(default_factory=list)
+    traces: dict[str, list[list[Trace]]] = field(default_factory=dict)
+    filters: dict[str, dict] = field(default_factory=dict)
+    trained: dict[str, distill.TrainResult | None] = field(default_factory=dict)
+
+    @property
+    def greedy(self) -> dict[str, Any]:
+        """Generation settings for evaluation: greedy, one answer per input."""
+        return dict(batch_size=self.sizes.batch_size)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """Generation settings for distillation data: N samples per unlabeled input."""
+        s = self.sizes
+        return dict(n=s.samples, temperature=s.temperature, top_p=s.top_p, seed=self.seed, batch_size=s.batch_size)
+
+    def row(self, name: str) -> SystemResult:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no result row {name!r}; rows: {[r.name for r in self.rows]}")
+
+
+def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PROFILE: str, SEED: int,
+          DEVICE: str = "auto", DATA_SOURCE: Any = None, FILTER_RULE: str = "majority", **others: Any) -> Experiment:
+    """Check the notebook's parameters, pick the sizes and model of the profile, load the model."""
+    params = dict(MODEL=MODEL, PROFILE=PROFILE, SEED=SEED, DEVICE=DEVICE, DATA_SOURCE=DATA_SOURCE,
+                  FILTER_RULE=FILTER_RULE, **others)
+    check_parameters(**params)
+    variants = getattr(task, "VARIANTS", None)
+    if "VARIANT" in others and variants is not None and others["VARIANT"] not in variants:
+        raise ValueError(f"VARIANT={others['VARIANT']!r}: expected one of {list(variants)}")
+    sizes = profiles.sizes(method, task.NAME, PROFILE)
+    model = profiles.model_for(PROFILE, MODEL)
+    manifest = report.Manifest(notebook, {**params, "model": model, "sizes": sizes.as_dict()})
+    with manifest.stage("load model"):
+        lm = load_model(model, device=DEVICE)
+    manifest.model_fingerprint = lm.fingerprint
+    record = conversion_record(Path(lm.model.name_or_path)) if Path(str(lm.model.name_or_path)).exists() else None
+    manifest.parameters["model_source_sha256"] = record.get("source_sha256") if record else None
+    return Experiment(notebook, method, task, PROFILE, SEED, sizes, lm, manifest, FILTER_RULE)
+
+
+def data(exp: Experiment, source: Any = None, **task_kw: Any) -> tuple[list[Example], list[Example], list[Example]]:
+    """(labeled training inputs, the same without labels, test set). System 2 only ever sees the
+    unlabeled copy; the labels of the training inputs serve the filter diagnostics alone."""
+    s = exp.sizes
+    train = exp.task.load("train", n=s.n_train, seed=exp.seed, **task_kw)
+    test = exp.task.load("test", n=s.n_test, seed=exp.seed, source=source, **task_kw)
+    exp.manifest.data = {"train": report.data_hash(train), "test": report.data_hash(test)}
+    return train, [replace(e, gold=None) for e in train], test
+
+
+def evaluate_systems(exp: Experiment, test: Sequence[Example], programs: dict[str, Callable[[], list[list[Trace]]]],
+                     stage: str = "evaluate System 1 and System 2") -> list[SystemResult]:
+    """Run each program (a no-argument callable returning traces on ``test``) and score it."""
+    out = []
+    with exp.manifest.stage(stage):
+        for name, run in programs.items():
+            traces = run()
+            exp.traces[name] = traces
+            out.append(evaluate(name, test, traces, exp.task))
+    exp.rows.extend(out)
+    return out
+
+
+def filter_report(exp: Experiment, kept: dict[str, filters.FilterResult], labeled: Sequence[Example],
+                  sources: dict[str, list[list[Trace]]]) -> dict[str, dict]:
+    """Diagnostics of each filter against the held-out gold of the training inputs (report only)."""
+    exp.filters = {name: filters.diagnostics(res, labeled, sources[name], exp.task.score) for name, res in kept.items()}
+    return exp.filters
+
+
+def train_students(exp: Experiment, kept: dict[str, filters.FilterResult],
+                   target: Callable[[filters.Kept], str] = distill.answer_target) -> dict[str, distill.TrainResult | None]:
+    """LoRA-fine-tune one student per filter output (cached by content). A filter that kept nothing
+    trains nothing: that student is the base model, and the table notes say so."""
+    s = exp.sizes
+    lora = distill.LoraSettings(epochs=s.epochs, batch_size=s.lora_batch, max_steps=s.max_steps, seed=exp.seed)
+    with exp.manifest.stage("fine-tune"):
+        for name, res in kept.items():
+            pairs = distill.sft_pairs(res.kept, target)
+            exp.trained[name] = distill.finetune(exp.lm, pairs, lora, name=name) if pairs else None
+    return exp.trained
+
+
+def training_summary(exp: Experiment) -> dict[str, dict]:
+    return {name: {"pairs": t.examples if t else 0, "steps": t.steps if t else 0,
+                   "final loss": t.losses[-1] if t else None,
+                   "tokens/s": round(t.tokens_per_second, 1) if t and not t.reused else None,
+                   "reused": t.reused if t else None} for name, t in exp.trained.items()}
+
+
+def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callable[[LoadedModel], list[list[Trace]]],
+                      names: Sequence[str] | None = None) -> list[SystemResult]:
+    """Evaluate each distilled System 1 (greedy) with ``program(student)``; one student in memory at a time."""
+    out = []
+    with exp.manifest.stage("evaluate distilled"):
+        for name in names or list(exp.trained):
+            result = exp.trained[name]
+            student = distill.load_distilled(exp.lm, result) if result else exp.lm
+            traces = program(student)
+            exp.traces[name] = traces
+            out.append(evaluate(name, test, traces, exp.task))
+            del student
+            free_memory()
+    exp.rows.extend(out)
+    return out
+
+
+def mcnemar_tests(exp: Experiment, pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
+    """Exact McNemar p-values for pairs of rows evaluated on the same inputs."""
+    names = {r.name for r in exp.rows}
+    return {f"{a} vs {b}": mcnemar(exp.row(a), exp.row(b)) for a, b in pairs if a in names and b in names}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _p(p: float) -> str:
+    return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
+
+
+def compare(exp: Experiment, a: str, b: str) -> str:
+    """"a X% vs b Y% (McNemar p = ...): higher / lower / no significant difference"."""
+    ra, rb = exp.row(a), exp.row(b)
+    p = mcnemar(ra, rb)
+    if p >= 0.05:
+        verdict = "no significant difference"
+    else:
+        verdict = f"{a} is {'higher' if ra.accuracy > rb.accuracy else 'lower'}"
+    return f"{a} {_pct(ra.accuracy)} vs {b} {_pct(rb.accuracy)} (exact McNemar {_p(p)}): {verdict}."
+
+
+def answer_profile(exp: Experiment, name: str, test: Sequence[Example]) -> str | None:
+    """If one answer dominates a system's outputs, say so, with what that constant answer would score."""
+    answers = [ts[0].answer for ts in exp.traces.get(name, [])]
+    if not answers:
+        return None
+    top, count = Counter(answers).most_common(1)[0]
+    if top is None or count < 0.8 * len(answers):
+        return None
+    constant = sum(exp.task.score(top, e.gold) for e in test) / len(test)
+    return (f"{name} answers {top!r} to {count} of {len(answers)} test inputs; that answer alone would score "
+            f"{_pct(constant)}, so compare its accuracy with this, not with 0.")
+
+
+def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable, title: str,
+           mcnemar_pairs: Sequence[tuple[str, str]],
+           findings: Sequence[str] = (), notes: Sequence[str] = (), figure_title: str | None = None,
+           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the table (md + csv, paper beside ours), the figure and the metrics; return the metrics."""
+    tests = mcnemar_tests(exp, mcnemar_pairs)
+    lm = exp.lm
+    where = f"{len(os.sched_getaffinity(0))} CPU cores" if lm.device == "cpu" else lm.device
+    base_notes = [f"ours: {lm.name} on {where}, profile {exp.profile}, seed {exp.seed}; paper: {report.PAPER_MODEL}.",
+                  "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
+                  "Parse fail: share of answers that do not parse (counted as wrong)."]
+    base_notes += [f"{name}: no training input had a usable target, so no fine-tuning step ran; the row is the base model."
+                   for name, t in exp.trained.items() if t is None]
+    df = report.results_table(exp.rows, paper)
+    md, _ = report.save_table(df, table, exp.profile, title, [*base_notes, *notes], findings)
+    fig = report.plot_accuracy_vs_tokens(exp.rows, paper, figure_title or f"{title}: accuracy vs #Tokens",
+                                         figure, exp.profile, lm.name)
+    metrics = {
+        "model": lm.name,
+        "rows": {r.name: r.as_dict() for r in exp.rows},
+        "paper": paper.as_dict(),
+        "filters": exp.filters,
+        "training": {k: ({"pairs": t.examples, "steps": t.steps, "tokens": t.tokens, "seconds": round(t.seconds, 1),
+                          "reused": t.reused} if t else None) for k, t in exp.trained.items()},
+        "mcnemar": tests,
+        "findings": list(findings),
+        "outputs": {"table": md.name, "figure": fig.name},
+        **(extra or {}),
+    }
+    path = report.save_metrics(exp.notebook, exp.profile, metrics, exp.manifest)
+    return {"metrics": metrics, "table": df, "table_path": md, "figure_path": fig, "metrics_path": path}

