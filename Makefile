@@ -48,6 +48,7 @@ test-fast: $(VENV)/.installed
 
 bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_generation.py
+	$(PY) -m s2d_utils.report
 
 lab: $(VENV)/.qwen
 	$(VENV)/bin/jupyter lab notebooks/

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -72,9 +73,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--hf-batch-sizes", default="32,64,128", help="plain generate tries these; the best counts")
+    ap.add_argument("--hf-batch-sizes", default="64,128", help="plain generate tries these; the best counts")
     ap.add_argument("--batch-size", type=int, default=128, help="our engine's rows in flight")
-    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parents[1] / "figures" / "bench_generation.json"),
+                    help="where to write the figures (default: figures/bench_generation.json, read by make readme)")
     ap.add_argument("--lora-steps", type=int, default=8)
     args = ap.parse_args()
     prompts = workload(args.prompts)
@@ -88,9 +90,16 @@ def main() -> None:
     for name, f in results.items():
         print(f"  {name:32s} {f['speedup']:.2f}x   greedy identical {f['greedy_identical']:.0%}   "
               f"LoRA {f['lora_train_tokens_per_s']:.0f} tokens/s")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
+        if Path("/proc/cpuinfo").exists() else "?"
+    record = {"models": results, "batch_size": args.batch_size,
+              "workload": {"prompts": len(prompts), "samples": args.samples, "max_new_tokens": args.max_new_tokens,
+                           "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+                           "machine": f"{cpu}, {os.cpu_count()} cores"}}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out} (the README's throughput table: make readme)")
 
 
 def bench_model(lm, prompts, args) -> dict[str, float]:
@@ -112,9 +121,12 @@ def bench_model(lm, prompts, args) -> dict[str, float]:
         print(f"  plain generate probe, batch {bs}: {rate:.1f} tokens/s")
         if rate > best_rate:
             best, best_rate = bs, rate
-    t0 = time.perf_counter()
-    useful, _ = hf_generate(lm, prompts, args.samples, args.max_new_tokens, best)
-    figures["hf_tokens_per_s"] = useful / (time.perf_counter() - t0)
+    if max(1, best // args.samples) >= len(prompts):  # the best probe already ran the whole workload
+        figures["hf_tokens_per_s"] = best_rate
+    else:
+        t0 = time.perf_counter()
+        useful, _ = hf_generate(lm, prompts, args.samples, args.max_new_tokens, best)
+        figures["hf_tokens_per_s"] = useful / (time.perf_counter() - t0)
     figures["hf_batch"] = best
 
     # (b) our engine, same workload, no cache

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 from .system2 import Trace
 from .tasks import Example
@@ -63,12 +63,25 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
     return max(counts, key=counts.get) if counts else None  # max keeps the first of equal counts
 
 
+Metric = Callable[[Sequence[Example], Sequence[Union[str, None]], Sequence[bool]], float]
+
+
+def accuracy_without(gold_value: str) -> Metric:
+    """A metric: accuracy over the examples whose gold is not ``gold_value`` (e.g. agreement with
+    human verdicts without ties, the FastChat / BSM convention, with ``gold_value="C"``)."""
+    def metric(examples, answers, correct):
+        kept = [c for e, c in zip(examples, correct) if e.gold != gold_value]
+        return sum(kept) / len(kept) if kept else float("nan")
+    return metric
+
+
 def evaluate(name: str, examples: Sequence[Example], traces: Sequence[Sequence[Trace]], task: ModuleType,
-             k: int = 1, groups: bool = True) -> SystemResult:
+             k: int = 1, groups: bool = True, metrics: dict[str, Metric] | None = None) -> SystemResult:
     """Score a system on labeled examples: maj@k over the first ``k`` traces of each input.
 
     With ``groups`` and examples carrying ``meta["group"]`` (e.g. biased / unbiased inputs), the
-    accuracy of each group is reported in ``extra`` as ``accuracy[<group>]``.
+    accuracy of each group is reported in ``extra`` as ``accuracy[<group>]``. ``metrics`` adds
+    task metrics to the same record: name -> f(examples, maj@k answers, correct flags).
     """
     if len(examples) != len(traces):
         raise ValueError(f"{name}: {len(examples)} examples but {len(traces)} trace lists")
@@ -76,7 +89,7 @@ def evaluate(name: str, examples: Sequence[Example], traces: Sequence[Sequence[T
         raise ValueError(f"{name}: nothing to evaluate")
     if k < 1:
         raise ValueError(f"{name}: k={k} must be at least 1")
-    correct, tokens, failures = [], [], 0
+    correct, tokens, failures, answers = [], [], 0, []
     for ex, ts in zip(examples, traces):
         if ex.gold is None:
             raise ValueError(f"{name}: example {ex.id} has no gold answer; evaluation needs labeled data")
@@ -85,6 +98,7 @@ def evaluate(name: str, examples: Sequence[Example], traces: Sequence[Sequence[T
         if any(t.input_id != ex.id for t in ts[:k]):
             raise ValueError(f"{name}: trace for {ts[0].input_id} paired with example {ex.id}")
         answer = majority_answer([t.answer for t in ts[:k]])
+        answers.append(answer)
         correct.append(bool(task.score(answer, ex.gold)))
         tokens.append(sum(t.n_tokens for t in ts[:k]))
         failures += answer is None
@@ -96,6 +110,8 @@ def evaluate(name: str, examples: Sequence[Example], traces: Sequence[Sequence[T
             hits = [c for c, ex in zip(correct, examples) if str(ex.meta.get("group")) == g]
             extra[f"accuracy[{g}]"] = sum(hits) / len(hits)
             extra[f"n[{g}]"] = len(hits)
+    for metric_name, metric in (metrics or {}).items():
+        extra[metric_name] = metric(examples, answers, correct)
     return SystemResult(name, n, sum(correct) / n, lo, hi, sum(tokens) / n, failures / n, tuple(correct), k, extra)
 
 

@@ -223,6 +223,39 @@ def answer_profile(exp: Experiment, name: str, test: Sequence[Example]) -> str |
             f"{_pct(constant)}, so compare its accuracy with this, not with 0.")
 
 
+def output_profile(exp: Experiment, name: str, share: float = 0.5) -> str | None:
+    """If one final completion makes up at least ``share`` of a system's test outputs, quote it."""
+    finals = [ts[0].final.strip() for ts in exp.traces.get(name, [])]
+    if not finals:
+        return None
+    text, count = Counter(finals).most_common(1)[0]
+    if count < share * len(finals):
+        return None
+    parsed = next(ts[0].answer for ts in exp.traces[name] if ts[0].final.strip() == text)
+    shown = text if len(text) <= 120 else text[:117] + "..."
+    return (f"{name} gives the same completion to {count} of {len(finals)} test inputs: {shown!r} "
+            f"(parsed as {parsed!r}).")
+
+
+def lenient_accuracy(exp: Experiment, names: Sequence[str], test: Sequence[Example]) -> str | None:
+    """Accuracy under the task's lenient parse (if it has one), for the rows where it differs."""
+    lenient = getattr(exp.task, "lenient_extract", None)
+    if lenient is None:
+        return None
+    parts = []
+    for name in names:
+        traces = exp.traces.get(name)
+        if not traces:
+            continue
+        acc = sum(bool(exp.task.score(lenient(ts[0].final, e), e.gold)) for ts, e in zip(traces, test)) / len(test)
+        if abs(acc - exp.row(name).accuracy) > 1e-9:
+            parts.append(f"{name} {_pct(acc)} (table: {_pct(exp.row(name).accuracy)})")
+    if not parts:
+        return None
+    return ("The parse rule matters: read leniently (a self-contradicting answer counts as its explicit "
+            "yes/no), " + ", ".join(parts) + ".")
+
+
 def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable, title: str,
            mcnemar_pairs: Sequence[tuple[str, str]],
            findings: Sequence[str] = (), notes: Sequence[str] = (), figure_title: str | None = None,

@@ -66,3 +66,17 @@ def test_mcnemar_exact():
     b = evaluate("b", exs, [[trace(str(i), "yes" if i < 2 else "no", [1])] for i in range(12)], coin_flip)
     assert mcnemar(a, b) == pytest.approx(2 * 0.5 ** 10)  # 10 discordant pairs, all one way
     assert mcnemar(a, a) == 1.0
+
+
+def test_task_metrics_join_the_record_for_example_agreement_without_ties():
+    from s2d_utils.evaluate import accuracy_without
+
+    exs = [Example("a", "q", "A"), Example("b", "q", "C"), Example("c", "q", "B"), Example("d", "q", "A")]
+    answers = ["A", "C", "A", None]
+
+    class Judge:  # a verdict task: exact match
+        score = staticmethod(lambda pred, gold: pred == gold)
+
+    r = evaluate("judge", exs, [[trace(e.id, a, [4])] for e, a in zip(exs, answers)], Judge,
+                 metrics={"agreement_without_ties": accuracy_without("C")})
+    assert r.accuracy == 0.5 and r.extra["agreement_without_ties"] == 1 / 3

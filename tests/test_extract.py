@@ -68,3 +68,11 @@ def test_score_and_bad_mode():
     assert coin_flip.score("yes", "yes") and not coin_flip.score("no", "yes")
     with pytest.raises(ValueError, match="mode='loose'"):
         coin_flip.extract("yes", "loose")
+
+
+def test_the_lenient_reading_lets_the_explicit_answer_win_a_contradiction():
+    assert coin_flip.lenient_extract("No, the coin is still heads up.") == "no"
+    assert coin_flip.lenient_extract("The coin is tails up.") == "no"
+    assert coin_flip.lenient_extract("I cannot know") is None
+    with pytest.raises(ValueError, match="conflicts='guess'"):
+        coin_flip.extract("yes", conflicts="guess")

@@ -58,7 +58,7 @@ def test_lora_finetune_changes_answers_on_its_examples(smollm, tmp_path):
 
 
 def test_unknown_model_path_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not the default"):
+    with pytest.raises(FileNotFoundError, match="not an embedded model"):
         load_model("no-such-model")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_model(str(tmp_path))

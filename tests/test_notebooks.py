@@ -18,6 +18,7 @@ pytestmark = pytest.mark.notebook
 def run_notebook(name: str, tmp_path, *params: str, check: bool = True):
     env = {**os.environ, "S2D_RESULTS": str(tmp_path / "results"), "S2D_FIGURES": str(tmp_path / "figures"),
            "HF_HUB_OFFLINE": "1"}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / f"{name}.ipynb"
     proc = subprocess.run([sys.executable, "-m", "papermill", str(paths.NOTEBOOKS / f"{name}.ipynb"), str(out),
                            "-p", "PROFILE", "smoke", *params, "--cwd", str(paths.NOTEBOOKS), "--log-level", "WARNING"],
@@ -63,8 +64,9 @@ def test_smoke_run_twice_gives_identical_metrics(tmp_path):
 def test_a_bad_parameter_fails_in_the_first_cells_naming_it(tmp_path):
     proc, out = run_notebook("01_rar_last_letter", tmp_path, "-p", "FILTER_RULE", "mode", check=False)
     assert proc.returncode != 0 and "FILTER_RULE='mode'" in proc.stderr
-    cells = json.loads(out.read_text())["cells"]
-    failed = [i for i, c in enumerate(cells) for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    params = [i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])][0]
-    assert failed and failed[0] <= params + 2  # the cell right after the (injected) parameters
+    code = [c for c in json.loads(out.read_text())["cells"] if c["cell_type"] == "code"]
+    failed = [i for i, c in enumerate(code) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    injected = [i for i, c in enumerate(code) if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert failed == [injected[0] + 1]  # the first code cell after the (injected) parameters, and only it
+    assert "".join(code[failed[0]]["source"]).startswith("exp = pipeline.start(")
     assert not (tmp_path / "results" / "metrics").exists()

@@ -1,30 +1,59 @@
-"""The README's results are the committed table files (tables, notes and computed findings), not
-numbers typed by hand: its generated block must equal what `make readme` builds from figures/."""
+"""The README's results and benchmark figures are the committed files in figures/ (tables, notes,
+computed findings, the benchmark's JSON), not numbers typed by hand: each generated block must
+equal what `make readme` builds from them."""
 
+import json
 from pathlib import Path
+
+import pytest
 
 from s2d_utils import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_results_block_is_generated_from_the_committed_tables():
+@pytest.mark.parametrize("block", sorted(report.README_BLOCKS))
+def test_readme_block_is_generated_from_the_committed_files(block):
     readme = (ROOT / "README.md").read_text()
-    assert report.readme_results(ROOT) in readme, "README.md is out of date with figures/: run `make readme`"
+    start, end = report._marks(block)
+    built = report.README_BLOCKS[block](ROOT)
+    assert f"{start}\n\n{built}\n\n{end}" in readme, f"README.md is out of date with figures/ ({block}): run `make readme`"
 
 
-def test_every_committed_table_has_its_figure_and_the_readme_shows_it():
+def test_every_committed_table_has_its_csv_and_figure():
     for table, figure, _ in report.README_TABLES:
         assert (ROOT / "figures" / f"{table}.csv").exists() and (ROOT / "figures" / f"{figure}.png").exists()
 
 
-def test_update_readme_rewrites_only_the_block(tmp_path):
+def test_update_readme_rewrites_only_the_blocks(tmp_path):
     (tmp_path / "figures").mkdir()
     for table, _, _ in report.README_TABLES:
         (tmp_path / "figures" / f"{table}.md").write_text(f"# title\n\n| a |\n|---|\n| {table} |\n")
+    run = {k: 1.0 for k in ("hf_tokens_per_s", "engine_tokens_per_s", "speedup", "gemm_ceiling_tokens_per_s",
+                            "greedy_identical", "prefill_tokens_per_s", "lora_train_tokens_per_s", "peak_rss_gb")}
+    (tmp_path / "figures" / report.BENCH_FILE).write_text(json.dumps(
+        {"models": {"m": run}, "batch_size": 128,
+         "workload": {"prompts": 1, "samples": 1, "max_new_tokens": 1, "threads": 2, "date": "d", "machine": "x"}}))
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.README_START}\nstale 99.9%\n{report.README_END}\nafter\n")
+    blocks = "\n".join(f"{report._marks(b)[0]}\nstale 99.9%\n{report._marks(b)[1]}\nbetween" for b in report.README_BLOCKS)
+    readme.write_text(f"intro\n{blocks}\nafter\n")
     assert report.update_readme(readme)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("\nafter\n") and "stale" not in text
-    assert "| table1_coin_flip |" in text and not report.update_readme(readme)
+    assert "| table1_coin_flip |" in text and "**1.00x**" in text and not report.update_readme(readme)
+
+
+def test_readme_sizes_and_constants_are_the_codes():
+    from s2d_utils import engine, generation, profiles
+
+    readme = (ROOT / "README.md").read_text()
+    for profile in ("smoke", "cpu"):
+        s, other = profiles.rar_sizes("coin_flip", profile), profiles.rar_sizes("last_letter", profile)
+        assert (s.n_test, s.n_train, s.samples) == (other.n_test, other.n_train, other.samples)  # one README row
+        assert f"{s.n_test} test, {s.n_train} unlabeled inputs, {s.samples} samples" in readme
+        assert profiles.PROFILE_MODELS[profile] in readme
+    cpu = profiles.rar_sizes("coin_flip", "cpu")
+    assert f"{cpu.n_test} synthetic test questions and {cpu.n_train} unlabeled training questions" in readme
+    assert f"{cpu.batch_size} rows in the cpu profile" in readme
+    assert f"at most {engine.PREFILL_TOKENS:,}" in readme
+    assert f"fit a {generation.KV_BUDGET_BYTES >> 30} GiB budget" in readme

@@ -108,3 +108,24 @@ def test_malformed_files_name_file_row_and_field(tmp_path):
         last_letter.load("test", source=broken)
     with pytest.raises(FileNotFoundError, match="nothere.json"):
         coin_flip.load("test", source=tmp_path / "nothere.json")
+
+
+def test_a_hub_dataset_id_is_read_with_datasets(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(dataset_id, config=None, split=None):
+        calls.append((dataset_id, split))
+        return [{"inputs": "Q: A coin is heads up. Ann flips the coin. Is the coin still heads up?", "targets": "no"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    (ex,) = coin_flip.load("test", source="someone/coin-flip")
+    assert calls == [("someone/coin-flip", "test")] and ex.gold == "no" and ex.input.startswith("A coin is heads up.")
+
+    def offline(*a, **k):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(FileNotFoundError, match="'someone/coin-flip' .*could not be read .*point the source at a local copy"):
+        last_letter.load("test", source="someone/coin-flip")

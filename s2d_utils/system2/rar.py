@@ -95,6 +95,11 @@ def findings(exp, test) -> list[str]:
     if abs(s1.parse_failures - s2.parse_failures) >= 0.1:
         out.append(f"Parse failures: {SYSTEM1} {100 * s1.parse_failures:.1f}%, {TWO_STEP} "
                    f"{100 * s2.parse_failures:.1f}%; part of the gap is whether the model commits to an answer at all.")
+    for name in (SYSTEM1, TWO_STEP):
+        out += [x for x in [pipeline.output_profile(exp, name)] if x]
+    lenient = pipeline.lenient_accuracy(exp, (SYSTEM1, ONE_STEP, TWO_STEP), test)
+    if lenient:
+        out.append(lenient)
     f = exp.filters.get(DISTILL_SYSTEM2)
     if f is not None:
         if f["kept"] == 0:

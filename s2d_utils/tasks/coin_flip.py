@@ -135,7 +135,8 @@ def _stated_state(text: str) -> str | None:
     return found
 
 
-def extract(text: str, mode: str = "flexible", example: Example | None = None) -> str | None:
+def extract(text: str, mode: str = "flexible", example: Example | None = None,
+            conflicts: str = "fail") -> str | None:
     """Parse yes/no from a completion; None (a parse failure) when it gives no answer or two.
 
     strict: the completion starts with yes/no, or says "answer is yes/no" (the last such phrase).
@@ -146,11 +147,14 @@ def extract(text: str, mode: str = "flexible", example: Example | None = None) -
 
     A completion that says one thing and states the other (e.g. "No, the coin is still heads
     up.") is a parse failure in both modes: we do not guess which half the model meant, and
-    counting it as either would credit or blame a contradiction. ``example`` is unused (same
-    surface as the other tasks).
+    counting it as either would credit or blame a contradiction. ``conflicts="answer"`` instead
+    lets the explicit yes/no win (`lenient_extract`, for the sensitivity line of the findings).
+    ``example`` is unused (same surface as the other tasks).
     """
     if mode not in ("strict", "flexible"):
         raise ValueError(f"mode={mode!r}: expected 'strict' or 'flexible'")
+    if conflicts not in ("fail", "answer"):
+        raise ValueError(f"conflicts={conflicts!r}: expected 'fail' or 'answer'")
     answer = None
     said = _ANSWER_IS.findall(text)
     if said:
@@ -162,8 +166,17 @@ def extract(text: str, mode: str = "flexible", example: Example | None = None) -
         answer = opened[-1].lower() if opened else None
     state = _stated_state(text)
     if answer is not None:
-        return answer if state is None or state == answer else None
+        return answer if state is None or state == answer or conflicts == "answer" else None
     return state if mode == "flexible" else None
+
+
+def lenient_extract(text: str, example: Example | None = None) -> str | None:
+    """The other reading of a contradiction: the explicit yes/no wins over the stated coin state.
+
+    Used only to show how much a table depends on the parse rule (the findings report accuracy
+    under both readings when they differ); the tables use `extract`.
+    """
+    return extract(text, "flexible", example, conflicts="answer")
 
 
 def score(pred: str | None, gold: str) -> bool:
