@@ -242,18 +242,26 @@ def lenient_accuracy(exp: Experiment, names: Sequence[str], test: Sequence[Examp
     lenient = getattr(exp.task, "lenient_extract", None)
     if lenient is None:
         return None
-    parts = []
+    parts, rescored = [], {}
     for name in names:
         traces = exp.traces.get(name)
         if not traces:
             continue
-        acc = sum(bool(exp.task.score(lenient(ts[0].final, e), e.gold)) for ts, e in zip(traces, test)) / len(test)
-        if abs(acc - exp.row(name).accuracy) > 1e-9:
-            parts.append(f"{name} {_pct(acc)} (table: {_pct(exp.row(name).accuracy)})")
+        correct = tuple(bool(exp.task.score(lenient(ts[0].final, e), e.gold)) for ts, e in zip(traces, test))
+        rescored[name] = replace(exp.row(name), accuracy=sum(correct) / len(correct), correct=correct)
+        if correct != exp.row(name).correct:
+            parts.append(f"{name} {_pct(rescored[name].accuracy)} (table: {_pct(exp.row(name).accuracy)})")
     if not parts:
         return None
-    return ("The parse rule matters: read leniently (a self-contradicting answer counts as its explicit "
+    text = ("The parse rule matters: read leniently (a self-contradicting answer counts as its explicit "
             "yes/no), " + ", ".join(parts) + ".")
+    first, last = names[0], names[-1]
+    if first in rescored and last in rescored:
+        a, b = rescored[last], rescored[first]
+        verdict = "no significant difference" if mcnemar(a, b) >= 0.05 else \
+            f"{last} is {'higher' if a.accuracy > b.accuracy else 'lower'}"
+        text += f" Under that reading, {last} vs {first}: exact McNemar {_p(mcnemar(a, b))}, {verdict}."
+    return text
 
 
 def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable, title: str,

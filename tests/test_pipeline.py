@@ -1,0 +1,48 @@
+"""The sentences the notebooks write under their tables are computed from the numbers: check them
+on a hand-made experiment whose answers we know."""
+
+import pytest
+
+from s2d_utils import pipeline, profiles
+from s2d_utils.evaluate import evaluate
+from s2d_utils.system2 import Call, Trace
+from s2d_utils.tasks import Example, coin_flip
+
+TEST = [Example(f"t{i}", "q", "yes" if i < 4 else "no") for i in range(10)]  # 4 yes, 6 no
+
+
+def experiment(outputs: dict[str, list[str]]) -> pipeline.Experiment:
+    exp = pipeline.Experiment("nb", "rar", coin_flip, "smoke", 0, profiles.rar_sizes("coin_flip", "smoke"), None, None)
+    for name, texts in outputs.items():
+        traces = [[Trace(e.id, 0, (Call("answer", "p", t, 3, "stop"),), coin_flip.extract(t))] for e, t in zip(TEST, texts)]
+        exp.traces[name] = traces
+        exp.rows.append(evaluate(name, TEST, traces, coin_flip))
+    return exp
+
+
+def test_compare_states_the_difference_only_when_mcnemar_finds_one():
+    exp = experiment({"S1": ["no"] * 10, "S2": ["yes"] * 4 + ["no"] * 6, "S3": ["yes"] * 10})
+    assert pipeline.compare(exp, "S2", "S3") == ("S2 100.0% vs S3 40.0% (exact McNemar p = 0.031): S2 is higher.")
+    assert pipeline.compare(exp, "S2", "S1").endswith("(exact McNemar p = 0.12): no significant difference.")
+
+
+def test_constant_answers_and_repeated_completions_are_named():
+    exp = experiment({"student": ["The answer is yes."] * 9 + ["The answer is no."],
+                      "S1": ["No, the coin is still heads up."] * 10})
+    assert pipeline.answer_profile(exp, "student", TEST) == (
+        "student answers 'yes' to 9 of 10 test inputs; that answer alone would score 40.0%, so compare its "
+        "accuracy with this, not with 0.")
+    assert pipeline.answer_profile(exp, "S1", TEST) is None  # its answers do not parse: nothing constant to name
+    assert pipeline.output_profile(exp, "S1") == (
+        "S1 gives the same completion to 10 of 10 test inputs: 'No, the coin is still heads up.' (parsed as None).")
+    assert pipeline.output_profile(exp, "student", share=0.95) is None
+
+
+def test_lenient_reading_is_reported_with_its_own_test():
+    exp = experiment({"S1": ["No, the coin is still heads up."] * 10, "S2": ["Yes, so yes."] * 4 + ["no"] * 6})
+    line = pipeline.lenient_accuracy(exp, ["S1", "S2"], TEST)
+    assert line == ("The parse rule matters: read leniently (a self-contradicting answer counts as its explicit "
+                    "yes/no), S1 60.0% (table: 0.0%). Under that reading, S2 vs S1: exact McNemar p = 0.12, "
+                    "no significant difference.")
+    with pytest.raises(KeyError, match="no result row 'S9'"):
+        exp.row("S9")
