@@ -16,7 +16,6 @@ anything loads, and each error names the notebook parameter at fault.
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,10 +26,8 @@ from . import distill, filters, profiles, report
 from .evaluate import SystemResult, evaluate, mcnemar
 from .models import EMBEDDED, LoadedModel, conversion_record, free_memory, load_model
 from .system2 import Trace
-from .tasks import Example
+from .tasks import Example, is_hub_id
 
-Program = Callable[..., list[list[Trace]]]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -44,7 +41,7 @@ def check_parameters(*, MODEL: str | None, PROFILE: str, SEED: int, DEVICE: str 
             raise ValueError(f"MODEL={MODEL!r}: expected None (the profile's model), an embedded model "
                              f"{sorted(EMBEDDED)}, a local checkpoint folder or a hub id (owner/name)")
         local = Path(MODEL).expanduser()
-        if MODEL not in EMBEDDED and not local.exists() and not _HUB_ID.match(MODEL):
+        if MODEL not in EMBEDDED and not local.exists() and not is_hub_id(MODEL):
             raise ValueError(f"MODEL={MODEL!r}: not an embedded model {sorted(EMBEDDED)}, not an existing folder, "
                              "not a hub id (owner/name)")
         if local.exists() and not (local / "config.json").exists():
@@ -57,7 +54,7 @@ def check_parameters(*, MODEL: str | None, PROFILE: str, SEED: int, DEVICE: str 
         raise ValueError(f"FILTER_RULE={FILTER_RULE!r}: expected one of {list(filters.RULES)}")
     if DATA_SOURCE is not None:
         if not isinstance(DATA_SOURCE, (str, Path)) or (not Path(DATA_SOURCE).expanduser().exists()
-                                                        and not _HUB_ID.match(str(DATA_SOURCE))):
+                                                        and not is_hub_id(str(DATA_SOURCE))):
             raise ValueError(f"DATA_SOURCE={DATA_SOURCE!r}: expected None (the synthetic data), an existing file or "
                              "folder, or a hub dataset id (owner/name)")
 
@@ -185,6 +182,13 @@ def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callabl
     return out
 
 
+def show_trace(trace: Trace, example: Example) -> None:
+    """Print one trace call by call: what the distilled model will learn to skip."""
+    for call in trace.calls:
+        print(f"--- {call.name} ({call.n_tokens} tokens, {call.finish_reason})\n{call.output}\n")
+    print("parsed answer:", trace.answer, "| gold:", example.gold)
+
+
 def mcnemar_tests(exp: Experiment, pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
     """Exact McNemar p-values for pairs of rows evaluated on the same inputs."""
     names = {r.name for r in exp.rows}
@@ -271,7 +275,7 @@ def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable
     """Write the table (md + csv, paper beside ours), the figure and the metrics; return the metrics."""
     tests = mcnemar_tests(exp, mcnemar_pairs)
     lm = exp.lm
-    where = f"{len(os.sched_getaffinity(0))} CPU cores" if lm.device == "cpu" else lm.device
+    where = f"{os.cpu_count()} CPU cores" if lm.device == "cpu" else lm.device
     base_notes = [f"ours: {lm.name} on {where}, profile {exp.profile}, seed {exp.seed}; paper: {report.PAPER_MODEL}.",
                   "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
                   "Parse fail: share of answers that do not parse (counted as wrong)."]
