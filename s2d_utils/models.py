@@ -264,6 +264,24 @@ def free_memory() -> None:
             pass
 
 
+def model_name_problem(name_or_path: str) -> str | None:
+    """Why ``name_or_path`` cannot name a model (None if it can): an embedded model, a local
+    checkpoint folder (with config.json) or a hub id (owner/name). Checked without loading."""
+    from .tasks import is_hub_id
+
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        return "expected an embedded model name, a local checkpoint folder or a hub id (owner/name)"
+    if name_or_path in EMBEDDED:
+        return None
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        return None if (local / "config.json").exists() else \
+            f"{local} is a folder, but not a transformers checkpoint (no config.json)"
+    if is_hub_id(name_or_path):
+        return None
+    return f"not an embedded model {sorted(EMBEDDED)}, not an existing folder, not a hub id (owner/name)"
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter: str | Path | None = None,
                dtype: str = "auto", device_map: str | None = "auto") -> LoadedModel:
     """Load a causal LM and tokenizer; return them with the model's fingerprint.
@@ -287,22 +305,18 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
         torch_dtype = torch.float32 if device == "cpu" else torch.bfloat16
     else:
         torch_dtype = getattr(torch, dtype)
+    problem = model_name_problem(name_or_path)
+    if problem:
+        raise FileNotFoundError(f"model {name_or_path!r}: {problem}")
     if name_or_path in EMBEDDED:
         path = embedded_checkpoint(name_or_path)
         ident = f"{name_or_path}@{weights_hash(path)}"
     elif Path(name_or_path).expanduser().exists():
         path = Path(name_or_path).expanduser().resolve()
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: a folder, but not a transformers checkpoint (no config.json)")
         ident = f"{path.name}@{weights_hash(path)}"
-    elif "/" in name_or_path and not name_or_path.startswith((".", "/", "~")):
+    else:
         path = name_or_path  # a hub id: transformers downloads or reads its cache
         ident = None
-    else:
-        raise FileNotFoundError(
-            f"model {name_or_path!r}: not an embedded model {sorted(EMBEDDED)}, not an existing folder, "
-            "not a hub id (owner/name)"
-        )
     tokenizer = AutoTokenizer.from_pretrained(path)
     if device.startswith("cuda") and device_map is not None:
         # accelerate places the layers over every visible GPU (a 70B model does not fit one);

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from . import distill, filters, profiles, report
 from .evaluate import SystemResult, evaluate, mcnemar
-from .models import EMBEDDED, LoadedModel, conversion_record, free_memory, load_model
+from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
 from .system2 import Trace
 from .tasks import Example, is_hub_id
 
@@ -36,16 +36,8 @@ def check_parameters(*, MODEL: str | None, PROFILE: str, SEED: int, DEVICE: str 
     """Fail fast, naming the notebook parameter at fault, before any model or data loads."""
     if PROFILE not in profiles.PROFILES:
         raise ValueError(f"PROFILE={PROFILE!r}: expected one of {list(profiles.PROFILES)}")
-    if MODEL is not None:
-        if not isinstance(MODEL, str) or not MODEL.strip():
-            raise ValueError(f"MODEL={MODEL!r}: expected None (the profile's model), an embedded model "
-                             f"{sorted(EMBEDDED)}, a local checkpoint folder or a hub id (owner/name)")
-        local = Path(MODEL).expanduser()
-        if MODEL not in EMBEDDED and not local.exists() and not is_hub_id(MODEL):
-            raise ValueError(f"MODEL={MODEL!r}: not an embedded model {sorted(EMBEDDED)}, not an existing folder, "
-                             "not a hub id (owner/name)")
-        if local.exists() and not (local / "config.json").exists():
-            raise ValueError(f"MODEL={MODEL!r}: a folder, but not a transformers checkpoint (no config.json)")
+    if MODEL is not None and (problem := model_name_problem(MODEL)):
+        raise ValueError(f"MODEL={MODEL!r}: {problem}")
     if isinstance(SEED, bool) or not isinstance(SEED, int):
         raise ValueError(f"SEED={SEED!r}: expected an integer")
     if not (DEVICE in DEVICES or str(DEVICE).startswith("cuda:")):
@@ -110,7 +102,7 @@ def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PR
     with manifest.stage("load model"):
         lm = load_model(model, device=DEVICE)
     manifest.model_fingerprint = lm.fingerprint
-    record = conversion_record(Path(lm.model.name_or_path)) if Path(str(lm.model.name_or_path)).exists() else None
+    record = conversion_record(Path(str(lm.model.name_or_path)))  # None for hub and other local models
     manifest.parameters["model_source_sha256"] = record.get("source_sha256") if record else None
     return Experiment(notebook, method, task, PROFILE, SEED, sizes, lm, manifest, FILTER_RULE)
 
