@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export HF_HUB_OFFLINE ?= 1
+# the real datasets (MT-bench answers, GSM8k): a folder beside the clone if there is one; override with S2D_DATA=...
+export S2D_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: reproduce readme test test-fast lab bench clean-results

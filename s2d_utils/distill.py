@@ -86,10 +86,12 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def sft_pairs(kept: Sequence[Kept], target: Callable[[Kept], str] = answer_target) -> list[dict[str, str]]:
-    """Prompt/completion records: System 1 prompt (the bare input) -> the task's target (final
-    answer only, never the intermediate tokens)."""
-    return [{"id": k.example.id, "prompt": k.example.input, "completion": target(k)} for k in kept]
+def sft_pairs(kept: Sequence[Kept], target: Callable[[Kept], str] = answer_target,
+              prompt: Callable | None = None) -> list[dict]:
+    """Prompt/completion records: System 1 prompt (the bare input, or ``prompt(example)``, e.g. a
+    judge's chat messages) -> the task's target (final answer only, never the intermediate tokens)."""
+    return [{"id": k.example.id, "prompt": prompt(k.example) if prompt else k.example.input, "completion": target(k)}
+            for k in kept]
 
 
 def _tokenize(lm: LoadedModel, pair: dict[str, str]) -> tuple[list[int], list[int]]:

@@ -129,6 +129,8 @@ class RunStats:
     """What the last `run_continuous` did (for tests and the curious)."""
 
     prefilled_prompts: int = 0  # prompts run through prefill (once per stay in a prefix slot)
+    prefill_tokens: int = 0  # prompt tokens computed in prefill
+    prefix_reused_tokens: int = 0  # prompt tokens not computed: their K/V came from a shared prefix
     decode_steps: int = 0
     gathered_steps: int = 0  # steps that fell back to copying each row's prefix (too uneven a grid)
 
@@ -196,12 +198,17 @@ class Decoder:
         self.prefix_keys, self.prefix_values, self.keys, self.values = [], [], [], []
         self.prefix_len = None
 
-    def store_prefix(self, cache, source_row: int, width: int, length: int, prefix: int) -> None:
-        """Copy one prompt's K/V from a left-padded transformers prefill cache into a prefix slot."""
-        for i, layer in enumerate(cache.layers):
-            self.prefix_keys[i][prefix, :, :length] = layer.keys[source_row, :, width - length : width]
-            self.prefix_values[i][prefix, :, :length] = layer.values[source_row, :, width - length : width]
-        self.prefix_len[prefix] = length
+    def store_prefix(self, cache, source_row: int, spans: list[tuple[int, int]], prefix: int) -> None:
+        """Copy one prompt's K/V from a transformers prefill cache into a prefix slot: the cache
+        positions ``spans`` ([start, end) each, in order) hold the prompt's tokens (a left-padded
+        prompt is one span; a prompt prefilled after a shared prefix is two)."""
+        at = 0
+        for start, end in spans:
+            for i, layer in enumerate(cache.layers):
+                self.prefix_keys[i][prefix, :, at:at + end - start] = layer.keys[source_row, :, start:end]
+                self.prefix_values[i][prefix, :, at:at + end - start] = layer.values[source_row, :, start:end]
+            at += end - start
+        self.prefix_len[prefix] = at
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the rows in ``rows`` (shrinks the batch once the queue is empty)."""
@@ -314,6 +321,102 @@ def _prefill_chunks(prompts: list[tuple[int, ...]]) -> Iterator[list[tuple[int, 
         yield chunk
 
 
+MIN_SHARED = 64  # tokens: prompts sharing a shorter prefix (e.g. just a chat template) are prefilled whole
+
+
+def _common(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
+    n = min(limit, len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def shared_prefix_groups(prompts, min_shared: int | None = None) -> list[tuple[int, list[tuple[int, ...]]]]:
+    """Cluster distinct prompts by a common token prefix of at least ``min_shared`` tokens.
+
+    Returns ``[(shared, members)]``: ``shared`` tokens begin every member (and every member has
+    at least one token after them); ``shared`` is 0 for a prompt that shares nothing, and such
+    prompts come last, in one group. Prefix caching (as in vLLM and SGLang, here per prefill
+    batch): the shared part of a group is prefilled once and its K/V reused by each member,
+    e.g. the solve calls of Branch-Solve-Merge, which repeat the question and both answers and
+    differ only in the criterion at the end.
+    """
+    min_shared = MIN_SHARED if min_shared is None else min_shared
+    ordered = sorted(set(map(tuple, prompts)))
+    groups: list[tuple[int, list[tuple[int, ...]]]] = []
+    for p in ordered:
+        if groups:
+            shared, members = groups[-1]
+            head = members[0]
+            limit = shared if len(members) > 1 else len(head)
+            common = min(_common(head, p, limit), len(p) - 1, len(head) - 1)
+            # join if the group still saves at least as much with the shorter shared part
+            # (BSM: the next pair's solve calls share only the instruction: they start a group)
+            saved_now = shared * (len(members) - 1) if len(members) > 1 else 0
+            if common >= min_shared and common * len(members) >= saved_now:
+                groups[-1] = (common, members + [p])
+                continue
+        groups.append((0, [p]))
+    alone = [m[0] for s, m in groups if len(m) == 1]
+    return [(s, m) for s, m in groups if len(m) > 1] + ([(0, alone)] if alone else [])
+
+
+def sharing_order(prompts: list[tuple[int, ...]]) -> dict[tuple[int, ...], tuple[int, int]]:
+    """A sort key per prompt that keeps prompts with a shared prefix next to each other (so one
+    admission prefills them together), groups ordered by their longest prompt, short first."""
+    key = {}
+    for g, (shared, members) in enumerate(shared_prefix_groups(prompts)):
+        if shared:
+            width = max(len(m) for m in members)
+            for m in members:
+                key[m] = (width, g + 1)
+        else:
+            for m in members:
+                key[m] = (len(m), 0)
+    return key
+
+
+def _prefill(model, decoder: "Decoder", prompts: list[tuple[int, ...]], pad_id: int, device: str, slot_for,
+             stats: RunStats):
+    """Prefill ``prompts`` into prefix slots (``slot_for(prompt)`` picks one) with prefix caching;
+    yields (slot, last-position logits) per prompt."""
+    from transformers import DynamicCache
+
+    for shared, members in shared_prefix_groups(prompts):
+        base = None
+        if shared:
+            base = DynamicCache(config=model.config)
+            with torch.inference_mode():
+                model(input_ids=torch.tensor([members[0][:shared]], device=device), past_key_values=base,
+                      use_cache=True, logits_to_keep=1)
+            stats.prefill_tokens += shared
+            stats.prefix_reused_tokens += shared * (len(members) - 1)
+        rests = [m[shared:] for m in members]
+        done = 0
+        for chunk in _prefill_chunks(rests):
+            ids, mask, width = left_pad(chunk, pad_id, device)
+            cache = DynamicCache(config=model.config)
+            position = (mask.cumsum(-1) - 1).clamp(min=0) + shared
+            if base is not None:
+                for i, layer in enumerate(base.layers):
+                    cache.update(layer.keys.expand(len(chunk), -1, -1, -1).contiguous(),
+                                 layer.values.expand(len(chunk), -1, -1, -1).contiguous(), i)
+                mask = torch.cat([mask.new_ones((len(chunk), shared)), mask], dim=-1)
+            with torch.inference_mode():
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
+                               use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            for r, rest in enumerate(chunk):
+                slot = slot_for(members[done + r])
+                spans = ([(0, shared)] if shared else []) + [(shared + width - len(rest), shared + width)]
+                decoder.store_prefix(cache, r, spans, slot)
+                yield slot, logits[r]
+            stats.prefill_tokens += sum(len(c) for c in chunk)
+            stats.prefilled_prompts += len(chunk)
+            done += len(chunk)
+            del cache, logits
+
+
 def run_continuous(model, decoder: Decoder, jobs: list[list[int]], sample: Callable, max_new_tokens: int,
                    stops: set[int], slots: int, pad_id: int, device: str) -> Iterator[tuple[int, list[int], str]]:
     """Continuous batching: decode ``jobs`` (token lists) in ``slots`` rows, refilling a row as
@@ -321,11 +424,10 @@ def run_continuous(model, decoder: Decoder, jobs: list[list[int]], sample: Calla
 
     ``sample(logits, job_indices)`` picks the next token of each row (each job has its own RNG).
     A prompt is prefilled once while any of its jobs runs: its K/V sit in a prefix slot that all
-    its rows read, and its last-position logits give every such job its first token.
+    its rows read, and its last-position logits give every such job its first token. Prompts
+    admitted together that share a long prefix prefill it once (`shared_prefix_groups`).
     Yields ``(job index, generated tokens without the stop token, "stop" | "length")`` as jobs finish.
     """
-    from transformers import DynamicCache
-
     slots = max(1, min(slots, len(jobs)))
     prompts = [tuple(t) for t in jobs]
     # live prefixes are distinct prompts and each has a running row: this many slots always suffice
@@ -362,21 +464,16 @@ def run_continuous(model, decoder: Decoder, jobs: list[list[int]], sample: Calla
             if queue and free and (len(free) >= min(admit_at, len(queue)) or len(free) == len(job_of)):
                 take = [queue.pop() for _ in range(min(len(free), len(queue)))]
                 new = list(dict.fromkeys(prompts[j] for j in take if prompts[j] not in live))
-                for chunk in _prefill_chunks(new):  # prefill the prompts not already held in a prefix slot
-                    ids, mask, width = left_pad(chunk, pad_id, device)
-                    cache = DynamicCache(config=model.config)
-                    with torch.inference_mode():
-                        logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+
+                def slot_for(prompt):
+                    live[prompt] = heapq.heappop(free_prefix)
+                    return live[prompt]
+
+                # prefill the prompts not already held in a prefix slot (shared prefixes once)
+                for p, logits in _prefill(model, decoder, new, pad_id, device, slot_for, stats):
                     if first_logits is None:
                         first_logits = logits.new_empty((n_prefix, logits.shape[-1]))
-                    for r, prompt in enumerate(chunk):
-                        p = heapq.heappop(free_prefix)
-                        live[prompt] = p
-                        decoder.store_prefix(cache, r, width, len(prompt), p)
-                        first_logits[p] = logits[r]
-                    del cache, logits
-                    stats.prefilled_prompts += len(chunk)
+                    first_logits[p] = logits
                 for j, row in zip(take, free):
                     job_of[row], prefix_of[row] = j, live[prompts[j]]
                     users[prefix_of[row]] += 1

@@ -49,7 +49,7 @@ class Decision:
 
     @property
     def kept(self) -> bool:
-        return self.answer is not None
+        return bool(self.detail.get("kept", self.answer is not None))
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Kept:
     """One distillation example: the (unlabeled) input, its chosen answer and the trace it came from."""
 
     example: Example
-    answer: str
+    answer: str | None  # None only where a filter keeps unparsed responses (S2A's whole-response targets)
     trace: Trace
 
 
@@ -123,15 +123,19 @@ def no_filter(examples: Sequence[Example], traces: Sequence[Sequence[Trace]]) ->
     return FilterResult(kept, decisions)
 
 
-def random_sample(examples: Sequence[Example], traces: Sequence[Sequence[Trace]], seed: int = 0) -> FilterResult:
-    """The S2A ablation "without USC": one of the samples at random (seeded per input), if it parses."""
+def random_sample(examples: Sequence[Example], traces: Sequence[Sequence[Trace]], seed: int = 0,
+                  require_answer: bool = True) -> FilterResult:
+    """The S2A ablation "without USC": one of the samples at random (seeded per input). With
+    ``require_answer`` an input whose pick does not parse is dropped; without it the pick is kept
+    whatever it says (the target is then the whole response)."""
     _check(examples, traces)
     kept, decisions = [], []
+    keep = (lambda t: t.answer is not None) if require_answer else (lambda t: True)
     for ex, ts in zip(examples, traces):
         pick = random.Random(f"{seed}|{ex.id}").randrange(len(ts))
         t = ts[pick]
-        decisions.append(Decision(ex.id, len(ts), t.answer, detail={"pick": pick}))
-        if t.answer is not None:
+        decisions.append(Decision(ex.id, len(ts), t.answer, detail={"pick": pick, "kept": keep(t)}))
+        if keep(t):
             kept.append(Kept(ex, t.answer, t))
     return FilterResult(kept, decisions)
 
@@ -184,7 +188,8 @@ def parse_usc(text: str, n: int) -> int | None:
 
 def universal_self_consistency(examples: Sequence[Example], traces: Sequence[Sequence[Trace]],
                                select: Callable[[list[str]], list[str]], fits: Callable[[str], bool],
-                               sizes: Sequence[int] = (20, 10), seed: int = 0) -> FilterResult:
+                               sizes: Sequence[int] = (20, 10), seed: int = 0,
+                               require_answer: bool = True) -> FilterResult:
     """USC: the model picks the most consistent of an input's final responses.
 
     Paper Sec. 4.2: show 20 samples; if 20 do not fit the context window, 10; if 10 still do not
@@ -193,7 +198,8 @@ def universal_self_consistency(examples: Sequence[Example], traces: Sequence[Seq
     greedy `generate`). A reply that does not parse to a valid response number also falls back
     to a random pick; `Decision.detail` records which rule chose (``usc``, ``random: too long``,
     ``random: unparsed``) and the selection call's output. The kept answer is the chosen
-    response's parsed answer; an input whose chosen response does not parse is dropped.
+    response's parsed answer; an input whose chosen response does not parse is dropped unless
+    ``require_answer`` is False (S2A: the target is the whole response, whatever it names).
     """
     _check(examples, traces)
     prompts, shown = [], []
@@ -224,9 +230,10 @@ def universal_self_consistency(examples: Sequence[Example], traces: Sequence[Seq
                 pick, detail["rule"] = idx, "usc"
         detail["pick"] = pick
         t = ts[pick]
+        detail["kept"] = t.answer is not None or not require_answer
         decisions.append(Decision(ex.id, len(ts), t.answer, dict(Counter(x.answer for x in ts if x.answer is not None)),
                                   detail=detail))
-        if t.answer is not None:
+        if detail["kept"]:
             kept.append(Kept(ex, t.answer, t))
     return FilterResult(kept, decisions)
 
@@ -236,28 +243,32 @@ def diagnostics(result: FilterResult, labeled: Sequence[Example], traces: Sequen
     """Does the filter work? Uses the gold labels of the training inputs, for this report only.
 
     - yield: share of inputs kept; kept: how many
-    - precision: share of kept answers that are correct
+    - precision: share of kept answers that are correct (over the kept inputs that have gold;
+      ``kept_with_gold`` says how many)
     - unfiltered_accuracy: share of all sampled answers that are correct (what training on
       every sample would teach)
     - parse_failures: share of samples with no parsable answer
-    - majority_agreement: share of kept inputs whose answer is also the plurality of the samples'
-      parsed answers (how often a model-based filter, e.g. USC, picks what a plain vote would)
+    - majority_agreement: share of kept inputs (with a parsed answer) whose answer is also the
+      plurality of the samples' parsed answers (how often a model-based filter, e.g. USC, picks
+      what a plain vote would)
     """
     gold = {e.id: e.gold for e in labeled}
-    if any(g is None for g in gold.values()):
+    if all(g is None for g in gold.values()):
         raise ValueError("filter diagnostics need the gold answers of the training inputs")
     missing = [k.example.id for k in result.kept if k.example.id not in gold]
     if missing:
         raise ValueError(f"filter diagnostics: no gold for kept inputs {missing[:3]}")
-    flat = [(ts[0].input_id, t.answer) for ts in traces for t in ts]
+    # inputs without gold (e.g. judge pairs with no proxy label) count in yield, not in precision
+    flat = [(ts[0].input_id, t.answer) for ts in traces for t in ts if gold.get(ts[0].input_id) is not None]
     by_id = {ts[0].input_id: ts for ts in traces}
-    agree = [vote([t.answer for t in by_id[k.example.id]], "plurality")[0] == k.answer for k in result.kept]
-    prec = None
-    if result.kept:
-        prec = sum(bool(score(k.answer, gold[k.example.id])) for k in result.kept) / len(result.kept)
+    agree = [vote([t.answer for t in by_id[k.example.id]], "plurality")[0] == k.answer for k in result.kept
+             if k.answer is not None]
+    judged = [k for k in result.kept if gold[k.example.id] is not None]
+    prec = sum(bool(score(k.answer, gold[k.example.id])) for k in judged) / len(judged) if judged else None
     return {
         "inputs": len(result.decisions),
         "kept": len(result.kept),
+        "kept_with_gold": len(judged),
         "yield": result.yield_,
         "precision": prec,
         "unfiltered_accuracy": sum(bool(score(a, gold[i])) for i, a in flat) / len(flat) if flat else None,

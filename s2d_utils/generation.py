@@ -52,6 +52,8 @@ class GenerationStats:
     computed: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
+    prefill_tokens: int = 0  # prompt tokens run through prefill (fast engine)
+    prefix_reused_tokens: int = 0  # prompt tokens whose K/V came from a shared prefix instead (prefix caching)
     computed_keys: list[str] = field(default_factory=list)
 
 
@@ -78,6 +80,19 @@ def render(lm: LoadedModel, prompt: Prompt) -> str:
         if not messages:
             raise ValueError("empty chat: a prompt needs at least one message")
     return lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def context_window(lm: LoadedModel) -> int | None:
+    """The model's context length in tokens (None when its config does not say)."""
+    return getattr(lm.model.config, "max_position_embeddings", None)
+
+
+def fits(lm: LoadedModel, prompt: Prompt, max_new_tokens: int) -> bool:
+    """Whether ``prompt`` (rendered) plus ``max_new_tokens`` fits the model's context window."""
+    limit = context_window(lm)
+    if limit is None:
+        return True
+    return len(lm.tokenizer(render(lm, prompt), add_special_tokens=False)["input_ids"]) + max_new_tokens <= limit
 
 
 def sample_seed(seed: int, rendered: str, index: int) -> int:
@@ -252,7 +267,7 @@ def token_budget_groups(jobs: list[list[int]], slots: int, max_new_tokens: int, 
 
 
 def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperature: float, top_p: float,
-              max_new_tokens: int, batch_size: int):
+              max_new_tokens: int, batch_size: int, stats: GenerationStats | None = None):
     """Yield (job index, generated tokens, finish reason) as jobs finish, by the fastest path."""
     import torch
 
@@ -276,6 +291,9 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
                                                              lm.tokenizer.pad_token_id, lm.device):
                     yield group[j], toks, reason
             finally:
+                if stats is not None:
+                    stats.prefill_tokens += engine.LAST_RUN.prefill_tokens
+                    stats.prefix_reused_tokens += engine.LAST_RUN.prefix_reused_tokens
                 free_memory()  # the run's K/V buffers go back to the OS, not to a heap the next phase may not reuse
         return
     for start in range(0, len(jobs), batch_size):
@@ -312,7 +330,7 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
     stats = GenerationStats(requested=len(prompts) * n_compute, cached=len(prompts) * n_compute - len(todo))
 
     if todo:
-        limit = getattr(lm.model.config, "max_position_embeddings", None)
+        limit = context_window(lm)
         tokenized: dict[int, list[int]] = {}
         for p in sorted({p for p, _ in todo}):
             toks = lm.tokenizer(rendered[p], add_special_tokens=False)["input_ids"]
@@ -320,9 +338,13 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
                 raise ValueError(f"prompt {p}: {len(toks)} tokens + max_new_tokens={max_new_tokens} "
                                  f"exceeds the model's context of {limit} tokens")
             tokenized[p] = toks
-        # prompt order (samples of one prompt together, so they share a prefill), short prompts first;
-        # per-sample seeds make the order irrelevant to the results
-        todo.sort(key=lambda pi: (len(tokenized[pi[0]]), pi))
+        # prompt order: samples of one prompt together (they share a prefill), prompts with a long
+        # common prefix together (they share its prefill), short first; per-sample seeds make the
+        # order irrelevant to the results
+        from .engine import sharing_order
+
+        order = sharing_order([tuple(t) for t in tokenized.values()])
+        todo.sort(key=lambda pi: (order[tuple(tokenized[pi[0]])], pi))
         bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="sample")
         pending: dict[str, CachedSample] = {}
 
@@ -336,7 +358,7 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
         jobs = [tokenized[p] for p, _ in todo]
         seeds = [sample_seed(seed, rendered[p], i) for p, i in todo]
         for j, toks, reason in _run_jobs(lm, jobs, seeds, float(temperature), float(top_p), max_new_tokens,
-                                         batch_size):
+                                         batch_size, stats):
             p, i = todo[j]
             pending[keys[p][i]] = CachedSample(lm.tokenizer.decode(toks, skip_special_tokens=True), len(toks), reason)
             stats.generated_tokens += len(toks)

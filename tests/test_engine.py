@@ -139,3 +139,39 @@ def test_engine_declines_what_it_does_not_implement(tiny_qwen):
     model.config.use_sliding_window = False
     model.train()
     assert not engine.supports(model)
+
+
+def test_shared_prefix_groups_cluster_by_common_prefix(monkeypatch):
+    monkeypatch.setattr(engine, "MIN_SHARED", 32)
+    a = tuple(range(50))
+    p1, p2, p3 = a + (100, 101), a + (102,), a[:40] + (7, 8)
+    lone, short = (9,) * 60, (5,) * 10
+    groups = engine.shared_prefix_groups([p1, p2, p3, lone, short, p1], min_shared=32)
+    assert groups == [(40, [p3, p1, p2]), (0, [short, lone])]
+    # two pairs' solve calls: a common instruction (40 tokens), then each pair's own long prefix
+    pair1 = [a[:40] + (1,) * 200 + (c,) for c in (7, 8, 9)]
+    pair2 = [a[:40] + (2,) * 200 + (c,) for c in (7, 8, 9)]
+    assert engine.shared_prefix_groups(pair2 + pair1, min_shared=32) == [(240, pair1), (240, pair2)]
+    # a prompt that is the prefix of another still keeps one token of its own
+    assert engine.shared_prefix_groups([a, a + (1, 2)], min_shared=32) == [(49, [a, a + (1, 2)])]
+    order = engine.sharing_order([p1, p2, p3, lone, short])
+    assert order[p1] == order[p2] == order[p3] and order[short] < order[lone]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_lm", "tiny_qwen"])
+def test_prefix_caching_computes_the_same_samples_and_skips_the_shared_prefill(fixture, request, monkeypatch):
+    # BSM-like prompts: a long common head (question and answers), a short distinct tail (criterion)
+    lm = request.getfixturevalue(fixture)
+    lm = dataclasses.replace(lm, model=copy.deepcopy(lm.model).double())
+    monkeypatch.setenv("S2D_ENGINE", "fast")
+    head = "Judge the two answers below. " + " ".join(f"word{i}" for i in range(60))
+    prompts = [f"{head}\nCriterion: {c}" for c in ("helpfulness", "accuracy of facts", "depth", "clarity")]
+    from s2d_utils import generation
+
+    shared = generate(lm, prompts, n=2, batch_size=8, **SAMPLING)
+    saved = generation.LAST_STATS.prefix_reused_tokens
+    assert saved > 3 * 60  # three of the four prompts reused the head's K/V
+    monkeypatch.setattr(engine, "MIN_SHARED", 10**9)  # no sharing: every prompt prefilled whole
+    whole = generate(lm, prompts, n=2, batch_size=8, **SAMPLING)
+    assert generation.LAST_STATS.prefix_reused_tokens == 0
+    assert whole == shared

@@ -99,7 +99,11 @@ def test_diagnostics_precision_uses_gold_only_for_reporting():
     ts = [traces(e.id, a) for e, a in zip(labeled, answers)]
     res = filters.self_consistency(labeled, ts)
     d = filters.diagnostics(res, labeled, ts, last_letter.score)
-    assert d == {"inputs": 3, "kept": 2, "yield": 2 / 3, "precision": 0.5, "unfiltered_accuracy": 4 / 9,
-                 "parse_failures": 1 / 9, "majority_agreement": 1.0}
+    assert d == {"inputs": 3, "kept": 2, "kept_with_gold": 2, "yield": 2 / 3, "precision": 0.5,
+                 "unfiltered_accuracy": 4 / 9, "parse_failures": 1 / 9, "majority_agreement": 1.0}
     with pytest.raises(ValueError, match="gold"):
         filters.diagnostics(res, [Example(e.id, "q", None) for e in labeled], ts, last_letter.score)
+    # inputs without gold (judge pairs with no proxy label) count in yield, not in precision
+    partial = [labeled[0], Example("e1", "q", None), labeled[2]]
+    d = filters.diagnostics(res, partial, ts, last_letter.score)
+    assert (d["kept"], d["kept_with_gold"], d["precision"], d["unfiltered_accuracy"]) == (2, 1, 1.0, 3 / 6)

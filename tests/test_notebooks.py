@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from s2d_utils import paths
-from s2d_utils.system2 import rar
+from s2d_utils.system2 import rar, s2a
 
 pytestmark = pytest.mark.notebook
 
@@ -52,6 +52,30 @@ def test_rar_notebook_records_every_table1_row_and_its_files_agree(name, task, t
     assert all(f in md for f in m["findings"])
     assert (figures / f"fig_{task}_acc_vs_tokens.smoke.png").stat().st_size > 10_000
     assert not (figures / f"table1_{task}.md").exists()  # smoke never writes the cpu profile's files
+
+
+def test_s2a_notebook_records_table2_with_usc_diagnostics_and_its_files_agree(tmp_path):
+    m = run_notebook("03_s2a_sycophancy", tmp_path)
+    rows = m["rows"]
+    assert list(rows) == list(s2a.ROWS)
+    assert {r["n"] for r in rows.values()} == {6} and {r["n[unbiased]"] for r in rows.values()} == {3}
+    assert rows[s2a.S2A]["tokens"] > rows[s2a.SYSTEM1]["tokens"]  # both S2A calls counted
+    assert set(m["filters"]) == set(s2a.STUDENTS) and m["filters"][s2a.DISTILL]["inputs"] == 4
+    usc = m["info"]["usc"]
+    assert sum(usc["rules"].values()) == 4 and usc["fallbacks"] == sum(v for k, v in usc["rules"].items() if k != "usc")
+    assert all(t and t["pairs"] == 4 for t in m["training"].values())  # whole responses are kept as targets
+    assert set(m["mcnemar"]) == {f"{a} vs {b}" for a, b in s2a.MCNEMAR_PAIRS}
+    with open(tmp_path / "figures" / "table2_sycophancy.smoke.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["Method"] for r in table] == list(s2a.ROWS)
+    for r in table:
+        rec = rows[r["Method"]]
+        assert float(r["Biased % (ours)"]) == round(100 * rec["accuracy[biased]"], 1)
+        assert float(r["Unbiased % (ours)"]) == round(100 * rec["accuracy[unbiased]"], 1)
+        assert float(r["#Tokens (ours)"]) == round(rec["tokens"], 1)
+    md = (tmp_path / "figures" / "table2_sycophancy.smoke.md").read_text()
+    assert "offline analog" in md and "replaces the paper's GPT-4 judge" in md and all(f in md for f in m["findings"])
+    assert (tmp_path / "figures" / "fig_s2a_acc_vs_tokens.smoke.png").stat().st_size > 10_000
 
 
 def test_smoke_run_twice_gives_identical_metrics(tmp_path):

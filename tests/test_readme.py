@@ -50,7 +50,11 @@ def test_readme_sizes_and_constants_are_the_codes():
     for profile in ("smoke", "cpu"):
         s, other = profiles.rar_sizes("coin_flip", profile), profiles.rar_sizes("last_letter", profile)
         assert (s.n_test, s.n_train, s.samples) == (other.n_test, other.n_train, other.samples)  # one README row
-        assert f"{s.n_test} test, {s.n_train} unlabeled inputs, {s.samples} samples" in readme
+        assert f"RaR: {s.n_test} test, {s.n_train} unlabeled inputs, {s.samples} samples" in readme
+        s2a = profiles.sizes("s2a", "sycophancy", profile)
+        assert f"S2A: {s2a.n_test} test, {s2a.n_train} unlabeled inputs, {s2a.samples} samples" in readme
+        b = profiles.sizes("bsm", "mt_bench", profile)
+        assert f"BSM: {b.n_test} test, {b.n_train} unlabeled pairs" in readme
         assert profiles.PROFILE_MODELS[profile] in readme
     cpu = profiles.rar_sizes("coin_flip", "cpu")
     assert f"{cpu.n_test} synthetic test questions and {cpu.n_train} unlabeled training questions" in readme

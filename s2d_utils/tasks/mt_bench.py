@@ -1,0 +1,288 @@
+"""Pairwise judging of MT-bench answers (paper Sec. 4.3, Table 3: Branch-Solve-Merge).
+
+An input is a pair: (question, answer A, answer B); a judge outputs "[[A]]", "[[B]]" or "[[C]]"
+(a tie). The answers here are LMSYS's pregenerated MT-bench answers of 32 models (first turn).
+
+**Proxy label.** The MT-bench human judgments are not obtainable here. Test pairs put a strong
+model (`STRONG`: gpt-4, claude-v1, gpt-3.5-turbo) against a weak one (`WEAK`: llama-13b,
+alpaca-13b, dolly-v2-12b, stablelm-tuned-alpha-7b), in a random order; the label is "the strong
+model's answer is better". It is a proxy for human preference, named so in every table.
+Position consistency (does a verdict survive swapping the answers) needs no label.
+
+**Splits by question** (stratified by category): test pairs come from half of the 80
+questions, unlabeled training pairs from the others. Half of the training pairs are strong vs
+weak (so the filter's precision can be measured against the proxy), half any two models.
+
+**Readers for the paper's data** (each a local file or a hub id): the MT-bench human judgments
+(`load_human_judgments`; fields question_id, model_a, model_b, winner, judge, turn,
+conversation_a/b; ties kept as ties) and OASST2 message trees (`load_oasst2`; English first
+turns, the reply of rank 0 against another reply).
+
+Answers longer than ``max_answer_chars`` are cut at a word boundary and marked visibly
+("[... answer truncated: N more characters]"), so the judge sees that they were cut.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import Example, check_split, is_hub_id, read_json_rows, source_rows
+
+NAME = "mt_bench"
+FOLDER = "mt_bench"
+STRONG = ("gpt-4", "claude-v1", "gpt-3.5-turbo")
+WEAK = ("llama-13b", "alpaca-13b", "dolly-v2-12b", "stablelm-tuned-alpha-7b")
+VERDICTS = ("A", "B", "C")
+TEST_PER_CATEGORY, VALID_PER_CATEGORY = 5, 1  # of each category's 10 questions; train gets the rest
+TRAIN_FROM_SOURCE = True  # a given folder supplies the training pairs too
+DATA_ENV = "S2D_DATA"  # a folder holding mt_bench/ (and gsm8k/, ...): `make` sets it to ../shared/data
+
+
+def data_folder(source: str | Path | None = None) -> Path:
+    """The MT-bench folder: ``source`` if given, else ``$S2D_DATA/mt_bench``; a clear error if neither."""
+    if source is None:
+        root = os.environ.get(DATA_ENV)
+        if not root:
+            raise FileNotFoundError(f"MT-bench data: no DATA_SOURCE given and ${DATA_ENV} is not set. Point DATA_SOURCE "
+                                    f"at a folder holding question.jsonl and model_answer/*.jsonl (FastChat's "
+                                    f"llm_judge/data/mt_bench), or set {DATA_ENV} to a folder holding {FOLDER}/ "
+                                    "(make does this when ../shared/data exists).")
+        source = Path(root) / FOLDER
+    path = Path(source).expanduser()
+    if not (path / "question.jsonl").exists() or not (path / "model_answer").is_dir():
+        raise FileNotFoundError(f"{path}: expected MT-bench's question.jsonl and model_answer/*.jsonl there")
+    return path
+
+
+def _rows(path: Path) -> list[dict]:
+    rows = read_json_rows(path)
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise ValueError(f"{path} row {i}: expected an object, got {type(r).__name__}")
+    return rows
+
+
+def _turns(path: Path, row: int, item: dict, field: str) -> list[str]:
+    turns = item.get(field)
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        raise ValueError(f"{path} row {row}: field {field!r} must be a non-empty list of strings, got {turns!r}")
+    return turns
+
+
+def read_questions(folder: Path) -> dict[int, dict]:
+    path = folder / "question.jsonl"
+    out = {}
+    for i, r in enumerate(_rows(path)):
+        qid = r.get("question_id")
+        if not isinstance(qid, int):
+            raise ValueError(f"{path} row {i}: field 'question_id' must be an integer, got {qid!r}")
+        if not isinstance(r.get("category"), str):
+            raise ValueError(f"{path} row {i}: field 'category' must be a string, got {r.get('category')!r}")
+        out[qid] = {"category": r["category"], "question": _turns(path, i, r, "turns")[0]}
+    return out
+
+
+def read_answers(folder: Path) -> dict[str, dict[int, str]]:
+    """model -> question_id -> first-turn answer."""
+    out: dict[str, dict[int, str]] = {}
+    for path in sorted((folder / "model_answer").glob("*.jsonl")):
+        answers = {}
+        for i, r in enumerate(_rows(path)):
+            choices = r.get("choices")
+            if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+                raise ValueError(f"{path} row {i}: field 'choices' must be a non-empty list of objects")
+            qid = r.get("question_id")
+            if not isinstance(qid, int):
+                raise ValueError(f"{path} row {i}: field 'question_id' must be an integer, got {qid!r}")
+            answers[qid] = _turns(path, i, choices[0], "turns")[0]
+        out[path.stem] = answers
+    return out
+
+
+def truncate(text: str, limit: int | None) -> tuple[str, bool]:
+    """``text`` cut at a word boundary before ``limit`` characters, with a visible marker."""
+    text = text.strip()
+    if limit is None or len(text) <= limit:
+        return text, False
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return f"{cut} [... answer truncated: {len(text) - len(cut)} more characters]", True
+
+
+def pair_example(eid: str, question: str, answer_a: str, answer_b: str, gold: str | None, limit: int | None,
+                 **meta: Any) -> Example:
+    a, cut_a = truncate(answer_a, limit)
+    b, cut_b = truncate(answer_b, limit)
+    return Example(eid, question, gold, {"answer_a": a, "answer_b": b, "truncated": cut_a or cut_b, **meta})
+
+
+def _split_questions(questions: dict[int, dict], seed: int) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {"test": [], "valid": [], "train": []}
+    for cat in sorted({q["category"] for q in questions.values()}):
+        ids = sorted(q for q, v in questions.items() if v["category"] == cat)
+        random.Random(f"{NAME}|{seed}|{cat}").shuffle(ids)
+        out["test"] += ids[:TEST_PER_CATEGORY]
+        out["valid"] += ids[TEST_PER_CATEGORY:TEST_PER_CATEGORY + VALID_PER_CATEGORY]
+        out["train"] += ids[TEST_PER_CATEGORY + VALID_PER_CATEGORY:]
+    return out
+
+
+def load(split: str = "test", n: int | None = None, seed: int = 0, source: str | Path | None = None,
+         max_answer_chars: int | None = None) -> list[Example]:
+    """Pairs of one split (see the module docstring). Gold: the proxy label "A" or "B" (None for
+    training pairs that are not strong vs weak; the pipeline drops all training labels anyway)."""
+    folder = data_folder(source)
+    questions, answers = read_questions(folder), read_answers(folder)
+    missing = [m for m in STRONG + WEAK if m not in answers]
+    if missing:
+        raise FileNotFoundError(f"{folder / 'model_answer'}: no answers of {missing} (needed for the proxy label)")
+    qids = _split_questions(questions, seed)[split] if split in ("train", "valid", "test") else None
+    if qids is None:
+        check_split(split, n, 0)
+    rng = random.Random(f"{NAME}|{seed}|{split}|pairs")
+    combos = []
+    for q in qids:
+        for s in STRONG:
+            for w in WEAK:
+                if q in answers[s] and q in answers[w]:
+                    combos.append((q, s, w, True))
+    if split == "train":  # half strong vs weak, half any two models
+        models = sorted(m for m in answers if all(q in answers[m] for q in qids))
+        any_two = []
+        for q in qids:
+            for _ in range(len(STRONG) * len(WEAK)):
+                m1, m2 = rng.sample(models, 2)
+                any_two.append((q, m1, m2, m1 in STRONG and m2 in WEAK))
+        combos = [c for pair in zip(combos, any_two) for c in pair]
+    else:
+        rng.shuffle(combos)
+    n = check_split(split, n, len(combos))
+    out = []
+    for i, (q, first, second, proxy) in enumerate(combos[:n]):
+        flip = rng.random() < 0.5
+        ma, mb = (second, first) if flip else (first, second)
+        gold = ("B" if flip else "A") if proxy else None
+        out.append(pair_example(f"{NAME}-{split}-{i}", questions[q]["question"], answers[ma][q], answers[mb][q], gold,
+                                max_answer_chars, question_id=q, category=questions[q]["category"], model_a=ma,
+                                model_b=mb, label="proxy: strong model better" if proxy else None))
+    return out
+
+
+def unlabel(example: Example) -> Example:
+    """What a judge may see of a training pair: the question and the answers (no label, no model names)."""
+    meta = {k: v for k, v in example.meta.items() if k in ("answer_a", "answer_b", "truncated", "category")}
+    return replace(example, gold=None, meta=meta)
+
+
+def map_back(verdict: str) -> str:
+    """A verdict on the swapped pair, as a verdict on the original: A <-> B, a tie stays a tie."""
+    return {"A": "B", "B": "A"}.get(verdict, verdict)
+
+
+def swapped(example: Example) -> Example:
+    """The same pair with the two answers in the other order (gold mapped too)."""
+    m = dict(example.meta)
+    m["answer_a"], m["answer_b"] = example.meta["answer_b"], example.meta["answer_a"]
+    if "model_a" in m:
+        m["model_a"], m["model_b"] = example.meta.get("model_b"), example.meta.get("model_a")
+    return replace(example, id=f"{example.id}~swap", gold=map_back(example.gold) if example.gold else None, meta=m)
+
+
+_VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
+_LOOSE = re.compile(r"^\W*\[?\s*([ABC])\s*\]?\W*$")
+
+
+def extract(text: str, mode: str = "flexible", example: Example | None = None) -> str | None:
+    """The verdict: the last "[[A]]", "[[B]]" or "[[C]]" (strict); flexible also takes a reply that
+    is only the letter, e.g. "A" or "[B]". None when there is none."""
+    found = _VERDICT.findall(text)
+    if found:
+        return found[-1]
+    if mode == "flexible":
+        m = _LOOSE.match(text.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+def score(pred: str | None, gold: str) -> bool:
+    return pred is not None and pred == gold
+
+
+# --- readers for the paper's data ------------------------------------------------------------------
+
+WINNERS = {"model_a": "A", "model_b": "B", "tie": "C", "tie (bothbad)": "C"}
+
+
+def _conversation(path, row: int, item: dict, field: str) -> tuple[str, str]:
+    conv = item.get(field)
+    if (not isinstance(conv, list) or len(conv) < 2 or not all(isinstance(m, dict) for m in conv[:2])
+            or not isinstance(conv[0].get("content"), str) or not isinstance(conv[1].get("content"), str)):
+        raise ValueError(f"{path} row {row}: field {field!r} must be a list of messages (user turn, then assistant turn)")
+    return conv[0]["content"], conv[1]["content"]
+
+
+def load_human_judgments(source: str | Path, n: int | None = None, max_answer_chars: int | None = None,
+                         turn: int = 1) -> list[Example]:
+    """MT-bench human judgments (lmsys/mt_bench_human_judgments, split "human"): one Example per
+    vote of the given turn, gold "A", "B" or "C" (ties kept as ties)."""
+    label, rows = source_rows(source, "human.jsonl", split="human") if is_hub_id(str(source)) else \
+        (Path(source), read_json_rows(Path(source)))
+    out = []
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise ValueError(f"{label} row {i}: expected an object")
+        for key, kind in (("question_id", int), ("model_a", str), ("model_b", str), ("winner", str), ("judge", str),
+                          ("turn", int)):
+            if not isinstance(r.get(key), kind):
+                raise ValueError(f"{label} row {i}: field {key!r} must be {kind.__name__}, got {r.get(key)!r}")
+        if r["winner"] not in WINNERS:
+            raise ValueError(f"{label} row {i}: field 'winner' is {r['winner']!r}; expected one of {list(WINNERS)}")
+        if r["turn"] != turn:
+            continue
+        q, a = _conversation(label, i, r, "conversation_a")
+        _, b = _conversation(label, i, r, "conversation_b")
+        out.append(pair_example(f"{NAME}-human-{i}", q, a, b, WINNERS[r["winner"]], max_answer_chars,
+                                question_id=r["question_id"], model_a=r["model_a"], model_b=r["model_b"],
+                                judge=r["judge"], label="human"))
+    return out[:check_split("test", n, len(out))]
+
+
+def load_oasst2(source: str | Path, n: int | None = None, seed: int = 0, max_answer_chars: int | None = None,
+                lang: str = "en") -> list[Example]:
+    """OASST2 pairs: each English first turn (a prompter message with no parent) with its rank-0
+    assistant reply against another ranked reply, in a random order; gold = the rank-0 side."""
+    label, rows = source_rows(source, "oasst2.jsonl", split="validation") if is_hub_id(str(source)) else \
+        (Path(source), read_json_rows(Path(source)))
+    by_id, children = {}, {}
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise ValueError(f"{label} row {i}: expected an object")
+        for key in ("message_id", "text", "role", "lang"):
+            if not isinstance(r.get(key), str):
+                raise ValueError(f"{label} row {i}: field {key!r} must be a string, got {r.get(key)!r}")
+        if r["role"] not in ("prompter", "assistant"):
+            raise ValueError(f"{label} row {i}: field 'role' is {r['role']!r}; expected 'prompter' or 'assistant'")
+        by_id[r["message_id"]] = r
+        if r.get("parent_id"):
+            children.setdefault(r["parent_id"], []).append(r)
+    rng = random.Random(f"oasst2|{seed}")
+    out = []
+    for mid, r in by_id.items():
+        if r.get("parent_id") or r["role"] != "prompter" or r["lang"] != lang:
+            continue
+        ranked = sorted((c for c in children.get(mid, []) if c["role"] == "assistant" and isinstance(c.get("rank"), int)),
+                        key=lambda c: c["rank"])
+        if len(ranked) < 2 or ranked[0]["rank"] != 0:
+            continue
+        best, other = ranked[0], ranked[1]
+        flip = rng.random() < 0.5
+        a, b = (other, best) if flip else (best, other)
+        out.append(pair_example(f"oasst2-{mid}", r["text"], a["text"], b["text"], "B" if flip else "A",
+                                max_answer_chars, label="oasst2 rank"))
+    return out[:check_split("test", n, len(out))]
