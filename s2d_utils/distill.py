@@ -154,6 +154,25 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
         free_memory()
 
 
+def answer_loss(model, ids, mask, labels):
+    """Mean next-token cross-entropy over the answer tokens (labels != -100), with the LM head
+    applied at those positions only.
+
+    The same loss as ``model(..., labels=labels).loss``, without materializing logits for every
+    prompt position: a judge prompt of 450 tokens with a 4-token verdict would otherwise compute
+    (and keep for backward) 450 x 152k logits per row, a quarter of the step's compute and most
+    of its memory (measured: 14.8 GB peak for the BSM notebook before, see the README).
+    """
+    import torch.nn.functional as F
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = inner.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, T, H], LoRA layers included
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = inner.lm_head(hidden[:, :-1][keep])  # [answer tokens, vocab]
+    return F.cross_entropy(logits.float(), target[keep])
+
+
 def _train(base: LoadedModel, model, pairs, settings: LoraSettings, out: Path, name: str, progress: bool) -> TrainResult:
     """The training loop of `finetune` on a peft-wrapped ``model``; saves the adapter atomically."""
     import torch
@@ -186,7 +205,7 @@ def _train(base: LoadedModel, model, pairs, settings: LoraSettings, out: Path, n
                 ids[r, : len(x)] = torch.tensor(x)
                 labels[r, : len(y)] = torch.tensor(y)
                 mask[r, : len(x)] = 1
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            loss = answer_loss(model, ids.to(device), mask.to(device), labels.to(device))
             loss.backward()
             optim.step()
             sched.step()

@@ -88,11 +88,22 @@ class BsmSizes(Sizes):
     """Branch-Solve-Merge judge notebook (paper Table 3). Judges decode greedily in both orders;
     ``samples`` is 1 (the filter compares the two orders, not samples)."""
 
-    max_answer_chars: int = 600  # longer answers are cut, visibly (see tasks.mt_bench.truncate)
+    max_answer_chars: int = 600  # longer answers are cut, visibly (see tasks.judge.truncate)
     system1_tokens: int = 8  # "[[A]]" and the end token
     cot_tokens: int = 192
     branch_tokens: int = 128
     solve_tokens: int = 24
+
+
+@dataclass(frozen=True)
+class CotSizes(Sizes):
+    """Chain-of-Thought notebook (paper Table 4). ``samples`` is both the filter's K and the
+    largest test-time k; test questions are sampled (temperature, top-p) so maj@k has votes."""
+
+    shots: int = 8
+    system1_tokens: int = 16
+    cot_tokens: int = 160
+    student_tokens: int = 16
 
 
 _RAR_SMOKE = RarSizes(n_train=6, n_test=6, samples=2, n_answer=1, system1_tokens=12, rar1_tokens=16,
@@ -120,16 +131,29 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
         },
     },
     "bsm": {
-        "mt_bench": {
+        "judge": {
             "smoke": BsmSizes(n_train=4, n_test=4, samples=1, max_answer_chars=200, system1_tokens=6, cot_tokens=12,
                               branch_tokens=24, solve_tokens=8, max_steps=2, lora_batch=4),
-            # 2 CPU cores prefill ~150 tokens/s at 0.5B: judge prompts of ~500 tokens make every
-            # judgment cost seconds, so 24 test and 24 unlabeled pairs, answers cut at 600 characters
-            "cpu": BsmSizes(n_train=24, n_test=24, samples=1, max_answer_chars=600),
+            # 2 CPU cores prefill ~150 tokens/s at 0.5B and fine-tune ~35 tokens/s: judge prompts of
+            # ~450 tokens make every judgment seconds and every training pass minutes, so 16 test and
+            # 12 unlabeled pairs, answers cut at 400 characters, 2 epochs (measured: README)
+            "cpu": BsmSizes(n_train=12, n_test=16, samples=1, max_answer_chars=400, cot_tokens=128, epochs=2),
             # Sec. 4.3: 19,672 unlabeled OASST2 pairs in the paper; here every MT-bench pair of the
             # split, uncut answers (the test split has 480 strong-vs-weak pairs)
             "paper": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
                               cot_tokens=1024, branch_tokens=512, solve_tokens=256),
+        },
+    },
+    "cot": {
+        "gsm8k": {
+            "smoke": CotSizes(n_train=4, n_test=4, samples=10, shots=2, system1_tokens=6, cot_tokens=12,
+                              student_tokens=6, max_steps=2, lora_batch=4),
+            # 2 CPU cores decode ~70 tokens/s at 0.5B: 10 samples of ~150-token CoT per question make
+            # 12 test and 12 unlabeled questions a ~15-minute cold run (measured: README)
+            "cpu": CotSizes(n_train=12, n_test=12, samples=10),
+            # Sec. 4.4: the GSM8k train set (7,473 questions, 7,461 kept) and test set (1,319), K = 10
+            "paper": CotSizes(n_train=7465, n_test=1319, samples=10, system1_tokens=32, cot_tokens=512,
+                              student_tokens=32),
         },
     },
     "s2a": {

@@ -32,6 +32,8 @@ class Measure:
     label: str
     key: str
     percent: bool = True
+    tokens_key: str = "tokens"  # our #Tokens that goes with this measure (maj@k: the k samples' tokens)
+    tokens_column: str = "tokens"  # the paper's
 
 
 T1_MEASURES = (Measure("accuracy", "Acc %", "accuracy"), Measure("tokens", "#Tokens", "tokens", percent=False))
@@ -76,6 +78,11 @@ T2_MEASURES = (Measure("biased", "Biased %", "accuracy[biased]"), Measure("unbia
 _T3 = ("agreement", "inconsistent", "tokens")
 T3_MEASURES = (Measure("agreement", "Agree %", "accuracy"), Measure("inconsistent", "Inconsistent %", "inconsistent"),
                Measure("tokens", "#Tokens", "tokens", percent=False))
+_T4 = ("acc@1", "tok@1", "acc@5", "tok@5", "acc@10", "tok@10")
+T4_MEASURES = tuple(m for k in (1, 5, 10) for m in (
+    Measure(f"acc@{k}", f"maj@{k} Acc %", "accuracy" if k == 1 else f"accuracy@{k}", tokens_key=f"tokens@{k}",
+            tokens_column=f"tok@{k}"),
+    Measure(f"tok@{k}", f"maj@{k} #Tokens", f"tokens@{k}", percent=False)))
 GPT4_NOTE = ("Paper's reference judges (not rerun here): GPT-4 judge 44.7 / 35.5 / 4 on OASST2 and 68.1 / 25.6 / 4 "
              "on MT-bench; GPT-4 CoT judge 73.8 / 16.2 / 548.8 on MT-bench (agreement % / inconsistent % / #Tokens).")
 PAPER = {
@@ -113,6 +120,12 @@ PAPER = {
         "System 2: BSM": (49.1, 30.4, 2117.8),
         "Distill BSM": (58.4, 12.2, 4),
     }), T3_MEASURES),
+    ("table4", "gsm8k"): PaperTable("Table 4, GSM8k", _T4, _rows(_T4, {
+        "System 1 (8-shot, no CoT)": (7.58, 57, 9.40, 295, 10.31, 620),
+        "CoT zero-shot": (52.77, 270, 57.54, 1385, 59.44, 2760),
+        "CoT 8-shot": (36.39, 297, 54.97, 1560, 63.84, 3120),
+        "Distill CoT": (7.13, 18, 7.13, 90, 7.35, 180),
+    }), T4_MEASURES),
 }
 
 
@@ -225,8 +238,8 @@ def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: PaperTable,
                 continue
             ci = _interval(r, m.key)
             err = [[100 * (v - ci[0])], [100 * (ci[1] - v)]] if ci else None
-            axes[0].errorbar(r.tokens, 100 * v, yerr=err, fmt=marker, color=c, capsize=3)
-            p_val, p_tok = paper.value(r.name, m.column), paper.value(r.name, "tokens")
+            axes[0].errorbar(values.get(m.tokens_key, r.tokens), 100 * v, yerr=err, fmt=marker, color=c, capsize=3)
+            p_val, p_tok = paper.value(r.name, m.column), paper.value(r.name, m.tokens_column)
             if p_val is not None and p_tok is not None:
                 axes[1].plot(p_tok, p_val, marker, color=c)
             elif p_val is not None:  # paper gives no #Tokens for this row: mark the value across the axis
@@ -241,7 +254,8 @@ def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: PaperTable,
         ax.set_xscale("log")
         ax.set_xlabel("#Tokens per input (generated, all calls)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(" / ".join(m.label for m in measures) + " (ours: 95% CI)")
+    label = " / ".join(m.label for m in measures) if len(measures) <= 2 else "accuracy % (marker: see legend)"
+    axes[0].set_ylabel(label + " (ours: 95% CI)")
     axes[0].set_ylim(-2, 102)
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title)
@@ -313,7 +327,11 @@ def save_metrics(notebook: str, profile: str, metrics: dict[str, Any], manifest:
 
 README_TABLES = (("table1_last_letter", "fig_last_letter_acc_vs_tokens", "Table 1, last-letter concatenation"),
                  ("table1_coin_flip", "fig_coin_flip_acc_vs_tokens", "Table 1, coin flip"),
-                 ("table2_sycophancy", "fig_s2a_acc_vs_tokens", "Table 2, System 2 Attention on sycophancy (offline analog)"))
+                 ("table2_sycophancy", "fig_s2a_acc_vs_tokens", "Table 2, System 2 Attention on sycophancy (offline analog)"),
+                 ("table3_mt_bench", "fig_bsm_agreement_vs_tokens",
+                  "Table 3, Branch-Solve-Merge as an LLM judge on MT-bench (proxy label)"),
+                 ("table4_gsm8k", "fig_gsm8k_acc_vs_tokens", "Table 4, Chain-of-Thought on GSM8k (maj@k)"))
+SUMMARY_FILE, SUMMARY_FIGURE = "summary_verdicts", "fig_summary"  # written by notebooks/06_summary
 BENCH_FILE = "bench_generation.json"  # written by `make bench` into figures/
 
 
@@ -364,7 +382,17 @@ def readme_bench(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-README_BLOCKS = {"results": readme_results, "bench": readme_bench}
+def readme_summary(root: Path | None = None) -> str:
+    """The README's verdicts on the paper's claims and the figure across methods (06_summary)."""
+    figures = (root or paths.ROOT) / "figures"
+    md = figures / f"{SUMMARY_FILE}.md"
+    if not md.exists():
+        raise FileNotFoundError(f"{md}: run `make reproduce` first (06_summary writes it)")
+    body = md.read_text().split("\n", 1)[1].strip()
+    return f"{body}\n\n![All methods: accuracy vs #Tokens](figures/{SUMMARY_FIGURE}.png)"
+
+
+README_BLOCKS = {"summary": readme_summary, "results": readme_results, "bench": readme_bench}
 
 
 def update_readme(path: Path | None = None) -> bool:

@@ -9,7 +9,7 @@ from conftest import shared_data
 from s2d_utils import filters, report
 from s2d_utils.system2 import Call, Trace, bsm
 from s2d_utils.tasks import Example
-from s2d_utils.tasks import mt_bench as task
+from s2d_utils.tasks import judge as task
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,8 @@ def test_branch_and_solve_prompts_are_the_bsm_papers():
     assert bsm.BRANCH.startswith("We want to evaluate the quality of the responses provided by two AI assistants")
     assert bsm.BRANCH.endswith("User Question: {question}\n\nEvaluation Plan:")
     assert "In the first line, provide a score between 1 to 5 for Assistant A's response." in bsm.SOLVE
-    assert bsm.SOLVE.endswith("[Evaluation Criterion]\n{criterion}\n[End of Evaluation Criterion]\n\nEvaluation of {name}:")
+    assert bsm.SOLVE.endswith("[Evaluation Criterion]\n{criterion}\n[End of Evaluation Criterion]\n\n"
+                              "{format_hint}Evaluation of {name}:")
 
 
 def test_parse_criteria_scores_and_merge():

@@ -95,3 +95,21 @@ def _kept(example):
     from s2d_utils.system2 import Call, Trace
 
     return Kept(example, example.gold, Trace(example.id, 0, (Call("answer", "p", example.gold, 1, "stop"),), example.gold))
+
+
+def test_answer_loss_equals_the_models_own_loss(tiny_lm):
+    import torch
+
+    from s2d_utils.distill import answer_loss
+
+    model = tiny_lm.model
+    ids = torch.randint(0, 100, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[0, 5:] = ids[0, 5:]
+    labels[1, 4:7] = ids[1, 4:7]
+    with torch.no_grad():
+        ours = answer_loss(model, ids, mask, labels)
+        theirs = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert torch.allclose(ours, theirs, atol=1e-5)

@@ -10,14 +10,19 @@ import sys
 import pytest
 
 from s2d_utils import paths
-from s2d_utils.system2 import rar, s2a
+from conftest import SHARED_DATA
+from s2d_utils.system2 import bsm, cot, rar, s2a
 
 pytestmark = pytest.mark.notebook
 
 
+NOTEBOOKS = ("01_rar_last_letter", "02_rar_coin_flip", "03_s2a_sycophancy", "04_bsm_llm_judge", "05_cot_gsm8k",
+             "06_summary")
+
+
 def run_notebook(name: str, tmp_path, *params: str, check: bool = True):
     env = {**os.environ, "S2D_RESULTS": str(tmp_path / "results"), "S2D_FIGURES": str(tmp_path / "figures"),
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "S2D_DATA": str(SHARED_DATA)}
     tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / f"{name}.ipynb"
     proc = subprocess.run([sys.executable, "-m", "papermill", str(paths.NOTEBOOKS / f"{name}.ipynb"), str(out),
@@ -26,12 +31,29 @@ def run_notebook(name: str, tmp_path, *params: str, check: bool = True):
     if not check:
         return proc, out
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((tmp_path / "results" / "metrics" / f"{name}.smoke.json").read_text())
+    metrics = tmp_path / "results" / "metrics" / f"{name}.smoke.json"
+    return json.loads(metrics.read_text()) if metrics.exists() else None
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """Every notebook with PROFILE="smoke", in make reproduce's order, into one results folder
+    (the summary reads the others' metrics); returns the folder."""
+    if not (SHARED_DATA / "mt_bench").exists() or not (SHARED_DATA / "gsm8k").exists():
+        pytest.skip("the MT-bench and GSM8k data live in ../shared/data (beside the clone in CI)")
+    root = tmp_path_factory.mktemp("smoke")
+    for name in NOTEBOOKS:
+        run_notebook(name, root)
+    return root
+
+
+def metrics_of(root, name):
+    return json.loads((root / "results" / "metrics" / f"{name}.smoke.json").read_text())
 
 
 @pytest.mark.parametrize("name,task", [("01_rar_last_letter", "last_letter"), ("02_rar_coin_flip", "coin_flip")])
-def test_rar_notebook_records_every_table1_row_and_its_files_agree(name, task, tmp_path):
-    m = run_notebook(name, tmp_path)
+def test_rar_notebook_records_every_table1_row_and_its_files_agree(name, task, suite):
+    m, tmp_path = metrics_of(suite, name), suite
     rows = m["rows"]
     assert list(rows) == list(rar.ROWS)
     assert {r["n"] for r in rows.values()} == {6}
@@ -54,8 +76,8 @@ def test_rar_notebook_records_every_table1_row_and_its_files_agree(name, task, t
     assert not (figures / f"table1_{task}.md").exists()  # smoke never writes the cpu profile's files
 
 
-def test_s2a_notebook_records_table2_with_usc_diagnostics_and_its_files_agree(tmp_path):
-    m = run_notebook("03_s2a_sycophancy", tmp_path)
+def test_s2a_notebook_records_table2_with_usc_diagnostics_and_its_files_agree(suite):
+    m, tmp_path = metrics_of(suite, "03_s2a_sycophancy"), suite
     rows = m["rows"]
     assert list(rows) == list(s2a.ROWS)
     assert {r["n"] for r in rows.values()} == {6} and {r["n[unbiased]"] for r in rows.values()} == {3}
@@ -78,8 +100,57 @@ def test_s2a_notebook_records_table2_with_usc_diagnostics_and_its_files_agree(tm
     assert (tmp_path / "figures" / "fig_s2a_acc_vs_tokens.smoke.png").stat().st_size > 10_000
 
 
-def test_smoke_run_twice_gives_identical_metrics(tmp_path):
-    a = run_notebook("02_rar_coin_flip", tmp_path / "a")
+def test_bsm_notebook_records_table3_in_both_orders_and_its_files_agree(suite):
+    m = metrics_of(suite, "04_bsm_llm_judge")
+    rows = m["rows"]
+    assert list(rows) == list(bsm.ROWS) and {r["n"] for r in rows.values()} == {4}
+    assert all(0 <= r["inconsistent"] <= 1 and "agreement_without_ties" in r for r in rows.values())
+    assert rows[bsm.BSM]["tokens"] > rows[bsm.SYSTEM1]["tokens"]  # branch + every solve call counted
+    pre = m["info"]["prefix_cache"]
+    assert 0 < pre["prefix_reused_tokens"] < pre["prompt_tokens"]  # the solve calls share their pair's prefix
+    assert set(m["mcnemar"]) == {f"{a} vs {b}" for a, b in bsm.MCNEMAR_PAIRS}
+    with open(suite / "figures" / "table3_mt_bench.smoke.csv") as f:
+        table = list(csv.DictReader(f))
+    for r in table:
+        assert float(r["Agree % (ours)"]) == round(100 * rows[r["Method"]]["accuracy"], 1)
+        assert float(r["Inconsistent % (ours)"]) == round(100 * rows[r["Method"]]["inconsistent"], 1)
+    md = (suite / "figures" / "table3_mt_bench.smoke.md").read_text()
+    assert "PROXY" in md and "truncated" in md and all(f in md for f in m["findings"])
+
+
+def test_cot_notebook_records_maj_at_k_and_its_files_agree(suite):
+    m = metrics_of(suite, "05_cot_gsm8k")
+    rows = m["rows"]
+    assert list(rows) == list(cot.ROWS) and {r["n"] for r in rows.values()} == {4}
+    for r in rows.values():
+        assert r["tokens@10"] >= r["tokens@5"] >= r["tokens@1"] == r["tokens"]  # summed over k samples
+        assert 0 <= r["strict_parse_failures"] <= 1 and 0 <= r["flexible_parse_failures"] <= r["strict_parse_failures"]
+    with open(suite / "figures" / "table4_gsm8k.smoke.csv") as f:
+        table = list(csv.DictReader(f))
+    for r in table:
+        rec = rows[r["Method"]]
+        assert float(r["maj@5 Acc % (ours)"]) == round(100 * rec["accuracy@5"], 1)
+        assert float(r["maj@10 #Tokens (ours)"]) == round(rec["tokens@10"], 1)
+
+
+def test_summary_notebook_gives_a_verdict_per_claim_from_the_metrics(suite):
+    from s2d_utils import summary
+
+    md = (suite / "figures" / "summary_verdicts.smoke.md").read_text()
+    metrics = {b.notebook: metrics_of(suite, b.notebook) for b in summary.BLOCKS}
+    for v in summary.verdicts(metrics):  # the file holds exactly what the recorded metrics give
+        assert f"| {v['claim']} | {v['method']} | **{v['verdict']}** | {v['numbers']} |" in md
+    assert "CoT on GSM8k does not distill" in md
+    assert (suite / "figures" / "fig_summary.smoke.png").stat().st_size > 10_000
+
+
+def test_summary_names_a_notebook_whose_metrics_are_missing(tmp_path):
+    proc, _ = run_notebook("06_summary", tmp_path, check=False)
+    assert proc.returncode != 0 and "01_rar_last_letter: no metrics for profile 'smoke'" in proc.stderr
+
+
+def test_smoke_run_twice_gives_identical_metrics(suite, tmp_path):
+    a = metrics_of(suite, "02_rar_coin_flip")
     b = run_notebook("02_rar_coin_flip", tmp_path / "b")  # a fresh cache and checkpoints: everything recomputed
     assert a["rows"] == b["rows"] and a["filters"] == b["filters"] and a["findings"] == b["findings"]
     assert [t and t["steps"] for t in a["training"].values()] == [t and t["steps"] for t in b["training"].values()]

@@ -23,12 +23,14 @@ def test_readme_block_is_generated_from_the_committed_files(block):
 def test_every_committed_table_has_its_csv_and_figure():
     for table, figure, _ in report.README_TABLES:
         assert (ROOT / "figures" / f"{table}.csv").exists() and (ROOT / "figures" / f"{figure}.png").exists()
+    assert (ROOT / "figures" / f"{report.SUMMARY_FIGURE}.png").exists()
 
 
 def test_update_readme_rewrites_only_the_blocks(tmp_path):
     (tmp_path / "figures").mkdir()
     for table, _, _ in report.README_TABLES:
         (tmp_path / "figures" / f"{table}.md").write_text(f"# title\n\n| a |\n|---|\n| {table} |\n")
+    (tmp_path / "figures" / f"{report.SUMMARY_FILE}.md").write_text("# claims\n\n| claim | verdict |\n")
     run = {k: 1.0 for k in ("hf_tokens_per_s", "engine_tokens_per_s", "speedup", "gemm_ceiling_tokens_per_s",
                             "greedy_identical", "prefill_tokens_per_s", "lora_train_tokens_per_s", "peak_rss_gb")}
     (tmp_path / "figures" / report.BENCH_FILE).write_text(json.dumps(
@@ -53,8 +55,10 @@ def test_readme_sizes_and_constants_are_the_codes():
         assert f"RaR: {s.n_test} test, {s.n_train} unlabeled inputs, {s.samples} samples" in readme
         s2a = profiles.sizes("s2a", "sycophancy", profile)
         assert f"S2A: {s2a.n_test} test, {s2a.n_train} unlabeled inputs, {s2a.samples} samples" in readme
-        b = profiles.sizes("bsm", "mt_bench", profile)
+        b = profiles.sizes("bsm", "judge", profile)
         assert f"BSM: {b.n_test} test, {b.n_train} unlabeled pairs" in readme
+        c = profiles.sizes("cot", "gsm8k", profile)
+        assert f"CoT: {c.n_test} test, {c.n_train} unlabeled inputs, {c.samples} samples" in readme
         assert profiles.PROFILE_MODELS[profile] in readme
     cpu = profiles.rar_sizes("coin_flip", "cpu")
     assert f"{cpu.n_test} synthetic test questions and {cpu.n_train} unlabeled training questions" in readme

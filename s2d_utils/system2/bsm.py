@@ -49,7 +49,11 @@ SOLVE = ("You are given a user question and responses provided by two AI assista
          "response.\n\n[User Question]\n{question}\n\n[The Start of Assistant A's Answer]\n{answer_a}\n"
          "[The End of Assistant A's Answer]\n\n[The Start of Assistant B's Answer]\n{answer_b}\n"
          "[The End of Assistant B's Answer]\n\n[Evaluation Criterion]\n{criterion}\n[End of Evaluation Criterion]\n\n"
-         "Evaluation of {name}:")
+         "{format_hint}Evaluation of {name}:")
+# Our one addition to the BSM paper's solve prompt: small models answer it with a single number
+# (measured: Qwen2.5-Coder-0.5B gives "5" to every solve call), which scores only one side; this
+# line restates the two-line format the instruction already asks for. Used for every model.
+SOLVE_FORMAT_HINT = 'Answer in exactly two lines, "Assistant A: <score>" and "Assistant B: <score>".\n\n'
 MAX_CRITERIA = 5
 
 # FastChat's pair-v2 with its explanation asked away: the System 1 judge outputs the verdict only
@@ -168,7 +172,7 @@ def bsm(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, branc
     for i, (e, (b,)) in enumerate(zip(examples, branches)):
         for c in parse_criteria(b.text):
             jobs.append(SOLVE.format(question=e.input, answer_a=e.meta["answer_a"], answer_b=e.meta["answer_b"],
-                                     criterion=c, name=criterion_name(c)))
+                                     criterion=c, name=criterion_name(c), format_hint=SOLVE_FORMAT_HINT))
             owners.append(i)
     solves = generate(lm, jobs, max_new_tokens=solve_tokens, desc=f"{desc}: solve", **gen) if jobs else []
     measured = {"computed_prefill_tokens": LAST_STATS.prefill_tokens if jobs else 0,
@@ -245,8 +249,8 @@ def findings(exp, test) -> list[str]:
                        f"on the kept strong-vs-weak pairs the kept verdict matches the proxy label {prec} of the time, "
                        f"against {100 * (f['unfiltered_accuracy'] or 0):.0f}% for unfiltered BSM verdicts.")
         else:
-            out.append(f"The swap filter kept none of the {f['inputs']} unlabeled pairs: BSM's verdict always changed "
-                       "with the order, so Distill BSM ran no fine-tuning step and is the base model.")
+            out.append(f"The swap filter kept none of the {f['inputs']} unlabeled pairs: BSM's two orders never gave "
+                       "the same parsed verdict, so Distill BSM ran no fine-tuning step and is the base model.")
     if DISTILL in rows and BSM in rows:
         out.append(f"{DISTILL} judges in {rows[DISTILL].tokens:.1f} tokens against {rows[BSM].tokens:.1f} for BSM: "
                    + pipeline.compare(exp, DISTILL, BSM))
@@ -277,6 +281,8 @@ PROXY_NOTE = ("Label: a PROXY, not human judgment (the MT-bench human judgments 
               "pair puts a strong model (gpt-4, claude-v1, gpt-3.5-turbo) against a weak one (llama-13b, alpaca-13b, "
               "dolly-v2-12b, stablelm-tuned-alpha-7b), in random order, labelled 'the strong model's answer is "
               "better'. The paper's columns are agreement with humans.")
+SOLVE_NOTE = ("BSM's solve prompt is the BSM paper's plus one line restating its two-line output format "
+              "(bsm.SOLVE_FORMAT_HINT): without it the 0.5B model answers every solve call with a single number.")
 VERDICT_NOTE = ("Every judge runs in both orders; a pair's verdict is the orders' common verdict, else a tie "
                 "(FastChat's rule). Agree %: that verdict equals the label (a tie never does: the proxy has no ties). "
                 "Inconsistent %: the verdict changes when the answers are swapped (a parse failure counts as a "

@@ -1,7 +1,8 @@
-"""Pairwise judging of MT-bench answers (paper Sec. 4.3, Table 3: Branch-Solve-Merge).
+"""Pairwise judging: which of two answers is better (paper Sec. 4.3, Table 3: Branch-Solve-Merge).
 
 An input is a pair: (question, answer A, answer B); a judge outputs "[[A]]", "[[B]]" or "[[C]]"
-(a tie). The answers here are LMSYS's pregenerated MT-bench answers of 32 models (first turn).
+(a tie). The main job's pairs are LMSYS's pregenerated MT-bench answers of 32 models (first
+turn); ids and file names say "mt_bench".
 
 **Proxy label.** The MT-bench human judgments are not obtainable here. Test pairs put a strong
 model (`STRONG`: gpt-4, claude-v1, gpt-3.5-turbo) against a weak one (`WEAK`: llama-13b,
@@ -34,7 +35,8 @@ from typing import Any
 
 from . import Example, check_split, is_hub_id, read_json_rows, source_rows
 
-NAME = "mt_bench"
+NAME = "judge"
+DATASET = "mt_bench"  # names the pairs' ids and seeds the split
 FOLDER = "mt_bench"
 STRONG = ("gpt-4", "claude-v1", "gpt-3.5-turbo")
 WEAK = ("llama-13b", "alpaca-13b", "dolly-v2-12b", "stablelm-tuned-alpha-7b")
@@ -125,7 +127,7 @@ def _split_questions(questions: dict[int, dict], seed: int) -> dict[str, list[in
     out: dict[str, list[int]] = {"test": [], "valid": [], "train": []}
     for cat in sorted({q["category"] for q in questions.values()}):
         ids = sorted(q for q, v in questions.items() if v["category"] == cat)
-        random.Random(f"{NAME}|{seed}|{cat}").shuffle(ids)
+        random.Random(f"{DATASET}|{seed}|{cat}").shuffle(ids)
         out["test"] += ids[:TEST_PER_CATEGORY]
         out["valid"] += ids[TEST_PER_CATEGORY:TEST_PER_CATEGORY + VALID_PER_CATEGORY]
         out["train"] += ids[TEST_PER_CATEGORY + VALID_PER_CATEGORY:]
@@ -144,7 +146,7 @@ def load(split: str = "test", n: int | None = None, seed: int = 0, source: str |
     qids = _split_questions(questions, seed)[split] if split in ("train", "valid", "test") else None
     if qids is None:
         check_split(split, n, 0)
-    rng = random.Random(f"{NAME}|{seed}|{split}|pairs")
+    rng = random.Random(f"{DATASET}|{seed}|{split}|pairs")
     combos = []
     for q in qids:
         for s in STRONG:
@@ -167,7 +169,7 @@ def load(split: str = "test", n: int | None = None, seed: int = 0, source: str |
         flip = rng.random() < 0.5
         ma, mb = (second, first) if flip else (first, second)
         gold = ("B" if flip else "A") if proxy else None
-        out.append(pair_example(f"{NAME}-{split}-{i}", questions[q]["question"], answers[ma][q], answers[mb][q], gold,
+        out.append(pair_example(f"{DATASET}-{split}-{i}", questions[q]["question"], answers[ma][q], answers[mb][q], gold,
                                 max_answer_chars, question_id=q, category=questions[q]["category"], model_a=ma,
                                 model_b=mb, label="proxy: strong model better" if proxy else None))
     return out
@@ -247,7 +249,7 @@ def load_human_judgments(source: str | Path, n: int | None = None, max_answer_ch
             continue
         q, a = _conversation(label, i, r, "conversation_a")
         _, b = _conversation(label, i, r, "conversation_b")
-        out.append(pair_example(f"{NAME}-human-{i}", q, a, b, WINNERS[r["winner"]], max_answer_chars,
+        out.append(pair_example(f"{DATASET}-human-{i}", q, a, b, WINNERS[r["winner"]], max_answer_chars,
                                 question_id=r["question_id"], model_a=r["model_a"], model_b=r["model_b"],
                                 judge=r["judge"], label="human"))
     return out[:check_split("test", n, len(out))]

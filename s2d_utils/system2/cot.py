@@ -1,0 +1,122 @@
+"""Chain-of-Thought on GSM8k, as distilled (or not) in the paper's Sec. 4.4.
+
+- System 1: 8-shot, answers only (each exemplar's answer is "The answer is N.").
+- CoT zero-shot: the question, then a request to reason step by step and end with the answer
+  in a fixed format ("The answer is N.").
+- CoT 8-shot: the exemplars' worked solutions (GSM8k's rationales without the <<calc>> notes),
+  each ending in the same fixed format.
+
+Exemplars come from the train file and never from the unlabeled pool or the test set
+(`tasks.gsm8k.exemplars`); they are chat turns (user: question, assistant: answer), so the
+8-shot prompts of all questions share one long prefix, prefilled once by the engine.
+
+Evaluation samples k = max(``ks``) answers per question; maj@k is the majority over the first k
+parsed answers, #Tokens sums the k samples (the paper's Table 4 convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import ModuleType
+from typing import Sequence
+
+from ..evaluate import SystemResult, evaluate
+from ..models import LoadedModel
+from ..tasks import Example
+from . import Trace, single_call
+
+SYSTEM1 = "System 1 (8-shot, no CoT)"
+COT0 = "CoT zero-shot"
+COT8 = "CoT 8-shot"
+DISTILL = "Distill CoT"
+ROWS = (SYSTEM1, COT0, COT8, DISTILL)
+STUDENTS = (DISTILL,)
+MCNEMAR_PAIRS = ((DISTILL, COT0), (DISTILL, SYSTEM1), (COT0, SYSTEM1), (COT8, SYSTEM1))
+KS = (1, 5, 10)
+
+ZERO_SHOT = ('{question}\nLet\'s think step by step. At the end, write the final answer on its own line as '
+             '"The answer is N." where N is a number.')
+ANSWER = "The answer is {answer}."
+
+
+def few_shot(example: Example, shots: Sequence[Example], cot: bool) -> list[dict]:
+    """Chat turns: each exemplar's question and its answer (with its worked solution if ``cot``), then the question."""
+    messages = []
+    for s in shots:
+        answer = ANSWER.format(answer=s.gold)
+        messages += [{"role": "user", "content": s.input},
+                     {"role": "assistant", "content": f"{s.meta['solution']}\n{answer}" if cot else answer}]
+    return messages + [{"role": "user", "content": example.input}]
+
+
+def zero_shot(example: Example) -> str:
+    return ZERO_SHOT.format(question=example.input)
+
+
+def system1(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, shots: Sequence[Example], **kw):
+    kw.setdefault("desc", "System 1 (8-shot)")
+    return single_call(lm, examples, task, [few_shot(e, shots, cot=False) for e in examples], "answer", **kw)
+
+
+def cot_zero_shot(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, **kw):
+    kw.setdefault("desc", "CoT zero-shot")
+    return single_call(lm, examples, task, [zero_shot(e) for e in examples], "cot", **kw)
+
+
+def cot_few_shot(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, shots: Sequence[Example], **kw):
+    kw.setdefault("desc", "CoT 8-shot")
+    return single_call(lm, examples, task, [few_shot(e, shots, cot=True) for e in examples], "cot", **kw)
+
+
+def evaluate_k(name: str, examples: Sequence[Example], traces: list[list[Trace]], task: ModuleType,
+               ks: Sequence[int] = KS) -> SystemResult:
+    """The k=1 row, with maj@k accuracy and #Tokens for every k in ``extra`` ("accuracy@5",
+    "tokens@5", ...), and the parse-failure rates of the first sample under the strict and the
+    flexible rule."""
+    first = evaluate(name, examples, traces, task, k=1)
+    extra = dict(first.extra)
+    for k in ks:
+        r = evaluate(name, examples, traces, task, k=k)
+        extra[f"accuracy@{k}"], extra[f"tokens@{k}"] = r.accuracy, r.tokens
+    finals = [ts[0].final for ts in traces]
+    extra["strict_parse_failures"] = sum(task.extract(f, "strict") is None for f in finals) / len(finals)
+    extra["flexible_parse_failures"] = sum(task.extract(f, "flexible") is None for f in finals) / len(finals)
+    return replace(first, extra=extra)
+
+
+def score_k(task: ModuleType, ks: Sequence[int] = KS):
+    """A `pipeline` scorer: `evaluate_k` over a program's traces."""
+    return lambda name, test, traces: (evaluate_k(name, test, traces, task, ks), traces)
+
+
+def findings(exp, test) -> list[str]:
+    """What Table 4's numbers say, computed from them."""
+    from .. import pipeline
+
+    rows = {r.name: r for r in exp.rows}
+    out = []
+    for name in ROWS:
+        r = rows.get(name)
+        if r:
+            accs = ", ".join(f"maj@{k} {100 * r.extra[f'accuracy@{k}']:.1f}% ({r.extra[f'tokens@{k}']:.0f} tokens)"
+                             for k in KS if f"accuracy@{k}" in r.extra)
+            out.append(f"{name}: {accs}; parse failures of the first sample: strict "
+                       f"{100 * r.extra['strict_parse_failures']:.0f}%, flexible {100 * r.extra['flexible_parse_failures']:.0f}%.")
+    out.append(pipeline.compare(exp, COT0, SYSTEM1))
+    f = exp.filters.get(DISTILL)
+    if f is not None:
+        if f["kept"]:
+            out.append(f"Self-consistency kept {f['kept']} of {f['inputs']} unlabeled questions; "
+                       f"{100 * f['precision']:.0f}% of the kept targets are right (the paper: 56.8%), against "
+                       f"{100 * f['unfiltered_accuracy']:.0f}% of all CoT samples.")
+        else:
+            out.append(f"Self-consistency kept none of the {f['inputs']} unlabeled questions (no majority), so "
+                       f"{DISTILL} ran no fine-tuning step and is the base model.")
+    out.append("The negative result (paper: 52.8% CoT vs 7.1% distilled): " + pipeline.compare(exp, DISTILL, COT0))
+    out.append(pipeline.compare(exp, DISTILL, SYSTEM1))
+    return out
+
+
+NOTE = ("maj@k: k sampled answers per question (temperature 0.7, top-p 0.95), majority over the parsed ones; "
+        "#Tokens: the k samples' generated tokens summed (the paper's convention). Answers read by the flexible rule "
+        "(\"The answer is N\", else the last number); McNemar tests and the CI use maj@1.")

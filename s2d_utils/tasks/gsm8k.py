@@ -1,0 +1,129 @@
+"""GSM8k grade-school math (paper Sec. 4.4, Table 4: Chain-of-Thought, the negative result).
+
+Rows have ``question`` and ``answer`` (a worked solution with ``<<calc>>`` annotations, ending in
+"#### N"); gold = the number after "#### ". The data is read, never committed: ``source`` is a
+folder holding ``train.jsonl`` and ``test.jsonl`` (openai/grade-school-math's files), or the hub
+id ``openai/gsm8k``; by default ``$S2D_DATA/gsm8k`` (make sets ``S2D_DATA``).
+
+Splits: ``test`` = test.jsonl (seeded order). The train file is cut in two, seeded: the few-shot
+exemplars (`exemplars`: the first `EXEMPLAR_POOL` rows) and the unlabeled pool (``train``),
+so an exemplar is never a distillation input nor a test question.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from . import Example, check_split, field_str, hub_rows, is_hub_id, read_json_rows
+
+NAME = "gsm8k"
+HUB_ID = "openai/gsm8k"
+DATA_ENV = "S2D_DATA"
+EXEMPLAR_POOL = 8  # the 8-shot prompts' exemplars
+ANSWER_FORMAT = "The answer is {answer}."
+
+_GOLD = re.compile(r"####\s*(.+?)\s*$")
+_CALC = re.compile(r"<<[^>]*>>")
+
+
+def data_source(source: str | Path | None) -> str | Path:
+    if source is not None:
+        return source
+    root = os.environ.get(DATA_ENV)
+    if not root:
+        raise FileNotFoundError(f"GSM8k data: no DATA_SOURCE given and ${DATA_ENV} is not set. Point DATA_SOURCE at a "
+                                "folder holding train.jsonl and test.jsonl (openai/grade-school-math), or at the hub "
+                                f"id {HUB_ID} (needs hub access), or set {DATA_ENV} to a folder holding gsm8k/ (make "
+                                "does this when ../shared/data exists).")
+    return Path(root) / "gsm8k"
+
+
+def normalize_number(text: str) -> str | None:
+    """"$1,234.50" -> "1234.5", "18." -> "18", "-3" -> "-3"; None if there is no number."""
+    m = re.search(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+", text.replace("$", ""))
+    if m is None:
+        return None
+    s = m.group(0).replace(",", "")
+    try:
+        value = float(s)
+    except ValueError:
+        return None
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+@lru_cache(maxsize=4)
+def _rows(source: str, split: str) -> tuple[Example, ...]:
+    if is_hub_id(source):
+        label, rows = source, hub_rows(source, split, config="main")
+    else:
+        path = Path(source).expanduser()
+        path = path / f"{split}.jsonl" if path.is_dir() else path
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file (expected GSM8k's {split}.jsonl, a folder holding it, or "
+                                    f"the hub id {HUB_ID})")
+        label, rows = path, read_json_rows(path)
+    out = []
+    for i, r in enumerate(rows):
+        q, a = field_str(label, i, r, "question"), field_str(label, i, r, "answer")
+        m = _GOLD.search(a.strip())
+        gold = normalize_number(m.group(1)) if m else None
+        if gold is None:
+            raise ValueError(f"{label} row {i}: field 'answer' does not end in '#### <number>': {a[-60:]!r}")
+        solution = _CALC.sub("", a[:m.start()]).strip()
+        out.append(Example(f"{NAME}-{split}-{i}", q.strip(), gold, {"solution": solution}))
+    return tuple(out)
+
+
+def _shuffled(source, split: str, seed: int) -> list[Example]:
+    rows = list(_rows(str(source), split))
+    random.Random(f"{NAME}|{seed}|{split}").shuffle(rows)
+    return rows
+
+
+def exemplars(seed: int = 0, source: str | Path | None = None, k: int = EXEMPLAR_POOL) -> list[Example]:
+    """The few-shot exemplars: from the train file, never in the unlabeled pool or the test set."""
+    return _shuffled(data_source(source), "train", seed)[:min(k, EXEMPLAR_POOL)]
+
+
+def load(split: str = "test", n: int | None = None, seed: int = 0, source: str | Path | None = None) -> list[Example]:
+    """``test``: the test file; ``train``: the train file without the exemplar pool; ``valid``: none."""
+    src = data_source(source)
+    if split == "test":
+        rows = _shuffled(src, "test", seed)
+    elif split == "train":
+        rows = _shuffled(src, "train", seed)[EXEMPLAR_POOL:]
+    else:
+        rows = []
+    return rows[:check_split(split, n, len(rows))]
+
+
+TRAIN_FROM_SOURCE = True
+
+_STRICT = re.compile(r"(?:the (?:final )?answer is|####)\s*:?\s*\**\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def extract(text: str, mode: str = "flexible", example: Example | None = None) -> str | None:
+    """strict: the number of the last "The answer is N" (or "#### N"); flexible: that, else the
+    last number in the text. Commas, "$", units after the number and a trailing period are
+    handled by `normalize_number`. None when nothing parses."""
+    if mode not in ("strict", "flexible"):
+        raise ValueError(f"mode={mode!r}: expected 'strict' or 'flexible'")
+    said = _STRICT.findall(text)
+    if said:
+        return normalize_number(said[-1])
+    if mode == "strict":
+        return None
+    numbers = _NUMBER.findall(text)
+    return normalize_number(numbers[-1]) if numbers else None
+
+
+def score(pred: str | None, gold: str) -> bool:
+    if pred is None:
+        return False
+    a, b = normalize_number(pred), normalize_number(gold)
+    return a is not None and a == b
