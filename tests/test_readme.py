@@ -64,4 +64,8 @@ def test_readme_sizes_and_constants_are_the_codes():
     assert f"{cpu.n_test} synthetic test questions and {cpu.n_train} unlabeled training questions" in readme
     assert f"{cpu.batch_size} rows in the cpu profile" in readme
     assert f"at most {engine.PREFILL_TOKENS:,}" in readme
+    assert f"(at least {engine.MIN_SHARED} tokens)" in readme
+    gsm = profiles.sizes("cot", "gsm8k", "cpu")
+    assert f"GSM8k (Table 4) at {gsm.n_test} questions" in readme and f"when the ten zero-shot" in readme
+    assert gsm.samples == 10
     assert f"fit a {generation.KV_BUDGET_BYTES >> 30} GiB budget" in readme
