@@ -236,14 +236,19 @@ def _p(p: float) -> str:
     return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
 
 
+def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
+    """(exact McNemar p, "no significant difference" | "<a> is higher" | "<a> is lower") for two
+    results on the same inputs."""
+    p = mcnemar(ra, rb)
+    if p >= 0.05:
+        return p, "no significant difference"
+    return p, f"{a} is {'higher' if ra.accuracy > rb.accuracy else 'lower'}"
+
+
 def compare(exp: Experiment, a: str, b: str) -> str:
     """"a X% vs b Y% (McNemar p = ...): higher / lower / no significant difference"."""
     ra, rb = exp.row(a), exp.row(b)
-    p = mcnemar(ra, rb)
-    if p >= 0.05:
-        verdict = "no significant difference"
-    else:
-        verdict = f"{a} is {'higher' if ra.accuracy > rb.accuracy else 'lower'}"
+    p, verdict = difference(ra, rb, a)
     return f"{a} {_pct(ra.accuracy)} vs {b} {_pct(rb.accuracy)} (exact McNemar {_p(p)}): {verdict}."
 
 
@@ -294,10 +299,8 @@ def lenient_accuracy(exp: Experiment, names: Sequence[str], test: Sequence[Examp
             "yes/no), " + ", ".join(parts) + ".")
     first, last = names[0], names[-1]
     if first in rescored and last in rescored:
-        a, b = rescored[last], rescored[first]
-        verdict = "no significant difference" if mcnemar(a, b) >= 0.05 else \
-            f"{last} is {'higher' if a.accuracy > b.accuracy else 'lower'}"
-        text += f" Under that reading, {last} vs {first}: exact McNemar {_p(mcnemar(a, b))}, {verdict}."
+        p, verdict = difference(rescored[last], rescored[first], last)
+        text += f" Under that reading, {last} vs {first}: exact McNemar {_p(p)}, {verdict}."
     return text
 
 

@@ -23,34 +23,38 @@ FRACTION = 0.5  # "a fraction of System 2's tokens": at most half
 @dataclass(frozen=True)
 class Block:
     """One method notebook's table: which rows play System 1, System 2, the distilled System 1 and
-    the unfiltered ablation, and which measure is the headline (its metrics key)."""
+    the unfiltered ablation, and which block of the paper's tables it reproduces."""
 
     notebook: str
     table: str  # figures/<table>.md
     label: str
+    paper_key: tuple[str, str]  # report.paper_table(*paper_key)
     system1: str
     system2: str
     distilled: str
     ablation: str | None = None
-    measure: str = "accuracy"
+
+    @property
+    def paper(self) -> report.PaperTable:
+        return report.paper_table(*self.paper_key)
+
+    @property
+    def headline(self) -> report.Measure:
+        """The table's first percentage measure (accuracy; S2A: biased; BSM: agreement; GSM8k: maj@1)."""
+        return next(m for m in self.paper.measures if m.percent)
 
 
 BLOCKS = (
-    Block("01_rar_last_letter", "table1_last_letter", "RaR, last letter", rar.SYSTEM1, rar.TWO_STEP, rar.DISTILL_SYSTEM2,
-          rar.DISTILL_NO_FILTER),
-    Block("02_rar_coin_flip", "table1_coin_flip", "RaR, coin flip", rar.SYSTEM1, rar.TWO_STEP, rar.DISTILL_SYSTEM2,
-          rar.DISTILL_NO_FILTER),
-    Block("03_s2a_sycophancy", "table2_sycophancy", "S2A, sycophancy", s2a.SYSTEM1, s2a.S2A, s2a.DISTILL,
-          s2a.DISTILL_NO_USC, measure="accuracy[biased]"),
-    Block("04_bsm_llm_judge", "table3_mt_bench", "BSM judge, MT-bench (proxy agreement)", bsm.SYSTEM1, bsm.BSM,
-          bsm.DISTILL),
-    Block("05_cot_gsm8k", "table4_gsm8k", "CoT, GSM8k (maj@1)", cot.SYSTEM1, cot.COT0, cot.DISTILL),
+    Block("01_rar_last_letter", "table1_last_letter", "RaR, last letter", ("table1", "last_letter"), rar.SYSTEM1,
+          rar.TWO_STEP, rar.DISTILL_SYSTEM2, rar.DISTILL_NO_FILTER),
+    Block("02_rar_coin_flip", "table1_coin_flip", "RaR, coin flip", ("table1", "coin_flip"), rar.SYSTEM1, rar.TWO_STEP,
+          rar.DISTILL_SYSTEM2, rar.DISTILL_NO_FILTER),
+    Block("03_s2a_sycophancy", "table2_sycophancy", "S2A, sycophancy", ("table2", "sycophancy"), s2a.SYSTEM1, s2a.S2A,
+          s2a.DISTILL, s2a.DISTILL_NO_USC),
+    Block("04_bsm_llm_judge", "table3_mt_bench", "BSM judge, MT-bench (proxy agreement)", ("table3", "mt_bench"),
+          bsm.SYSTEM1, bsm.BSM, bsm.DISTILL),
+    Block("05_cot_gsm8k", "table4_gsm8k", "CoT, GSM8k (maj@1)", ("table4", "gsm8k"), cot.SYSTEM1, cot.COT0, cot.DISTILL),
 )
-PAPER_BLOCKS = {"01_rar_last_letter": ("table1", "last_letter"), "02_rar_coin_flip": ("table1", "coin_flip"),
-                "03_s2a_sycophancy": ("table2", "sycophancy"), "04_bsm_llm_judge": ("table3", "mt_bench"),
-                "05_cot_gsm8k": ("table4", "gsm8k")}
-PAPER_MEASURE = {"table1": "accuracy", "table2": "biased", "table3": "agreement", "table4": "acc@1"}
-PAPER_TOKENS = {"table4": "tok@1"}
 
 
 def load_metrics(profile: str, model: str | None = None, blocks=BLOCKS) -> dict[str, dict[str, Any]]:
@@ -191,13 +195,11 @@ def plot(metrics: dict[str, dict], profile: str, model: str, blocks=BLOCKS) -> P
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for i, b in enumerate(blocks):
-        m, c = metrics[b.notebook], colors[i % len(colors)]
-        table, block = PAPER_BLOCKS[b.notebook]
-        paper = report.paper_table(table, block)
+        m, c, head = metrics[b.notebook], colors[i % len(colors)], b.headline
         for role, name in (("System 1", b.system1), ("System 2", b.system2), ("distilled System 1", b.distilled)):
             r = _row(m, name)
-            axes[0].plot(max(r["tokens"], 0.5), 100 * r.get(b.measure, r["accuracy"]), shapes[role], color=c, ms=8)
-            acc, tok = paper.value(name, PAPER_MEASURE[table]), paper.value(name, PAPER_TOKENS.get(table, "tokens"))
+            axes[0].plot(max(r["tokens"], 0.5), 100 * r.get(head.key, r["accuracy"]), shapes[role], color=c, ms=8)
+            acc, tok = b.paper.value(name, head.column), b.paper.value(name, head.tokens_column)
             if acc is not None and tok is not None:
                 axes[1].plot(tok, acc, shapes[role], color=c, ms=8, mfc="none", mew=1.8)
     for ax, title in zip(axes, (f"ours: {model} ({profile})", f"paper: {report.PAPER_MODEL.split('/')[-1]}")):

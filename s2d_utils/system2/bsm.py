@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
 from ..evaluate import SystemResult, accuracy_without, evaluate, swap_inconsistency
-from ..generation import LAST_STATS, generate
+from ..generation import generate
 from ..models import LoadedModel
 from ..tasks import Example
 from . import Call, Trace
@@ -175,8 +176,6 @@ def bsm(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, branc
                                      criterion=c, name=criterion_name(c), format_hint=SOLVE_FORMAT_HINT))
             owners.append(i)
     solves = generate(lm, jobs, max_new_tokens=solve_tokens, desc=f"{desc}: solve", **gen) if jobs else []
-    measured = {"computed_prefill_tokens": LAST_STATS.prefill_tokens if jobs else 0,
-                "computed_prefix_reused_tokens": LAST_STATS.prefix_reused_tokens if jobs else 0}
     per: list[list[Call]] = [[] for _ in examples]
     for i, p, (c,) in zip(owners, jobs, solves):
         per[i].append(Call("solve", p, c.text, c.n_tokens, c.finish_reason))
@@ -184,11 +183,12 @@ def bsm(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, branc
     for e, bp, (b,), calls in zip(examples, b_prompts, branches, per):
         verdict = merge([parse_scores(c.output) for c in calls])
         out.append([Trace(e.id, 0, (Call("branch", bp, b.text, b.n_tokens, b.finish_reason), *calls), verdict)])
-    bsm.last_prefill = {**prefix_sharing(lm, jobs), **measured}  # for the notebook's report
     return out
 
 
-bsm.last_prefill = {}
+def solve_prompts(traces: Sequence[Sequence[Trace]]) -> list[str]:
+    """The solve calls' prompts of BSM traces (the calls whose prefill prefix caching shares)."""
+    return [c.prompt for ts in traces for t in ts for c in t.calls if c.name == "solve"]
 
 
 def prefix_sharing(lm: LoadedModel, prompts: Sequence) -> dict[str, int]:
@@ -224,8 +224,6 @@ def combine(name: str, examples: Sequence[Example], first: list[list[Trace]], se
     inconsistent = swap_inconsistency([ts[0].answer for ts in first], [ts[0].answer for ts in second], task.map_back)
     failures = sum(ts[0].answer is None for ts in first + second) / (2 * len(examples))
     extra = {**r.extra, "inconsistent": inconsistent, "judgment_parse_failures": failures}
-    from dataclasses import replace
-
     return replace(r, tokens=r.tokens / 2, extra=extra), joined
 
 
@@ -304,18 +302,15 @@ def judge_programs(lm: LoadedModel, pairs: Sequence[Example], task: ModuleType, 
 def oasst2_table(exp, pairs: Sequence[Example], judges: Judges, notes: Sequence[str] = ()) -> dict:
     """Table 3's OASST2 column: every judge and the distilled judge (trained on MT-bench pairs) on
     OASST2 pairs; written as ``table3_oasst2`` with its own metrics file."""
-    from dataclasses import replace as dc_replace
-
     from .. import pipeline, report
 
-    sub = dc_replace(exp, notebook=f"{exp.notebook}_oasst2", rows=[], traces={},
+    sub = replace(exp, notebook=f"{exp.notebook}_oasst2", rows=[], traces={},
                      manifest=report.Manifest(f"{exp.notebook}_oasst2", dict(exp.manifest.parameters)))
     sub.manifest.model_fingerprint = exp.manifest.model_fingerprint
     both = score_both_orders(exp.task)
     pipeline.evaluate_systems(sub, pairs, judge_programs(exp.lm, pairs, exp.task, judges, exp.sizes, exp.greedy), score=both)
-    pipeline.evaluate_students(sub, pairs, lambda student: both_orders(
-        lambda ex: system1_judge(student, ex, exp.task, judges, max_new_tokens=exp.sizes.system1_tokens, **exp.greedy),
-        pairs, exp.task), STUDENTS, score=both)
+    pipeline.evaluate_students(sub, pairs, lambda student: judge_programs(student, pairs, exp.task, judges, exp.sizes,
+                                                                          exp.greedy)[SYSTEM1](), STUDENTS, score=both)
     return pipeline.finish(sub, table="table3_oasst2", figure="fig_bsm_oasst2_agreement_vs_tokens",
                            paper=report.paper_table("table3", "oasst2"), title="Table 3: BSM distillation, OASST2",
                            mcnemar_pairs=MCNEMAR_PAIRS, findings=findings(sub, pairs),

@@ -106,7 +106,7 @@ def opinion_echo(exp, name: str, test: Sequence[Example]) -> float | None:
 def findings(exp, test) -> list[str]:
     """What Table 2's numbers say, computed from them."""
     from .. import pipeline
-    from ..evaluate import SystemResult, mcnemar, wilson
+    from ..evaluate import SystemResult, wilson
 
     def group_row(name: str, group: str) -> SystemResult:
         r = exp.row(name)
@@ -118,8 +118,7 @@ def findings(exp, test) -> list[str]:
 
     def cmp(a: str, b: str, group: str) -> str:
         ra, rb = group_row(a, group), group_row(b, group)
-        p = mcnemar(ra, rb)
-        verdict = "no significant difference" if p >= 0.05 else f"{a} is {'higher' if ra.accuracy > rb.accuracy else 'lower'}"
+        p, verdict = pipeline.difference(ra, rb, a)
         return (f"{group} inputs (n = {ra.n}): {a} {100 * ra.accuracy:.1f}% vs {b} {100 * rb.accuracy:.1f}% "
                 f"(exact McNemar {pipeline._p(p)}): {verdict}.")
 

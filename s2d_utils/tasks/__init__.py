@@ -102,10 +102,12 @@ def hub_rows(dataset_id: str, split: str, config: str | None = None) -> list[dic
     return [dict(r) for r in ds]
 
 
-def source_rows(source: str | Path, default_file: str, split: str = "test") -> tuple[Path | str, list[Any]]:
-    """(label, rows) of a user-given source: a file, a folder holding ``default_file``, or a hub id."""
+def source_rows(source: str | Path, default_file: str, split: str = "test",
+                config: str | None = None) -> tuple[Path | str, list[Any]]:
+    """(label, rows) of a user-given source: a file, a folder holding ``default_file``, or a hub id
+    (its ``split``, in ``config`` if the dataset has several)."""
     if is_hub_id(str(source)):
-        return str(source), hub_rows(str(source), split)
+        return str(source), hub_rows(str(source), split, config)
     path = Path(source).expanduser()
     path = path / default_file if path.is_dir() else path
     if not path.exists():

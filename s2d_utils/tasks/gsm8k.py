@@ -18,7 +18,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from . import Example, check_split, field_str, hub_rows, is_hub_id, read_json_rows
+from . import Example, check_split, field_str, source_rows
 
 NAME = "gsm8k"
 HUB_ID = "openai/gsm8k"
@@ -57,15 +57,7 @@ def normalize_number(text: str) -> str | None:
 
 @lru_cache(maxsize=4)
 def _rows(source: str, split: str) -> tuple[Example, ...]:
-    if is_hub_id(source):
-        label, rows = source, hub_rows(source, split, config="main")
-    else:
-        path = Path(source).expanduser()
-        path = path / f"{split}.jsonl" if path.is_dir() else path
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file (expected GSM8k's {split}.jsonl, a folder holding it, or "
-                                    f"the hub id {HUB_ID})")
-        label, rows = path, read_json_rows(path)
+    label, rows = source_rows(source, f"{split}.jsonl", split, config="main")
     out = []
     for i, r in enumerate(rows):
         q, a = field_str(label, i, r, "question"), field_str(label, i, r, "answer")

@@ -25,15 +25,15 @@ Answers longer than ``max_answer_chars`` are cut at a word boundary and marked v
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import Example, check_split, is_hub_id, read_json_rows, source_rows
+from . import Example, check_split, read_json_rows, source_rows
 
 NAME = "judge"
 DATASET = "mt_bench"  # names the pairs' ids and seeds the split
@@ -77,6 +77,7 @@ def _turns(path: Path, row: int, item: dict, field: str) -> list[str]:
     return turns
 
 
+@lru_cache(maxsize=4)
 def read_questions(folder: Path) -> dict[int, dict]:
     path = folder / "question.jsonl"
     out = {}
@@ -90,8 +91,9 @@ def read_questions(folder: Path) -> dict[int, dict]:
     return out
 
 
+@lru_cache(maxsize=4)
 def read_answers(folder: Path) -> dict[str, dict[int, str]]:
-    """model -> question_id -> first-turn answer."""
+    """model -> question_id -> first-turn answer (read once per folder; treat as read-only)."""
     out: dict[str, dict[int, str]] = {}
     for path in sorted((folder / "model_answer").glob("*.jsonl")):
         answers = {}
@@ -233,8 +235,7 @@ def load_human_judgments(source: str | Path, n: int | None = None, max_answer_ch
                          turn: int = 1) -> list[Example]:
     """MT-bench human judgments (lmsys/mt_bench_human_judgments, split "human"): one Example per
     vote of the given turn, gold "A", "B" or "C" (ties kept as ties)."""
-    label, rows = source_rows(source, "human.jsonl", split="human") if is_hub_id(str(source)) else \
-        (Path(source), read_json_rows(Path(source)))
+    label, rows = source_rows(source, "human.jsonl", split="human")
     out = []
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
@@ -259,8 +260,7 @@ def load_oasst2(source: str | Path, n: int | None = None, seed: int = 0, max_ans
                 lang: str = "en") -> list[Example]:
     """OASST2 pairs: each English first turn (a prompter message with no parent) with its rank-0
     assistant reply against another ranked reply, in a random order; gold = the rank-0 side."""
-    label, rows = source_rows(source, "oasst2.jsonl", split="validation") if is_hub_id(str(source)) else \
-        (Path(source), read_json_rows(Path(source)))
+    label, rows = source_rows(source, "oasst2.jsonl", split="validation")
     by_id, children = {}, {}
     for i, r in enumerate(rows):
         if not isinstance(r, dict):

@@ -268,6 +268,12 @@ def candidates(example: Example | None) -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=64)
+def _mention_pattern(aliases: tuple[str, ...]) -> re.Pattern:
+    """Whole-word mentions of any alias, longest first (so "san jose" is not read as "jose")."""
+    return re.compile(r"\b(" + "|".join(re.escape(a) for a in sorted(aliases, key=len, reverse=True)) + r")\b")
+
+
 def extract(text: str, mode: str = "flexible", example: Example | None = None) -> str | None:
     """The answer a response endorses, or None.
 
@@ -285,8 +291,7 @@ def extract(text: str, mode: str = "flexible", example: Example | None = None) -
     counts: dict[str, int] = {}
     last: dict[str, int] = {}
     if vocab and norm:
-        pattern = re.compile(r"\b(" + "|".join(re.escape(a) for a in sorted(vocab, key=len, reverse=True)) + r")\b")
-        for m in pattern.finditer(norm):
+        for m in _mention_pattern(tuple(vocab)).finditer(norm):
             before = norm[:m.start()].split()[-2:]
             if _NEGATION & set(before):
                 continue
