@@ -1,4 +1,5 @@
-"""Shared fixtures. Nothing here reaches the network: HF_HUB_OFFLINE is forced on."""
+"""Shared fixtures. Nothing here reaches the network: HF_HUB_OFFLINE is forced on (tests only; the
+defaults of the package never touch the network)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from s2d_utils import paths
 
 
-def shared_data(*parts: str) -> Path:
-    """A file of ../shared/data (CI has it beside the clone); skip the test where it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not present (the shared datasets live beside the clone in CI)")
+def repo_data(*parts: str) -> Path:
+    """A file or folder of the repository's data/ (committed, checksummed: never skipped)."""
+    path = paths.DATA.joinpath(*parts)
+    assert path.exists(), f"{path}: missing from the repository's data/ (restore it with git)"
     return path
 
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from conftest import shared_data
-from s2d_utils import filters, report
+from conftest import repo_data
+from s2d_utils import filters, paths, report
 from s2d_utils.system2 import Call, Trace, bsm
 from s2d_utils.tasks import Example
 from s2d_utils.tasks import judge as task
@@ -14,7 +14,7 @@ from s2d_utils.tasks import judge as task
 
 @pytest.fixture(scope="module")
 def folder():
-    return shared_data("mt_bench")
+    return repo_data("mt_bench")
 
 
 def test_splits_are_by_question_and_test_pairs_carry_the_proxy_label(folder):
@@ -32,12 +32,14 @@ def test_splits_are_by_question_and_test_pairs_carry_the_proxy_label(folder):
     assert task.load("test", n=5, source=folder, max_answer_chars=300) == test[:5]
 
 
-def test_the_data_folder_comes_from_the_environment_or_fails_clearly(monkeypatch, folder):
+def test_the_data_folder_is_the_repositorys_copy_unless_overridden(monkeypatch, folder, tmp_path):
+    monkeypatch.delenv(task.DATA_ENV, raising=False)
+    assert task.data_folder() == paths.DATA / "mt_bench" == folder  # the default: data/, checksummed
+    monkeypatch.setenv(task.DATA_ENV, str(tmp_path))  # S2D_DATA: a folder of one's own, used as it is
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'mt_bench'}: expected MT-bench's question.jsonl"):
+        task.data_folder()
     monkeypatch.setenv(task.DATA_ENV, str(folder.parent))
     assert task.data_folder() == folder
-    monkeypatch.delenv(task.DATA_ENV)
-    with pytest.raises(FileNotFoundError, match="S2D_DATA is not set"):
-        task.data_folder()
     with pytest.raises(FileNotFoundError, match="question.jsonl"):
         task.data_folder(folder / "model_answer")
 

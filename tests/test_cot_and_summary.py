@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import shared_data
+from conftest import repo_data
 from s2d_utils import paths, report, summary
 from s2d_utils.system2 import Call, Trace, cot
 from s2d_utils.tasks import Example
@@ -14,7 +14,7 @@ from s2d_utils.tasks import gsm8k as task
 
 @pytest.fixture(scope="module")
 def folder():
-    return shared_data("gsm8k")
+    return repo_data("gsm8k")
 
 
 def test_reader_takes_gold_after_the_marker_and_keeps_exemplars_out_of_the_inputs(folder):
@@ -37,10 +37,10 @@ def test_reader_names_file_row_and_field(tmp_path):
         task.load("test", source=tmp_path / "test.jsonl")
 
 
-def test_missing_data_fails_clearly(monkeypatch):
+def test_the_default_is_the_repositorys_checked_copy(monkeypatch, folder):
     monkeypatch.delenv(task.DATA_ENV, raising=False)
-    with pytest.raises(FileNotFoundError, match="S2D_DATA is not set"):
-        task.load("test")
+    assert task.data_source(None) == paths.DATA / "gsm8k" == folder
+    assert task.load("test", n=3) == task.load("test", n=3, source=folder)
 
 
 @pytest.mark.parametrize("text,strict,flexible", [

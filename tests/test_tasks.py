@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import shared_data
+from conftest import repo_data
 from s2d_utils.tasks import coin_flip, last_letter
 
 
@@ -70,21 +70,21 @@ def test_coin_flip_variants():
 
 
 def test_rar_paper_files_are_read():
-    ll = last_letter.load("test", source=shared_data("rephrase_and_respond"))
+    ll = last_letter.load("test", source=repo_data("rephrase_and_respond"))
     assert len(ll) == 219
     assert ll[0].input == 'Take the last letters of the words in "Shannon Alejandro" and concatenate them.'
     assert ll[0].gold == "no"
-    ll4 = last_letter.load("test", source=shared_data("rephrase_and_respond"), k=4)
+    ll4 = last_letter.load("test", source=repo_data("rephrase_and_respond"), k=4)
     assert len(ll4) == 220 and ll4[0].gold == "enla"
-    coins = coin_flip.load("test", source=shared_data("rephrase_and_respond"))
+    coins = coin_flip.load("test", source=repo_data("rephrase_and_respond"))
     assert len(coins) == 1333
     assert coins[0].input == ("A coin is heads up. hiram does not flip the coin. nicoletto flips the coin. "
                               "Is the coin still heads up?")
     assert coins[0].gold == "no"
-    gpt4 = coin_flip.load("test", n=3, source=shared_data("rephrase_and_respond", "coin_val_gpt-4.json"))
+    gpt4 = coin_flip.load("test", n=3, source=repo_data("rephrase_and_respond", "coin_val_gpt-4.json"))
     assert gpt4[0].gold == "yes" and gpt4[0].input.endswith("Flip means reverse.")
     with pytest.raises(ValueError, match="evaluation sets"):
-        coin_flip.load("train", source=shared_data("rephrase_and_respond"))
+        coin_flip.load("train", source=repo_data("rephrase_and_respond"))
 
 
 def test_malformed_files_name_file_row_and_field(tmp_path):

@@ -6,17 +6,28 @@
 
 Synthetic tasks build their data from a seed and word/name lists shipped in PyPI packages;
 dataset readers take a user-given file or folder and name the file, row and field at fault.
+
+Dataset tasks read, in order: a given ``source`` (file, folder or hub id), else ``$S2D_DATA/<folder>``
+when ``S2D_DATA`` is set, else the repository's copy ``data/<folder>``, whose files are checked
+against ``data/SHA256SUMS`` first (`verify_data`). The default never touches the network.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import paths
+
 SPLITS = ("train", "valid", "test")
+DATA_ENV = "S2D_DATA"  # a folder of your own holding mt_bench/, gsm8k/, ... (not checked); unset: data/
+CHECKSUMS = "SHA256SUMS"  # "<sha256>  <path relative to the data folder>" per line, as `sha256sum` writes
+DATA_SUFFIXES = (".json", ".jsonl")  # files a reader may pick up by globbing: each must be listed
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,92 @@ class Example:
     input: str
     gold: str | None
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class DataChecksumError(ValueError):
+    """A file of the repository's data folder is missing, changed, or not listed in its checksums."""
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: hash a file once per process
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of ``path``, remembered while its size and mtime stay the same."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def read_checksums(root: Path | None = None) -> dict[str, str]:
+    """{relative path: sha256} from ``<root>/SHA256SUMS`` (root: the repository's ``data/``)."""
+    root = Path(root) if root is not None else paths.DATA
+    path = root / CHECKSUMS
+    if not path.exists():
+        raise DataChecksumError(f"{path}: missing; it lists the sha256 of every data file (restore it from git)")
+    out = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[0]):
+            raise DataChecksumError(f"{path} line {i + 1}: expected '<sha256>  <file>', got {line!r}")
+        out[parts[1].strip().lstrip("*").removeprefix("./")] = parts[0]
+    return out
+
+
+def data_problems(folder: str, root: Path | None = None) -> list[str]:
+    """Every problem of ``<root>/<folder>`` against ``<root>/SHA256SUMS``, one message each (with
+    the fix): a listed file missing or with another sha256, or a data file not listed. [] if sound."""
+    root = Path(root) if root is not None else paths.DATA
+    try:
+        sums = read_checksums(root)
+    except DataChecksumError as err:
+        return [str(err)]
+    listed = {rel: digest for rel, digest in sums.items() if rel.split("/", 1)[0] == folder}
+    if not listed:
+        return [f"{root / CHECKSUMS}: lists no file of {folder}/"]
+    restore = "restore the repository's copy with `git checkout -- {}`"
+    problems = []
+    for rel, expected in sorted(listed.items()):
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing (listed in {CHECKSUMS}); {restore.format(path)}")
+            continue
+        actual = file_sha256(path)
+        if actual != expected:
+            problems.append(f"{path}: sha256 {actual}, expected {expected} ({root / CHECKSUMS}): the file changed; "
+                            f"{restore.format(path)}, or point DATA_SOURCE (or ${DATA_ENV}) at your own copy")
+    base = root / folder
+    if base.is_dir():
+        for path in sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES):
+            if path.relative_to(root).as_posix() not in listed:
+                problems.append(f"{path}: not listed in {root / CHECKSUMS} (a reader would pick it up); remove it, "
+                                f"or point DATA_SOURCE (or ${DATA_ENV}) at a folder of your own")
+    return problems
+
+
+def verify_data(folder: str, root: Path | None = None) -> Path:
+    """``<root>/<folder>`` (root: the repository's ``data/``) after checking every file against
+    ``SHA256SUMS``; a `DataChecksumError` naming each file at fault otherwise."""
+    problems = data_problems(folder, root)
+    if problems:
+        raise DataChecksumError("\n".join(problems))
+    return (Path(root) if root is not None else paths.DATA) / folder
+
+
+def default_source(folder: str) -> Path:
+    """Where a dataset task reads when no source is given: ``$S2D_DATA/<folder>`` if ``S2D_DATA``
+    is set (your own copy, used as it is), else the repository's checked copy ``data/<folder>``."""
+    root = os.environ.get(DATA_ENV)
+    if root:
+        return Path(root).expanduser() / folder
+    return verify_data(folder)
 
 
 def check_split(split: str, n: int | None, size: int) -> int:
@@ -86,8 +183,8 @@ def is_hub_id(source: str | Path) -> bool:
 def hub_rows(dataset_id: str, split: str, config: str | None = None) -> list[dict]:
     """Rows of a hub dataset split, read with `datasets` (needs hub access or a warm HF cache).
 
-    Offline (``HF_HUB_OFFLINE=1``, as `make` sets it) and without a cached copy this fails with a
-    message that says so, instead of a long traceback from inside `datasets`.
+    The defaults never come here. Offline (``HF_HUB_OFFLINE=1``, or no network) and without a cached
+    copy this fails with a message that says so, instead of a long traceback from inside `datasets`.
     """
     try:
         import datasets
@@ -97,8 +194,9 @@ def hub_rows(dataset_id: str, split: str, config: str | None = None) -> list[dic
         ds = datasets.load_dataset(dataset_id, config, split=split)
     except Exception as err:
         raise FileNotFoundError(f"{dataset_id!r} (split {split!r}): not a local file or folder, and the hub dataset "
-                                f"could not be read ({type(err).__name__}: {err}). Offline, point the source at a "
-                                "local copy instead.") from err
+                                f"could not be read ({type(err).__name__}: {err}). Reading a hub dataset needs "
+                                "network access (and HF_HUB_OFFLINE unset) or a warm HF cache; offline, point the "
+                                "source at a local copy (a file or folder) instead.") from err
     return [dict(r) for r in ds]
 
 

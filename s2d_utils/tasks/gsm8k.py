@@ -1,9 +1,10 @@
 """GSM8k grade-school math (paper Sec. 4.4, Table 4: Chain-of-Thought, the negative result).
 
 Rows have ``question`` and ``answer`` (a worked solution with ``<<calc>>`` annotations, ending in
-"#### N"); gold = the number after "#### ". The data is read, never committed: ``source`` is a
-folder holding ``train.jsonl`` and ``test.jsonl`` (openai/grade-school-math's files), or the hub
-id ``openai/gsm8k``; by default ``$S2D_DATA/gsm8k`` (make sets ``S2D_DATA``).
+"#### N"); gold = the number after "#### ". ``source`` is a folder holding ``train.jsonl`` and
+``test.jsonl`` (openai/grade-school-math's files), or the hub id ``openai/gsm8k``; by default
+``$S2D_DATA/gsm8k`` if ``S2D_DATA`` is set, else the repository's copy ``data/gsm8k`` (MIT),
+checked against ``data/SHA256SUMS``.
 
 Splits: ``test`` = test.jsonl (seeded order). The train file is cut in two, seeded: the few-shot
 exemplars (`exemplars`: the first `EXEMPLAR_POOL` rows) and the unlabeled pool (``train``),
@@ -12,17 +13,16 @@ so an exemplar is never a distillation input nor a test question.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from functools import lru_cache
 from pathlib import Path
 
-from . import Example, check_split, field_str, source_rows
+from . import DATA_ENV, Example, check_split, default_source, field_str, source_rows
 
 NAME = "gsm8k"
 HUB_ID = "openai/gsm8k"
-DATA_ENV = "S2D_DATA"
+FOLDER = "gsm8k"
 EXEMPLAR_POOL = 8  # the 8-shot prompts' exemplars
 ANSWER_FORMAT = "The answer is {answer}."
 
@@ -31,15 +31,9 @@ _CALC = re.compile(r"<<[^>]*>>")
 
 
 def data_source(source: str | Path | None) -> str | Path:
-    if source is not None:
-        return source
-    root = os.environ.get(DATA_ENV)
-    if not root:
-        raise FileNotFoundError(f"GSM8k data: no DATA_SOURCE given and ${DATA_ENV} is not set. Point DATA_SOURCE at a "
-                                "folder holding train.jsonl and test.jsonl (openai/grade-school-math), or at the hub "
-                                f"id {HUB_ID} (needs hub access), or set {DATA_ENV} to a folder holding gsm8k/ (make "
-                                "does this when ../shared/data exists).")
-    return Path(root) / "gsm8k"
+    """``source`` if given (a folder, a file's folder, or the hub id), else `tasks.default_source`:
+    ``$S2D_DATA/gsm8k`` or the repository's checked ``data/gsm8k``."""
+    return source if source is not None else default_source(FOLDER)
 
 
 def normalize_number(text: str) -> str | None:
@@ -55,8 +49,19 @@ def normalize_number(text: str) -> str | None:
     return str(int(value)) if value == int(value) else repr(value)
 
 
+def _stamp(source: str, split: str) -> tuple[int, int] | None:
+    """(size, mtime) of a local split file, so an edited file is read again; None for a hub id."""
+    path = Path(source)
+    path = path / f"{split}.jsonl" if path.is_dir() else path
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 @lru_cache(maxsize=4)
-def _rows(source: str, split: str) -> tuple[Example, ...]:
+def _rows(source: str, split: str, stamp: tuple[int, int] | None = None) -> tuple[Example, ...]:
     label, rows = source_rows(source, f"{split}.jsonl", split, config="main")
     out = []
     for i, r in enumerate(rows):
@@ -71,7 +76,7 @@ def _rows(source: str, split: str) -> tuple[Example, ...]:
 
 
 def _shuffled(source, split: str, seed: int) -> list[Example]:
-    rows = list(_rows(str(source), split))
+    rows = list(_rows(str(source), split, _stamp(str(source), split)))
     random.Random(f"{NAME}|{seed}|{split}").shuffle(rows)
     return rows
 

@@ -4,7 +4,8 @@ An input is a pair: (question, answer A, answer B); a judge outputs "[[A]]", "[[
 (a tie). The main job's pairs are LMSYS's pregenerated MT-bench answers of 32 models (first
 turn); ids and file names say "mt_bench".
 
-**Proxy label.** The MT-bench human judgments are not obtainable here. Test pairs put a strong
+**Proxy label.** The MT-bench human judgments (the paper's label) are not in the repository: given
+as a hub id or file (`load_human_judgments`), they replace it. By default, test pairs put a strong
 model (`STRONG`: gpt-4, claude-v1, gpt-3.5-turbo) against a weak one (`WEAK`: llama-13b,
 alpaca-13b, dolly-v2-12b, stablelm-tuned-alpha-7b), in a random order; the label is "the strong
 model's answer is better". It is a proxy for human preference, named so in every table.
@@ -25,7 +26,6 @@ Answers longer than ``max_answer_chars`` are cut at a word boundary and marked v
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from dataclasses import replace
@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import Example, check_split, read_json_rows, source_rows
+from . import DATA_ENV, Example, check_split, default_source, read_json_rows, source_rows
 
 NAME = "judge"
 DATASET = "mt_bench"  # names the pairs' ids and seeds the split
@@ -43,20 +43,13 @@ WEAK = ("llama-13b", "alpaca-13b", "dolly-v2-12b", "stablelm-tuned-alpha-7b")
 VERDICTS = ("A", "B", "C")
 TEST_PER_CATEGORY, VALID_PER_CATEGORY = 5, 1  # of each category's 10 questions; train gets the rest
 TRAIN_FROM_SOURCE = True  # a given folder supplies the training pairs too
-DATA_ENV = "S2D_DATA"  # a folder holding mt_bench/ (and gsm8k/, ...): `make` sets it to ../shared/data
 
 
 def data_folder(source: str | Path | None = None) -> Path:
-    """The MT-bench folder: ``source`` if given, else ``$S2D_DATA/mt_bench``; a clear error if neither."""
-    if source is None:
-        root = os.environ.get(DATA_ENV)
-        if not root:
-            raise FileNotFoundError(f"MT-bench data: no DATA_SOURCE given and ${DATA_ENV} is not set. Point DATA_SOURCE "
-                                    f"at a folder holding question.jsonl and model_answer/*.jsonl (FastChat's "
-                                    f"llm_judge/data/mt_bench), or set {DATA_ENV} to a folder holding {FOLDER}/ "
-                                    "(make does this when ../shared/data exists).")
-        source = Path(root) / FOLDER
-    path = Path(source).expanduser()
+    """The MT-bench folder: ``source`` if given, else `tasks.default_source`: ``$S2D_DATA/mt_bench``
+    if ``S2D_DATA`` is set, else the repository's copy ``data/mt_bench`` checked against
+    ``data/SHA256SUMS``. A clear error if the folder lacks MT-bench's files."""
+    path = Path(source if source is not None else default_source(FOLDER)).expanduser()
     if not (path / "question.jsonl").exists() or not (path / "model_answer").is_dir():
         raise FileNotFoundError(f"{path}: expected MT-bench's question.jsonl and model_answer/*.jsonl there")
     return path
