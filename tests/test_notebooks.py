@@ -1,16 +1,20 @@
-"""Notebook smoke tests: papermill runs each notebook with PROFILE="smoke" into a temporary
-results folder, then we check the numbers its last cell recorded against its table files."""
+"""Notebook smoke tests. The suite is a fresh clone of the repository (committed files only,
+nothing beside it, no S2D_DATA, offline) where `make reproduce PROFILE=smoke` runs every notebook as
+a new user would; then we check the numbers each notebook's last cell recorded against its table
+files, and that the run left the clone's `git status` clean. Other tests run one notebook with
+papermill into a temporary results folder."""
 
 import csv
 import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from s2d_utils import paths
-from conftest import SHARED_DATA
 from s2d_utils.system2 import bsm, cot, rar, s2a
 
 pytestmark = pytest.mark.notebook
@@ -18,11 +22,14 @@ pytestmark = pytest.mark.notebook
 
 NOTEBOOKS = ("01_rar_last_letter", "02_rar_coin_flip", "03_s2a_sycophancy", "04_bsm_llm_judge", "05_cot_gsm8k",
              "06_summary")
+# variables that would point a run at data, results or code outside the clone, or tie the inner
+# make to the outer one (`make test` runs us)
+_OUTSIDE = ("S2D_DATA", "S2D_RESULTS", "S2D_FIGURES", "S2D_MODELS", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
 
 
 def run_notebook(name: str, tmp_path, *params: str, check: bool = True):
-    env = {**os.environ, "S2D_RESULTS": str(tmp_path / "results"), "S2D_FIGURES": str(tmp_path / "figures"),
-           "HF_HUB_OFFLINE": "1", "S2D_DATA": str(SHARED_DATA)}
+    env = {k: v for k, v in os.environ.items() if k not in _OUTSIDE}
+    env.update(S2D_RESULTS=str(tmp_path / "results"), S2D_FIGURES=str(tmp_path / "figures"), HF_HUB_OFFLINE="1")
     tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / f"{name}.ipynb"
     proc = subprocess.run([sys.executable, "-m", "papermill", str(paths.NOTEBOOKS / f"{name}.ipynb"), str(out),
@@ -37,14 +44,43 @@ def run_notebook(name: str, tmp_path, *params: str, check: bool = True):
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    """Every notebook with PROFILE="smoke", in make reproduce's order, into one results folder
-    (the summary reads the others' metrics); returns the folder."""
-    if not (SHARED_DATA / "mt_bench").exists() or not (SHARED_DATA / "gsm8k").exists():
-        pytest.skip("the MT-bench and GSM8k data live in ../shared/data (beside the clone in CI)")
-    root = tmp_path_factory.mktemp("smoke")
-    for name in NOTEBOOKS:
-        run_notebook(name, root)
+    """`git clone` this repository into an empty temporary folder and run `make reproduce
+    PROFILE=smoke` there, as on a fresh machine: no ../shared beside it, no S2D_DATA, HF_HUB_OFFLINE
+    on (a notebook reaching for the network fails). Shared with the clone, not rebuilt: the venv
+    running these tests (make's venv targets are marked up to date with -o, the clone's code comes
+    first on PYTHONPATH) and the converted embedded models (S2D_MODELS, a cache of the pinned
+    wheels). Returns the clone; its results/ and figures/ hold what the notebooks wrote."""
+    root = tmp_path_factory.mktemp("fresh") / "s2d"
+    subprocess.run(["git", "clone", "--quiet", str(paths.ROOT), str(root)], check=True, timeout=120)
+    venv = Path(sys.prefix)
+    env = {k: v for k, v in os.environ.items() if k not in _OUTSIDE}
+    env.update(PYTHONPATH=str(root), S2D_MODELS=str(paths.MODELS), HF_HUB_OFFLINE="1")
+    where = subprocess.run([sys.executable, "-c", "import s2d_utils.paths as p; print(p.ROOT)"], env=env, cwd=root,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where) == root, f"the clone's notebooks would import s2d_utils from {where}"
+    start = time.monotonic()
+    proc = subprocess.run(["make", "-o", f"{venv}/.installed", "-o", f"{venv}/.qwen", "reproduce", "PROFILE=smoke",
+                           f"VENV={venv}"], cwd=root, env=env, capture_output=True, text=True, timeout=1500)
+    print(f"fresh clone: make reproduce PROFILE=smoke took {time.monotonic() - start:.0f} s\n{proc.stdout[-2000:]}")
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "preflight (profile smoke):" in proc.stdout and proc.stdout.index("preflight") < proc.stdout.index("== 01_")
     return root
+
+
+def test_a_fresh_clone_reproduces_every_table_and_leaves_git_status_clean(suite):
+    committed = subprocess.run(["git", "ls-files", "figures"], cwd=suite, capture_output=True, text=True,
+                               check=True).stdout.split()
+    tables = [Path(f) for f in committed if Path(f).suffix in (".md", ".csv", ".png")]
+    assert len(tables) >= 17
+    for f in tables:  # each committed (cpu) table and figure has its smoke counterpart, written by this run
+        smoke = suite / f.with_name(f"{f.stem}.smoke{f.suffix}")
+        assert smoke.exists() and smoke.stat().st_size > 0, smoke
+    for name in NOTEBOOKS:
+        assert (suite / "results" / "executed" / f"{name}.ipynb").exists()
+        assert (suite / "results" / "metrics" / f"{name}.smoke.json").exists() or name == "06_summary"
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=suite, capture_output=True,
+                            text=True, check=True).stdout
+    assert status == "", f"the smoke run left these in the clone's git status:\n{status}"
 
 
 def metrics_of(root, name):
