@@ -66,7 +66,9 @@ class LoraSettings:
     learning_rate: float = 2e-4
     epochs: int = 3
     batch_size: int = 8
-    max_steps: int | None = None
+    max_steps: int | None = None  # a cap (smoke runs)
+    min_steps: int = 1  # a floor: at least this many optimizer steps, however few the pairs
+    steps: int | None = None  # an exact budget (the paper's step counts); wins over epochs and the floor
     seed: int = 0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -132,9 +134,13 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
     inner = base.model
     use_cache = inner.config.use_cache
     # recompute each layer's activations in the backward pass instead of keeping them: same
-    # gradients, about a quarter more compute, and a fraction of the memory (~2.5 GB at batch 8)
+    # gradients, about a quarter more compute, and a fraction of the memory (~2.5 GB at batch 8).
+    # Short batches (RaR, CoT answers: < 2k tokens a step) keep their activations: they are small.
+    longest = max(len(_tokenize(base, p)[0]) for p in pairs)
+    checkpointing = longest * min(settings.batch_size, len(pairs)) > CHECKPOINT_TOKENS
     inner.config.use_cache = False
-    inner.activation_checkpointing_enable({"use_reentrant": False})
+    if checkpointing:
+        inner.activation_checkpointing_enable({"use_reentrant": False})
     model = get_peft_model(inner, LoraConfig(
         task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules)))
@@ -143,7 +149,8 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
         return _train(base, model, pairs, settings, out, name, progress)
     finally:
         model.unload()  # take the LoRA layers out again: base.model is the unchanged base model
-        inner.activation_checkpointing_disable()
+        if checkpointing:
+            inner.activation_checkpointing_disable()
         if getattr(inner, "_require_grads_hooks", None):
             inner.disable_input_require_grads()  # the hook checkpointing put on the embeddings
         inner.config.use_cache = use_cache
@@ -152,6 +159,16 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
             p.requires_grad_(False)
         del model
         free_memory()
+
+
+CHECKPOINT_TOKENS = 2048  # padded tokens per step above which activations are recomputed, not kept
+
+
+def training_steps(n_pairs: int, settings: LoraSettings) -> int:
+    """Optimizer steps for ``n_pairs`` pairs: the exact budget if set, else ``epochs`` passes but at
+    least ``min_steps``; ``max_steps`` caps either."""
+    total = settings.steps or max(math.ceil(n_pairs / settings.batch_size) * settings.epochs, settings.min_steps)
+    return min(total, settings.max_steps) if settings.max_steps else total
 
 
 def answer_loss(model, ids, mask, labels):
@@ -180,8 +197,7 @@ def _train(base: LoadedModel, model, pairs, settings: LoraSettings, out: Path, n
 
     device = next(model.parameters()).device
     data = [_tokenize(base, p) for p in pairs]
-    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
-    total = settings.max_steps or steps_per_epoch * settings.epochs
+    total = training_steps(len(data), settings)
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
                               weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / max(total, 1))  # linear decay

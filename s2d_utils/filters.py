@@ -6,10 +6,12 @@ task can train on the answer, the whole final response, or a verdict), and per-i
 diagnostics (`Decision`: what the filter saw and why it kept or dropped the input).
 
 - `self_consistency` (paper Sec. 4.1, RaR; Sec. 4.4, CoT): vote over the N sampled answers.
-  Parse failures are votes for nothing: they count in N but never win.
-  rule "majority" (default, the paper's wording "drop inputs without a majority"): keep the top
-  answer only if it has more than N/2 votes. rule "plurality": keep it if it has strictly more
-  votes than the runner-up (a tie at the top drops the input).
+  A sample whose answer does not parse abstains: the vote is over the parsed answers only, and
+  `Decision.abstained` says how many did not vote (an input where nothing parses is dropped).
+  rule "majority" (RaR, the paper's wording "drop inputs without a majority"): keep the top
+  answer only if it has more than half of the parsed votes. rule "plurality" (CoT: the paper kept
+  7,461 of 7,473 GSM8k questions, a yield only a plurality vote gives): keep it if it has strictly
+  more votes than the runner-up (a tie at the top drops the input).
 - `no_filter`: the ablation "Distill System 2 without the filter": the first sample, whatever it
   says (inputs whose first sample does not parse have no target and are dropped).
 - `perturbation_agreement` (Sec. 4.3, BSM): run the program on each input and on a perturbed
@@ -50,6 +52,11 @@ class Decision:
     @property
     def kept(self) -> bool:
         return bool(self.detail.get("kept", self.answer is not None))
+
+    @property
+    def abstained(self) -> int:
+        """Samples whose answer did not parse (they cast no vote)."""
+        return self.n - sum(self.votes.values())
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def vote(answers: Sequence[str | None], rule: str = "majority") -> tuple[str | N
     top, top_n = ranked[0]
     second = ranked[1][1] if len(ranked) > 1 else 0
     margin = top_n - second
-    ok = top_n * 2 > len(answers) if rule == "majority" else margin > 0
+    ok = top_n * 2 > sum(counts.values()) if rule == "majority" else margin > 0  # parse failures abstain
     return (top if ok else None), dict(counts), margin
 
 
@@ -265,9 +272,16 @@ def diagnostics(result: FilterResult, labeled: Sequence[Example], traces: Sequen
              if k.answer is not None]
     judged = [k for k in result.kept if gold[k.example.id] is not None]
     prec = sum(bool(score(k.answer, gold[k.example.id])) for k in judged) / len(judged) if judged else None
+    voted = [[t.answer for t in by_id[d.id]] for d in result.decisions if d.id in by_id]
+    targets = Counter(k.answer for k in result.kept)
+    top_target = targets.most_common(1)[0] if targets else (None, 0)
     return {
         "inputs": len(result.decisions),
         "kept": len(result.kept),
+        **{f"kept if {rule}": sum(vote(a, rule)[0] is not None for a in voted) for rule in RULES},
+        "abstained": sum(a is None for answers in voted for a in answers) / max(1, sum(map(len, voted))),
+        "targets": dict(targets.most_common()),
+        "top_target_share": top_target[1] / len(result.kept) if result.kept else None,
         "kept_with_gold": len(judged),
         "yield": result.yield_,
         "precision": prec,

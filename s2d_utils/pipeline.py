@@ -23,11 +23,11 @@ from types import ModuleType
 from typing import Any, Callable, Sequence
 
 from . import distill, filters, profiles, report
-from .evaluate import SystemResult, evaluate, mcnemar
+from .evaluate import SystemResult, _discordant, detectable_difference, evaluate, mcnemar, wilson
 from .generation import fits, generate
 from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
-from .system2 import Trace
-from .tasks import Example, is_hub_id
+from .system2 import Trace, cut_share, parse, rescore
+from .tasks import Example, is_hub_id, parse_rules
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -71,6 +71,7 @@ class Experiment:
     filters: dict[str, dict] = field(default_factory=dict)
     trained: dict[str, distill.TrainResult | None] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # method-specific numbers for findings and metrics
+    test: list[Example] = field(default_factory=list)  # the labeled test set (set by `data`)
 
     @property
     def greedy(self) -> dict[str, Any]:
@@ -120,6 +121,7 @@ def data(exp: Experiment, source: Any = None, **task_kw: Any) -> tuple[list[Exam
     train = exp.task.load("train", n=s.n_train, seed=exp.seed, source=train_source, **task_kw)
     test = exp.task.load("test", n=s.n_test, seed=exp.seed, source=source, **task_kw)
     exp.manifest.data = {"train": report.data_hash(train), "test": report.data_hash(test)}
+    exp.test = list(test)
     unlabel = getattr(exp.task, "unlabel", lambda e: replace(e, gold=None))
     return train, [unlabel(e) for e in train], test
 
@@ -184,7 +186,8 @@ def train_students(exp: Experiment, kept: dict[str, filters.FilterResult],
     trains nothing: that student is the base model, and the table notes say so. ``prompt`` builds
     the student's prompt from an input (default: the input text, the System 1 prompt)."""
     s = exp.sizes
-    lora = distill.LoraSettings(epochs=s.epochs, batch_size=s.lora_batch, max_steps=s.max_steps, seed=exp.seed)
+    lora = distill.LoraSettings(epochs=s.epochs, batch_size=s.lora_batch, max_steps=s.max_steps, min_steps=s.min_steps,
+                                steps=s.steps, seed=exp.seed)
     with exp.manifest.stage("fine-tune"):
         for name, res in kept.items():
             pairs = distill.sft_pairs(res.kept, target, prompt)
@@ -237,11 +240,14 @@ def _p(p: float) -> str:
 
 
 def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
-    """(exact McNemar p, "no significant difference" | "<a> is higher" | "<a> is lower") for two
-    results on the same inputs."""
+    """(exact McNemar p, what it shows) for two results on the same inputs: "<a> is higher" or
+    "lower" (p < 0.05), else "not shown" with the smallest difference this n could detect at 80%
+    power (absence of evidence is not evidence of no difference)."""
     p = mcnemar(ra, rb)
     if p >= 0.05:
-        return p, "no significant difference"
+        only_a, only_b = _discordant(ra.correct, rb.correct)
+        mde = detectable_difference(ra.n, (only_a + only_b) / ra.n)
+        return p, (f"no difference shown (n = {ra.n} detects {100 * mde:.0f} points or more with 80% power)")
     return p, f"{a} is {'higher' if ra.accuracy > rb.accuracy else 'lower'}"
 
 
@@ -304,19 +310,115 @@ def lenient_accuracy(exp: Experiment, names: Sequence[str], test: Sequence[Examp
     return text
 
 
+CONSTANT = report.CONSTANT
+
+
+def constant_row(exp: Experiment, test: Sequence[Example]) -> SystemResult | None:
+    """Where the answer space is closed (``task.ANSWERS``: yes/no, a judge's A/B/tie), the best
+    one-answer-for-everything system, scored on the test labels: the floor any claim must clear."""
+    answers = getattr(exp.task, "ANSWERS", None)
+    if not answers:
+        return None
+    scored = {a: tuple(bool(exp.task.score(a, e.gold)) for e in test) for a in answers}
+    best = max(answers, key=lambda a: sum(scored[a]))
+    correct = scored[best]
+    lo, hi = wilson(sum(correct), len(correct))
+    extra = {"answer": best}
+    groups = [str(e.meta.get("group")) for e in test]
+    for g in sorted(set(groups)) if any("group" in e.meta for e in test) else ():
+        hits = [c for c, x in zip(correct, groups) if x == g]
+        extra[f"accuracy[{g}]"], extra[f"n[{g}]"] = sum(hits) / len(hits), len(hits)
+    return SystemResult(CONSTANT, len(test), sum(correct) / len(correct), lo, hi, 0.0, 0.0, correct, 1, extra)
+
+
+def outcomes(exp: Experiment, test: Sequence[Example]) -> dict[str, Any]:
+    """Per test input and row: the answer and whether it is right under each of the task's parse
+    rules (the first is the table's), re-read from the cached traces (`system2.rescore`), nothing
+    regenerated; plus each input's group and each constant answer's outcomes. The summary's
+    verdicts are computed from these."""
+    rules = parse_rules(exp.task)
+    table_rule = next(iter(rules))
+    rows = {}
+    for r in exp.rows:
+        traces = exp.traces.get(r.name)
+        entry = {"correct": {table_rule: [bool(c) for c in r.correct]}, "answers": {}}
+        if traces is not None:
+            firsts = [ts[:1] for ts in traces]
+            entry["answers"][table_rule] = [ts[0].answer for ts in firsts]
+            for rule, kw in list(rules.items())[1:]:
+                again = rescore(firsts, test, exp.task, lambda c, e, kw=kw: parse(exp.task, c.output, c.finish_reason,
+                                                                                   e, **kw))
+                entry["answers"][rule] = [ts[0].answer for ts in again]
+                entry["correct"][rule] = [bool(exp.task.score(ts[0].answer, e.gold)) for ts, e in zip(again, test)]
+        elif r.name == CONSTANT:
+            entry["answers"][table_rule] = [r.extra["answer"]] * r.n
+        rows[r.name] = entry
+    return {"rules": list(rules), "rows": rows,
+            "groups": [e.meta.get("group") for e in test]}
+
+
+def training_notes(exp: Experiment) -> list[str]:
+    """One note per trained student: kept pairs, optimizer steps against the profile's budget, final loss."""
+    s = exp.sizes
+    budget = (f"the profile's budget: {s.steps} steps" if s.steps else
+              f"the profile's budget: {s.epochs} epochs of batch {s.lora_batch}, at least {s.min_steps} steps")
+    parts = [f"{name}: {t.examples} pairs, {t.steps} optimizer steps, final training loss {t.losses[-1]:.3f}"
+             for name, t in exp.trained.items() if t is not None and t.losses]
+    return [f"Training ({budget}): " + "; ".join(parts) + "."] if parts else []
+
+
+def guard_findings(exp: Experiment, share: float = 0.9) -> list[str]:
+    """Sentences that stop a constant from passing for a result: a system giving one answer to
+    ``share`` of the test inputs, and a filter whose kept targets are (nearly) all one answer."""
+    out = []
+    for r in exp.rows:
+        traces = exp.traces.get(r.name)
+        if not traces:
+            continue
+        answers = [ts[0].answer for ts in traces]
+        top, count = Counter(answers).most_common(1)[0]
+        if count >= share * len(answers):
+            said = "no parsed answer" if top is None else repr(top)
+            out.append(f"{r.name} gives one answer ({said}) to {count} of {len(answers)} test inputs: its accuracy is "
+                       "that answer's, and it cannot carry a verdict on the paper's claims.")
+    for name, f in exp.filters.items():
+        targets = f.get("targets") or {}
+        kept = sum(targets.values())
+        if kept > 1 and None not in targets:
+            top, count = max(targets.items(), key=lambda kv: kv[1])
+            shown = ", ".join(f"{a!r} {c}" for a, c in targets.items())
+            if count == kept:
+                out.append(f"Every one of the {kept} targets the filter kept for {name} is {top!r}: that student can "
+                           "learn only a constant.")
+            elif count >= share * kept:
+                out.append(f"The filter's targets for {name} are nearly one answer ({shown}).")
+    return out
+
+
 def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable, title: str,
            mcnemar_pairs: Sequence[tuple[str, str]],
            findings: Sequence[str] = (), notes: Sequence[str] = (), figure_title: str | None = None,
            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the table (md + csv, paper beside ours), the figure and the metrics; return the metrics."""
+    test = exp.test or None
+    if test is not None and (const := constant_row(exp, test)) is not None and CONSTANT not in {r.name for r in exp.rows}:
+        exp.rows.append(const)
+    exp.rows = [replace(r, extra={**r.extra, "cut": cut_share(exp.traces[r.name])}) if r.name in exp.traces else r
+                for r in exp.rows]
     tests = mcnemar_tests(exp, mcnemar_pairs)
     lm = exp.lm
     where = f"{os.cpu_count()} CPU cores" if lm.device == "cpu" else lm.device
     base_notes = [f"ours: {lm.name} on {where}, profile {exp.profile}, seed {exp.seed}; paper: {report.PAPER_MODEL}.",
                   "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
-                  "Parse fail: share of answers that do not parse (counted as wrong)."]
+                  "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "
+                  "token cap stopped (a cut completion counts only if it states its answer in the strict form)."]
+    if CONSTANT in {r.name for r in exp.rows}:
+        base_notes.append(f"{CONSTANT}: the one answer ({exp.row(CONSTANT).extra['answer']!r}) that, given to every "
+                          "test input, scores best; any claim must clear it as well as System 1.")
     base_notes += [f"{name}: no training input had a usable target, so no fine-tuning step ran; the row is the base model."
                    for name, t in exp.trained.items() if t is None]
+    base_notes += training_notes(exp)
+    findings = [*findings, *guard_findings(exp)]
     df = report.results_table(exp.rows, paper)
     md, _ = report.save_table(df, table, exp.profile, title, [*base_notes, *notes], findings)
     fig = report.plot_accuracy_vs_tokens(exp.rows, paper, figure_title or f"{title}: accuracy vs #Tokens",
@@ -327,7 +429,9 @@ def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable
         "paper": paper.as_dict(),
         "filters": exp.filters,
         "training": {k: ({"pairs": t.examples, "steps": t.steps, "tokens": t.tokens, "seconds": round(t.seconds, 1),
-                          "reused": t.reused} if t else None) for k, t in exp.trained.items()},
+                          "final_loss": t.losses[-1] if t.losses else None, "reused": t.reused} if t else None)
+                     for k, t in exp.trained.items()},
+        "outcomes": outcomes(exp, test) if test is not None else None,
         "mcnemar": tests,
         "info": exp.info,
         "findings": list(findings),

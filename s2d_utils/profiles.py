@@ -33,6 +33,11 @@ class Sizes:
     epochs: int = 3
     lora_batch: int = 8
     max_steps: int | None = None  # caps fine-tuning steps (smoke)
+    # training budget in optimizer steps: ``steps`` (the paper's count, `paper` profile) wins;
+    # otherwise `epochs` passes over the kept pairs, but at least ``min_steps`` (a student trained on
+    # 6 pairs for 3 epochs takes 3 steps and learns only the answer format: the floor stops that)
+    min_steps: int = 1
+    steps: int | None = None
     batch_size: int = 128  # generation rows in flight; 128 beat 64 by ~23% on 2 CPU cores
 
     def as_dict(self) -> dict:
@@ -41,7 +46,7 @@ class Sizes:
     def validate(self) -> "Sizes":
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name == "max_steps":
+            if value is None and f.name in ("max_steps", "steps", "n_test_k"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{f.name}={value!r}: must be a number")
@@ -104,6 +109,7 @@ class CotSizes(Sizes):
     system1_tokens: int = 16
     cot_tokens: int = 160
     student_tokens: int = 16
+    n_test_k: int | None = None  # test questions sampled ``samples`` times for maj@5/10 (None: all); the rest once
 
 
 _RAR_SMOKE = RarSizes(n_train=6, n_test=6, samples=2, n_answer=1, system1_tokens=12, rar1_tokens=16,
@@ -116,18 +122,19 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # the 0.5B model decodes ~80-100 tokens/s here (GEMM-bound): 100 test questions and
             # 32 unlabeled ones keep a cold run near 15 minutes (measured: see the README)
             "cpu": RarSizes(n_train=32, n_test=100, samples=8, n_answer=1, system1_tokens=48, rar1_tokens=128,
-                            rephrase_tokens=64, answer_tokens=64),
-            # Sec. 4.1: 200 train / 200 test, 8 samples; token caps generous for a 70B model
+                            rephrase_tokens=64, answer_tokens=64, min_steps=12),
+            # Sec. 4.1: 200 train / 200 test, 8 samples; token caps generous for a 70B model; 3 steps
             "paper": RarSizes(n_train=200, n_test=200, samples=8, n_answer=1, system1_tokens=128, rar1_tokens=512,
-                              rephrase_tokens=256, answer_tokens=256),
+                              rephrase_tokens=256, answer_tokens=256, steps=3),
         },
         "coin_flip": {
             "smoke": _RAR_SMOKE,
-            "cpu": RarSizes(n_train=32, n_test=100, samples=8, n_answer=1, system1_tokens=64, rar1_tokens=128,
-                            rephrase_tokens=64, answer_tokens=64),
-            # Sec. 4.1: 20k unlabeled train, 1.33k test; both RaR stages sampled 8 times
+            # 64 unlabeled inputs (issue 18: 32 kept 6, i.e. 3 optimizer steps); floor of 12 steps
+            "cpu": RarSizes(n_train=64, n_test=100, samples=8, n_answer=1, system1_tokens=64, rar1_tokens=128,
+                            rephrase_tokens=64, answer_tokens=64, min_steps=12),
+            # Sec. 4.1: 20k unlabeled train, 1.33k test; both RaR stages sampled 8 times; 100 steps (Sec. 4.1)
             "paper": RarSizes(n_train=20000, n_test=1333, samples=8, n_answer=8, system1_tokens=256, rar1_tokens=512,
-                              rephrase_tokens=256, answer_tokens=256),
+                              rephrase_tokens=256, answer_tokens=256, steps=100),
         },
     },
     "bsm": {
@@ -135,39 +142,41 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             "smoke": BsmSizes(n_train=4, n_test=4, samples=1, max_answer_chars=200, system1_tokens=6, cot_tokens=12,
                               branch_tokens=24, solve_tokens=8, max_steps=2, lora_batch=4),
             # 2 CPU cores prefill ~150 tokens/s at 0.5B and fine-tune ~35 tokens/s: judge prompts of
-            # ~450 tokens make every judgment seconds and every training pass minutes, so 16 test and
-            # 12 unlabeled pairs, answers cut at 400 characters, 2 epochs (measured: README)
-            "cpu": BsmSizes(n_train=12, n_test=16, samples=1, max_answer_chars=400, cot_tokens=128, epochs=2),
+            # ~450 tokens make every judgment seconds and every training step a minute, so 32 test
+            # and 12 unlabeled pairs, answers cut at 400 characters, 2 epochs, floor of 4 steps
+            "cpu": BsmSizes(n_train=12, n_test=32, samples=1, max_answer_chars=400, cot_tokens=128, epochs=2,
+                            min_steps=4),
             # Sec. 4.3: 19,672 unlabeled OASST2 pairs in the paper; here every MT-bench pair of the
-            # split, uncut answers (the test split has 480 strong-vs-weak pairs)
+            # split, uncut answers (the test split has 480 strong-vs-weak pairs); 600 steps
             "paper": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
-                              cot_tokens=1024, branch_tokens=512, solve_tokens=256),
+                              cot_tokens=1024, branch_tokens=512, solve_tokens=256, steps=600),
         },
     },
     "cot": {
         "gsm8k": {
             "smoke": CotSizes(n_train=4, n_test=4, samples=10, shots=2, system1_tokens=6, cot_tokens=12,
                               student_tokens=6, max_steps=2, lora_batch=4),
-            # 2 CPU cores decode ~70 tokens/s at 0.5B: 10 samples of ~150-token CoT per question make
-            # 12 test and 12 unlabeled questions a ~15-minute cold run (measured: README)
-            "cpu": CotSizes(n_train=12, n_test=12, samples=10),
-            # Sec. 4.4: the GSM8k train set (7,473 questions, 7,461 kept) and test set (1,319), K = 10
+            # 2 CPU cores decode ~70 tokens/s at 0.5B: maj@1 on 100 test questions (one sample each),
+            # maj@5/10 on the first 10; 12 unlabeled questions x 10 samples; CoT capped at 320 tokens
+            # (at 160, a third of the zero-shot samples were cut before their answer); floor 12 steps
+            "cpu": CotSizes(n_train=12, n_test=100, samples=10, n_test_k=10, cot_tokens=320, min_steps=12),
+            # Sec. 4.4: the GSM8k train set (7,473 questions, 7,461 kept) and test set (1,319), K = 10;
+            # 5,000 steps
             "paper": CotSizes(n_train=7465, n_test=1319, samples=10, system1_tokens=32, cot_tokens=512,
-                              student_tokens=32),
+                              student_tokens=32, steps=5000),
         },
     },
     "s2a": {
         "sycophancy": {
             "smoke": S2aSizes(n_train=4, n_test=6, samples=2, unbiased_share=0.5, system1_tokens=12, rewrite_tokens=16,
                               answer_tokens=12, usc_tokens=12, max_steps=2, lora_batch=4),
-            # 2 CPU cores: answers are short (~10 tokens), so the paper's 20 samples per input fit;
-            # 120 test questions (a quarter bare, so the unbiased column has 30) and 24 unlabeled
-            # inputs keep a cold run under 20 minutes (measured: README)
-            "cpu": S2aSizes(n_train=24, n_test=120, samples=20, unbiased_share=0.25),
+            # 2 CPU cores: 200 test questions (a quarter bare, so the unbiased column has 50), 24
+            # unlabeled inputs with 10 samples each (the paper's own fallback size for USC), floor 12 steps
+            "cpu": S2aSizes(n_train=24, n_test=200, samples=10, unbiased_share=0.25, min_steps=12),
             # Sec. 4.2: 6,668 unlabeled inputs, 350 biased + 50 unbiased test inputs, USC over 20
-            # samples (needs SycophancyEval's answer.jsonl as DATA_SOURCE: the analog is smaller)
+            # samples (needs SycophancyEval's answer.jsonl as DATA_SOURCE: the analog is smaller); 350 steps
             "paper": S2aSizes(n_train=6668, n_test=400, samples=20, unbiased_share=0.125, system1_tokens=256,
-                              rewrite_tokens=256, answer_tokens=256, usc_tokens=32),
+                              rewrite_tokens=256, answer_tokens=256, usc_tokens=32, steps=350),
         },
     },
 }

@@ -21,6 +21,7 @@ from . import paths
 from .evaluate import SystemResult, wilson
 
 PAPER_MODEL = "meta-llama/Llama-2-70b-chat-hf"
+CONSTANT = "Best constant answer"  # a row of ours only: one answer for every input (closed answer spaces)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class PaperTable:
     measures: tuple[Measure, ...] = T1_MEASURES
 
     def row(self, name: str) -> dict[str, float | None]:
+        if name == CONSTANT:
+            return {c: None for c in self.columns}
         if name not in self.rows:
             raise KeyError(f"{self.name}: the paper has no row {name!r}; rows: {list(self.rows)}")
         return self.rows[name]
@@ -173,6 +176,7 @@ def results_table(results: Sequence[SystemResult], paper: PaperTable):
                 label = "95% CI" if len(ci_measures) == 1 else f"{m.label.rstrip(' %')} 95% CI"
                 row[label] = f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
         row["Parse fail %"] = round(100 * r.parse_failures, 1)
+        row["Cut %"] = round(100 * r.extra["cut"], 1) if "cut" in r.extra else None
         for m in paper.measures:
             row[f"{m.label} (paper)"] = reference.get(m.column)
         rows.append(row)
@@ -232,6 +236,12 @@ def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: PaperTable,
     for i, r in enumerate(results):
         c = colors[i % len(colors)]
         values = r.as_dict()
+        if r.name == CONSTANT:  # no tokens to plot: a floor across the axis
+            for m in measures:
+                if values.get(m.key) is not None:
+                    axes[0].axhline(100 * values[m.key], color="grey", ls="--", lw=1)
+            handles.append(Line2D([], [], color="grey", ls="--", label=f"{r.name} ({values.get('answer')!r})"))
+            continue
         for m, marker in zip(measures, MARKERS):
             v = values.get(m.key)
             if v is None:

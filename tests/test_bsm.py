@@ -186,6 +186,6 @@ def test_table3_layout():
                        [_trace("p0~swap", "B"), _trace("p1~swap", "B")], task)
     df = report.results_table([r], report.paper_table("table3", "mt_bench"))
     assert list(df.columns) == ["Method", "n", "Agree % (ours)", "95% CI", "Inconsistent % (ours)", "#Tokens (ours)",
-                                "Parse fail %", "Agree % (paper)", "Inconsistent % (paper)", "#Tokens (paper)"]
+                                "Parse fail %", "Cut %", "Agree % (paper)", "Inconsistent % (paper)", "#Tokens (paper)"]
     assert df.iloc[0]["Agree % (ours)"] == 50.0 and df.iloc[0]["Inconsistent % (ours)"] == 50.0
     assert set(report.paper_table("table3", "oasst2").rows) == set(bsm.ROWS)

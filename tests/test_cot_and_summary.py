@@ -114,35 +114,126 @@ def test_summary_names_the_missing_or_stale_notebook(tmp_path, monkeypatch):
         summary.load_metrics("smoke", blocks=blocks)
 
 
+def _vec(n_right: int, n: int = 100, offset: int = 0) -> list[bool]:
+    """n outcomes, ``n_right`` of them right, starting at ``offset`` (wrapping)."""
+    return [((i - offset) % n) < n_right for i in range(n)]
+
+
+def _outcome_metrics(correct: dict, answers: dict | None = None, training=None, filters=None, tokens=None,
+                     rules=("flexible",), groups=None):
+    """Metrics as pipeline.finish records them: per-input outcomes under each parse rule."""
+    first = next(iter(correct.values()))
+    by_rule = {name: (v if isinstance(v, dict) else {rules[0]: v}) for name, v in correct.items()}
+    n = len(next(iter(by_rule[next(iter(by_rule))].values())))
+    answers = answers or {}
+    rows_out = {name: {"correct": vs, "answers": {r: answers.get(name, [f"a{i}" for i in range(n)]) for r in rules}}
+                for name, vs in by_rule.items()}
+    tokens = tokens or {}
+    rows = {name: _r(sum(next(iter(vs.values()))) / n, tokens.get(name, 10.0)) for name, vs in by_rule.items()}
+    m = _metrics(rows, {}, training or {})
+    m["filters"] = filters or {}
+    m["outcomes"] = {"rules": list(rules), "rows": rows_out, "groups": groups or [None] * n}
+    return m
+
+
+def _verdicts(b, m):
+    return {v["claim"]: v for v in summary.verdicts({b.notebook: m}, blocks=(b,))}
+
+
 def test_verdicts_follow_the_numbers():
     from s2d_utils.system2 import rar
 
     b = summary.BLOCKS[1]  # coin flip
-    rows = {rar.SYSTEM1: _r(0.2, 10), rar.TWO_STEP: _r(0.6, 100), rar.DISTILL_SYSTEM2: _r(0.55, 5),
-            rar.DISTILL_NO_FILTER: _r(0.3, 5)}
-    mc = {f"{rar.TWO_STEP} vs {rar.SYSTEM1}": 0.001, f"{rar.DISTILL_SYSTEM2} vs {rar.SYSTEM1}": 0.001,
-          f"{rar.DISTILL_SYSTEM2} vs {rar.TWO_STEP}": 0.4, f"{rar.DISTILL_SYSTEM2} vs {rar.DISTILL_NO_FILTER}": 0.01}
-    trained = {rar.DISTILL_SYSTEM2: {"steps": 3}, rar.DISTILL_NO_FILTER: {"steps": 3}}
-    got = {v["claim"]: v["verdict"] for v in summary.verdicts({b.notebook: _metrics(rows, mc, trained)}, blocks=(b,))}
-    assert got == {"distilled System 1 beats System 1": "held",
-                   "distilled System 1 near System 2 at a fraction of its tokens": "held",
-                   "the unsupervised filter matters": "held"}
-    mc[f"{rar.TWO_STEP} vs {rar.SYSTEM1}"] = 0.5  # the teacher is no better than System 1
-    mc[f"{rar.DISTILL_SYSTEM2} vs {rar.DISTILL_NO_FILTER}"] = 0.2
-    got = {v["claim"]: v["verdict"] for v in summary.verdicts({b.notebook: _metrics(rows, mc, trained)}, blocks=(b,))}
-    assert got["distilled System 1 near System 2 at a fraction of its tokens"] == "not testable"
-    assert got["the unsupervised filter matters"] == "not held"
-    trained[rar.DISTILL_SYSTEM2] = None
-    got = {v["claim"]: v["verdict"] for v in summary.verdicts({b.notebook: _metrics(rows, mc, trained)}, blocks=(b,))}
-    assert got["distilled System 1 beats System 1"] == "not testable"
+    correct = {rar.SYSTEM1: _vec(20), rar.TWO_STEP: _vec(60), rar.DISTILL_SYSTEM2: _vec(58), rar.DISTILL_NO_FILTER: _vec(30)}
+    tokens = {rar.SYSTEM1: 10, rar.TWO_STEP: 100, rar.DISTILL_SYSTEM2: 5, rar.DISTILL_NO_FILTER: 5}
+    trained = {rar.DISTILL_SYSTEM2: {"pairs": 40, "steps": 15}, rar.DISTILL_NO_FILTER: {"pairs": 60, "steps": 24}}
+    filters = {rar.DISTILL_SYSTEM2: {"targets": {"yes": 20, "no": 20}}, rar.DISTILL_NO_FILTER: {"targets": {"yes": 30, "no": 30}}}
+    got = _verdicts(b, _outcome_metrics(correct, training=trained, filters=filters, tokens=tokens))
+    assert {k: v["verdict"] for k, v in got.items()} == {summary.BEATS: "held", summary.NEAR: "held", summary.FILTER: "held"}
+    assert "+38.0 points" in got[summary.BEATS]["numbers"] and "McNemar p < 1e-4" in got[summary.BEATS]["numbers"]
+
+    # the teacher is no better than System 1: nothing to distill, every claim is not testable
+    weak = {**correct, rar.TWO_STEP: _vec(22)}
+    got = _verdicts(b, _outcome_metrics(weak, training=trained, filters=filters, tokens=tokens))
+    assert {v["verdict"] for v in got.values()} == {"not testable"}
+    assert "does not beat System 1 significantly" in got[summary.NEAR]["numbers"]
+
+    # a student whose kept targets are all one answer, or that was never trained
+    one = {**filters, rar.DISTILL_SYSTEM2: {"targets": {"yes": 40}}}
+    got = _verdicts(b, _outcome_metrics(correct, training=trained, filters=one, tokens=tokens))
+    assert got[summary.BEATS]["verdict"] == "not testable" and "same answer ('yes')" in got[summary.BEATS]["numbers"]
+    got = _verdicts(b, _outcome_metrics(correct, training={**trained, rar.DISTILL_SYSTEM2: None}, filters=filters,
+                                        tokens=tokens))
+    assert got[summary.BEATS]["verdict"] == "not testable"
+
+    # a system that answers one thing to >= 90% of inputs (System 1 never parses) cannot carry a verdict
+    answers = {rar.SYSTEM1: [None] * 100}
+    got = _verdicts(b, _outcome_metrics(correct, answers, training=trained, filters=filters, tokens=tokens))
+    assert got[summary.BEATS]["verdict"] == "not testable"
+    assert "System 1 gives one answer (no parsed answer) to 100 of 100" in got[summary.BEATS]["numbers"]
+
+    # a student at the best constant answer's level: beating System 1 is not enough
+    with_const = {**correct, summary.CONSTANT: _vec(57, offset=1)}
+    got = _verdicts(b, _outcome_metrics(with_const, training=trained, filters=filters, tokens=tokens))
+    assert got[summary.BEATS]["verdict"] == "not testable"  # System 2 (60%) does not beat the constant (57%) either
+    assert "best constant answer" in got[summary.BEATS]["numbers"]
+
+
+def test_verdicts_say_not_shown_depends_and_not_held():
+    from s2d_utils.system2 import rar
+
+    b = summary.BLOCKS[1]
+    trained = {rar.DISTILL_SYSTEM2: {"pairs": 40}, rar.DISTILL_NO_FILTER: {"pairs": 60}}
+    tokens = {rar.SYSTEM1: 10, rar.TWO_STEP: 100, rar.DISTILL_SYSTEM2: 5, rar.DISTILL_NO_FILTER: 5}
+    # underpowered: 12 inputs, the filter ablation differs by one answer
+    small = {rar.SYSTEM1: _vec(0, 12), rar.TWO_STEP: _vec(10, 12), rar.DISTILL_SYSTEM2: _vec(6, 12),
+             rar.DISTILL_NO_FILTER: _vec(5, 12)}
+    got = _verdicts(b, _outcome_metrics(small, training=trained, tokens=tokens))
+    assert got[summary.FILTER]["verdict"] == "not shown"
+    assert "n = 12 detects a difference of" in got[summary.FILTER]["numbers"]
+    # equivalence within the margin contradicts "the filter matters"
+    same = {rar.SYSTEM1: _vec(20, 400), rar.TWO_STEP: _vec(60, 400), rar.DISTILL_SYSTEM2: _vec(200, 400),
+            rar.DISTILL_NO_FILTER: _vec(200, 400)}
+    got = _verdicts(b, _outcome_metrics(same, training=trained, tokens=tokens))
+    assert got[summary.FILTER]["verdict"] == "not held"
+    # "near System 2" needs the CI above -10 points and at most half the tokens
+    assert got[summary.NEAR]["verdict"] == "held"
+    got = _verdicts(b, _outcome_metrics(same, training=trained, tokens={**tokens, rar.DISTILL_SYSTEM2: 80}))
+    assert got[summary.NEAR]["verdict"] == "not held" and "more than 50%" in got[summary.NEAR]["numbers"]
+    # two parse rules that disagree
+    two = {rar.SYSTEM1: {"flexible": _vec(0), "lenient": _vec(57)}, rar.TWO_STEP: {"flexible": _vec(20), "lenient": _vec(64, offset=30)},
+           rar.DISTILL_SYSTEM2: {"flexible": _vec(43), "lenient": _vec(43)},
+           rar.DISTILL_NO_FILTER: {"flexible": _vec(43), "lenient": _vec(43)}}
+    got = _verdicts(b, _outcome_metrics(two, training=trained, tokens=tokens, rules=("flexible", "lenient")))
+    assert got[summary.BEATS]["verdict"].startswith("depends on the parse rule")
+    assert "(flexible)" in got[summary.BEATS]["verdict"] and "not testable (lenient)" in got[summary.BEATS]["verdict"]
+
+
+def test_verdicts_per_group():
+    from s2d_utils.system2 import s2a
+
+    b = summary.BLOCKS[2]
+    groups = ["biased"] * 150 + ["unbiased"] * 50
+    vec = lambda biased, unbiased: _vec(biased, 150) + _vec(unbiased, 50)  # noqa: E731
+    correct = {s2a.SYSTEM1: vec(20, 35), s2a.S2A: vec(60, 35), s2a.DISTILL: vec(62, 20), s2a.DISTILL_NO_USC: vec(55, 30)}
+    trained = {s2a.DISTILL: {"pairs": 24}, s2a.DISTILL_NO_USC: {"pairs": 24}}
+    rows = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained, groups=groups,
+                                                          tokens={s2a.S2A: 30, s2a.SYSTEM1: 10, s2a.DISTILL: 10})},
+                            blocks=(b,))
+    got = {(v["method"], v["claim"]): v["verdict"] for v in rows}
+    assert got[("S2A, sycophancy (biased inputs)", summary.BEATS)] == "held"
+    assert got[("S2A, sycophancy (unbiased inputs)", summary.BEATS)] == "not testable"  # S2A does not beat System 1 there
 
 
 def test_cot_verdict_is_about_not_distilling():
     b = summary.BLOCKS[4]
-    rows = {cot.SYSTEM1: _r(0.1, 8), cot.COT0: _r(0.5, 150), cot.COT8: _r(0.4, 150), cot.DISTILL: _r(0.1, 8)}
-    mc = {f"{cot.COT0} vs {cot.SYSTEM1}": 0.001, f"{cot.DISTILL} vs {cot.COT0}": 0.001}
-    (v,) = summary.verdicts({b.notebook: _metrics(rows, mc, {cot.DISTILL: {}})}, blocks=(b,))
+    trained = {cot.DISTILL: {"pairs": 10}}
+    correct = {cot.SYSTEM1: _vec(10), cot.COT0: _vec(50), cot.COT8: _vec(40), cot.DISTILL: _vec(10, offset=5)}
+    (v,) = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained)}, blocks=(b,))
     assert (v["claim"], v["verdict"]) == ("CoT on GSM8k does not distill", "held")
-    mc[f"{cot.COT0} vs {cot.SYSTEM1}"] = 0.3
-    (v,) = summary.verdicts({b.notebook: _metrics(rows, mc, {cot.DISTILL: {}})}, blocks=(b,))
+    correct[cot.DISTILL] = _vec(49, offset=1)  # the student keeps CoT's accuracy: contradicted
+    (v,) = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained)}, blocks=(b,))
+    assert v["verdict"] == "not held"
+    correct[cot.COT0] = _vec(12)
+    (v,) = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained)}, blocks=(b,))
     assert v["verdict"] == "not testable"

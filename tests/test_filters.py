@@ -14,15 +14,17 @@ def traces(ex_id, answers, finals=None):
 
 def test_vote_majority_and_plurality():
     assert filters.vote(["ab"] * 5 + ["cd"] * 3, "majority") == ("ab", {"ab": 5, "cd": 3}, 2)
-    # 4 of 8 is not more than half: no majority
-    assert filters.vote(["ab"] * 4 + ["cd"] * 2 + [None] * 2, "majority")[0] is None
+    # parse failures abstain: 4 of the 6 parsed votes is a majority; 4 of 8 parsed is not
+    assert filters.vote(["ab"] * 4 + ["cd"] * 2 + [None] * 2, "majority")[0] == "ab"
+    assert filters.vote(["ab"] * 4 + ["cd"] * 4, "majority")[0] is None
     assert filters.vote(["ab"] * 4 + ["cd"] * 2 + [None] * 2, "plurality")[0] == "ab"
     # a tie at the top drops the input under either rule
     assert filters.vote(["ab"] * 4 + ["cd"] * 4, "plurality") == (None, {"ab": 4, "cd": 4}, 0)
     assert filters.vote(["ab"] * 4 + ["cd"] * 4, "majority")[0] is None
-    # parse failures never win, but count in N
+    # parse failures never win and cast no vote
     assert filters.vote([None] * 8, "plurality") == (None, {}, 0)
-    assert filters.vote(["ab"] * 3 + [None] * 5, "majority")[0] is None
+    assert filters.vote(["ab"] * 3 + [None] * 5, "majority")[0] == "ab"
+    assert filters.vote(["ab"] * 2 + ["cd"] * 2 + [None] * 4, "majority")[0] is None
     with pytest.raises(ValueError, match="rule='mode'"):
         filters.vote(["a"], "mode")
 
@@ -100,7 +102,11 @@ def test_diagnostics_precision_uses_gold_only_for_reporting():
     res = filters.self_consistency(labeled, ts)
     d = filters.diagnostics(res, labeled, ts, last_letter.score)
     assert d == {"inputs": 3, "kept": 2, "kept_with_gold": 2, "yield": 2 / 3, "precision": 0.5,
-                 "unfiltered_accuracy": 4 / 9, "parse_failures": 1 / 9, "majority_agreement": 1.0}
+                 "unfiltered_accuracy": 4 / 9, "parse_failures": 1 / 9, "majority_agreement": 1.0,
+                 "kept if majority": 2, "kept if plurality": 2, "abstained": 1 / 9, "targets": {"ab": 1, "zz": 1},
+                 "top_target_share": 0.5}
+    # e2's "ef" vs "x" is a tie at the top (the None abstains): dropped under both rules
+    assert [dd.abstained for dd in res.decisions] == [0, 0, 1]
     with pytest.raises(ValueError, match="gold"):
         filters.diagnostics(res, [Example(e.id, "q", None) for e in labeled], ts, last_letter.score)
     # inputs without gold (judge pairs with no proxy label) count in yield, not in precision

@@ -205,7 +205,7 @@ def test_table2_layout_has_biased_and_unbiased_columns_with_their_intervals():
     r = evaluate(s2a.SYSTEM1, test, traces, task)
     df = report.results_table([r], report.paper_table("table2", "sycophancy"))
     assert list(df.columns) == ["Method", "n", "Biased % (ours)", "Biased 95% CI", "Unbiased % (ours)",
-                                "Unbiased 95% CI", "#Tokens (ours)", "Parse fail %", "Biased % (paper)",
+                                "Unbiased 95% CI", "#Tokens (ours)", "Parse fail %", "Cut %", "Biased % (paper)",
                                 "Unbiased % (paper)", "#Tokens (paper)"]
     row = df.iloc[0]
     assert row["Biased % (ours)"] == round(100 * r.extra["accuracy[biased]"], 1)

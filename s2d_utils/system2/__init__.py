@@ -7,9 +7,9 @@ generated tokens over its trace's calls (`Trace.n_tokens`); input tokens are not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..generation import generate
 from ..models import LoadedModel
@@ -45,6 +45,39 @@ class Trace:
         return self.calls[-1].output
 
 
+CUT = "length"  # a call's finish reason when the token cap stopped it
+
+
+def parse(task: ModuleType, text: str, finish_reason: str, example: Example | None, mode: str = "flexible",
+          **kw) -> str | None:
+    """The one reading of a completion's answer, used by every program and by `rescore`.
+
+    A completion cut by the token cap has not finished: it states an answer only in the task's
+    strict form ("The answer is 12", "[[A]]"); the flexible fallbacks (the last number, the last
+    word, a bare "yes") would read a half-written thought as an answer ("... 4. Harry's" -> 4).
+    """
+    if finish_reason == CUT and mode == "flexible":
+        mode = "strict"
+    return task.extract(text, mode, example, **kw)
+
+
+def rescore(traces: Sequence[Sequence[Trace]], examples: Sequence[Example], task: ModuleType,
+            reader: "Callable[[Call, Example], str | None] | None" = None, mode: str = "flexible") -> list[list[Trace]]:
+    """The same traces with each answer read again from the final call's cached output: another
+    parse rule (``mode``, or any ``reader(call, example)``), nothing regenerated."""
+    def read(t: Trace, e: Example) -> str | None:
+        c = t.calls[-1]
+        return reader(c, e) if reader else parse(task, c.output, c.finish_reason, e, mode)
+
+    return [[replace(t, answer=read(t, e)) for t in ts] for ts, e in zip(traces, examples)]
+
+
+def cut_share(traces: Sequence[Sequence[Trace]]) -> float:
+    """Share of calls (all samples, all calls) the token cap stopped."""
+    calls = [c for ts in traces for t in ts for c in t.calls]
+    return sum(c.finish_reason == CUT for c in calls) / len(calls) if calls else 0.0
+
+
 def system1_prompt(example: Example) -> str:
     """System 1 (zero-shot): the question itself; the model answers directly."""
     return example.input
@@ -57,7 +90,7 @@ def single_call(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, 
     outs = generate(lm, prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                     seed=seed, **gen)
     return [
-        [Trace(e.id, i, (Call(call, p, c.text, c.n_tokens, c.finish_reason),), task.extract(c.text, extract_mode, e))
+        [Trace(e.id, i, (Call(call, p, c.text, c.n_tokens, c.finish_reason),), parse(task, c.text, c.finish_reason, e, extract_mode))
          for i, c in enumerate(cs)]
         for e, p, cs in zip(examples, prompts, outs)
     ]

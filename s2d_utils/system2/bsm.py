@@ -28,7 +28,7 @@ from ..evaluate import SystemResult, accuracy_without, evaluate, swap_inconsiste
 from ..generation import generate
 from ..models import LoadedModel
 from ..tasks import Example
-from . import Call, Trace
+from . import Call, Trace, parse
 
 SYSTEM1 = "System 1 judge"
 COT = "CoT judge"
@@ -103,7 +103,7 @@ class Judges:
 def _single(lm, examples, task, prompts, call, max_new_tokens, **gen) -> list[list[Trace]]:
     outs = generate(lm, prompts, max_new_tokens=max_new_tokens, **gen)
     return [[Trace(e.id, 0, (Call(call, json.dumps(p), c.text, c.n_tokens, c.finish_reason),),
-                   task.extract(c.text, "flexible", e))] for e, p, (c,) in zip(examples, prompts, outs)]
+                   parse(task, c.text, c.finish_reason, e))] for e, p, (c,) in zip(examples, prompts, outs)]
 
 
 def system1_judge(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, judges: Judges,
@@ -246,6 +246,9 @@ def findings(exp, test) -> list[str]:
             out.append(f"The swap filter kept {f['kept']} of {f['inputs']} unlabeled pairs (both orders agree); "
                        f"on the kept strong-vs-weak pairs the kept verdict matches the proxy label {prec} of the time, "
                        f"against {100 * (f['unfiltered_accuracy'] or 0):.0f}% for unfiltered BSM verdicts.")
+            ties = (f.get("targets") or {}).get("C", 0)
+            out.append(f"{ties} of the {f['kept']} kept pairs are tie/tie (both orders said tie, which the swap filter "
+                       f"counts as consistent); the kept verdicts are {f.get('targets')}.")
         else:
             out.append(f"The swap filter kept none of the {f['inputs']} unlabeled pairs: BSM's two orders never gave "
                        "the same parsed verdict, so Distill BSM ran no fine-tuning step and is the base model.")

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..evaluate import SystemResult, evaluate
 from ..models import LoadedModel
 from ..tasks import Example
-from . import Trace, single_call
+from . import Trace, parse, single_call
 
 SYSTEM1 = "System 1 (8-shot, no CoT)"
 COT0 = "CoT zero-shot"
@@ -68,19 +68,34 @@ def cot_few_shot(lm: LoadedModel, examples: Sequence[Example], task: ModuleType,
     return single_call(lm, examples, task, [few_shot(e, shots, cot=True) for e in examples], "cot", **kw)
 
 
+def sample_test(run: Callable[[Sequence[Example], int], list[list[Trace]]], examples: Sequence[Example],
+                samples: int, n_k: int | None = None) -> list[list[Trace]]:
+    """Test-time samples: ``samples`` per question for the first ``n_k`` questions (maj@k), one for
+    the rest (maj@1). ``run(examples, n)`` runs a program with n samples per input. Samples are
+    seeded per (prompt, index), so each question's first sample is the same either way."""
+    n_k = len(examples) if n_k is None else min(n_k, len(examples))
+    many = run(examples[:n_k], samples) if n_k else []
+    once = run(examples[n_k:], 1) if n_k < len(examples) else []
+    return [*many, *once]
+
+
 def evaluate_k(name: str, examples: Sequence[Example], traces: list[list[Trace]], task: ModuleType,
                ks: Sequence[int] = KS) -> SystemResult:
-    """The k=1 row, with maj@k accuracy and #Tokens for every k in ``extra`` ("accuracy@5",
-    "tokens@5", ...), and the parse-failure rates of the first sample under the strict and the
-    flexible rule."""
-    first = evaluate(name, examples, traces, task, k=1)
+    """The k=1 row (every question's first sample), with maj@k accuracy, #Tokens and n for every k
+    in ``extra`` ("accuracy@5", "tokens@5", "n@5", ...) over the questions that have k samples,
+    and the parse-failure rates of the first sample under the strict and the flexible rule."""
+    first = evaluate(name, examples, [ts[:1] for ts in traces], task, k=1)
     extra = dict(first.extra)
     for k in ks:
-        r = evaluate(name, examples, traces, task, k=k)
-        extra[f"accuracy@{k}"], extra[f"tokens@{k}"] = r.accuracy, r.tokens
-    finals = [ts[0].final for ts in traces]
-    extra["strict_parse_failures"] = sum(task.extract(f, "strict") is None for f in finals) / len(finals)
-    extra["flexible_parse_failures"] = sum(task.extract(f, "flexible") is None for f in finals) / len(finals)
+        idx = [i for i, ts in enumerate(traces) if len(ts) >= k]
+        if not idx:
+            continue
+        r = evaluate(name, [examples[i] for i in idx], [traces[i] for i in idx], task, k=k)
+        extra[f"accuracy@{k}"], extra[f"tokens@{k}"], extra[f"n@{k}"] = r.accuracy, r.tokens, r.n
+    calls = [ts[0].calls[-1] for ts in traces]
+    for mode in ("strict", "flexible"):
+        extra[f"{mode}_parse_failures"] = sum(parse(task, c.output, c.finish_reason, e, mode) is None
+                                              for c, e in zip(calls, examples)) / len(calls)
     return replace(first, extra=extra)
 
 
@@ -98,8 +113,8 @@ def findings(exp, test) -> list[str]:
     for name in ROWS:
         r = rows.get(name)
         if r:
-            accs = ", ".join(f"maj@{k} {100 * r.extra[f'accuracy@{k}']:.1f}% ({r.extra[f'tokens@{k}']:.0f} tokens)"
-                             for k in KS if f"accuracy@{k}" in r.extra)
+            accs = ", ".join(f"maj@{k} {100 * r.extra[f'accuracy@{k}']:.1f}% ({r.extra[f'tokens@{k}']:.0f} tokens, "
+                             f"n = {r.extra[f'n@{k}']})" for k in KS if f"accuracy@{k}" in r.extra)
             out.append(f"{name}: {accs}; parse failures of the first sample: strict "
                        f"{100 * r.extra['strict_parse_failures']:.0f}%, flexible {100 * r.extra['flexible_parse_failures']:.0f}%.")
     out.append(pipeline.compare(exp, COT0, SYSTEM1))

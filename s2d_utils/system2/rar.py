@@ -17,7 +17,7 @@ from typing import Sequence
 from ..generation import generate
 from ..models import LoadedModel
 from ..tasks import Example
-from . import Call, Trace, single_call
+from . import Call, Trace, parse, single_call
 
 # Table 1's rows, in the paper's order (the notebooks, tables, metrics and tests use these names)
 SYSTEM1 = "System 1"
@@ -80,7 +80,7 @@ def two_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, 
             first = Call("rephrase", rp, c.text, c.n_tokens, c.finish_reason)
             for a in answers[j]:
                 second = Call("respond", a_prompts[j], a.text, a.n_tokens, a.finish_reason)
-                traces.append(Trace(e.id, len(traces), (first, second), task.extract(a.text, extract_mode, e)))
+                traces.append(Trace(e.id, len(traces), (first, second), parse(task, a.text, a.finish_reason, e, extract_mode)))
             j += 1
         out.append(traces)
     return out

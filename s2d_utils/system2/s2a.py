@@ -18,7 +18,7 @@ from typing import Sequence
 from ..generation import generate
 from ..models import LoadedModel
 from ..tasks import Example
-from . import Call, Trace
+from . import Call, Trace, parse
 
 # Table 2's rows, in the paper's order
 SYSTEM1 = "System 1"
@@ -81,7 +81,7 @@ def s2a(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, n: in
             a = answers[j][0]
             calls = (Call("rewrite", rp, c.text, c.n_tokens, c.finish_reason),
                      Call("answer", a_prompts[j], a.text, a.n_tokens, a.finish_reason))
-            traces.append(Trace(e.id, len(traces), calls, task.extract(a.text, "flexible", e)))
+            traces.append(Trace(e.id, len(traces), calls, parse(task, a.text, a.finish_reason, e)))
             j += 1
         out.append(traces)
     return out

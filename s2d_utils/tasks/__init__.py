@@ -28,6 +28,13 @@ SPLITS = ("train", "valid", "test")
 DATA_ENV = "S2D_DATA"  # a folder of your own holding mt_bench/, gsm8k/, ... (not checked); unset: data/
 CHECKSUMS = "SHA256SUMS"  # "<sha256>  <path relative to the data folder>" per line, as `sha256sum` writes
 DATA_SUFFIXES = (".json", ".jsonl")  # files a reader may pick up by globbing: each must be listed
+# how a task's answers can be read: rule name -> keyword arguments of `system2.parse` (the first is
+# the table's rule); a task module overrides it with its own ``PARSE_RULES``
+PARSE_RULES = {"flexible": {}, "strict": {"mode": "strict"}}
+
+
+def parse_rules(task) -> dict[str, dict]:
+    return getattr(task, "PARSE_RULES", PARSE_RULES)
 
 
 @dataclass(frozen=True)

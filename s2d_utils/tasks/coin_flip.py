@@ -22,6 +22,9 @@ from pathlib import Path
 from . import Example, check_split, field_str, source_rows
 
 NAME = "coin_flip"
+ANSWERS = ("yes", "no")  # a closed answer space: tables get a best-constant-answer row
+# the table's reading first; every verdict is also computed under the others (summary.py)
+PARSE_RULES = {"flexible": {}, "lenient": {"conflicts": "answer"}}
 SPLIT_SIZES = {"train": 20000, "valid": 3333, "test": 1333}
 RAW_FILE = "raw_coin_val.json"
 # Paper Table 1 footnote: coin flip is prompt-sensitive; these are its three variants

@@ -36,6 +36,9 @@ from typing import Any
 from . import DATA_ENV, Example, check_split, default_source, read_json_rows, source_rows
 
 NAME = "judge"
+ANSWERS = ("A", "B", "C")  # a closed answer space: tables get a best-constant-answer row
+# one reading: a BSM verdict is merged from parsed scores, not re-readable from a final call
+PARSE_RULES = {"flexible": {}}
 DATASET = "mt_bench"  # names the pairs' ids and seeds the split
 FOLDER = "mt_bench"
 STRONG = ("gpt-4", "claude-v1", "gpt-3.5-turbo")
