@@ -144,8 +144,9 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # 2 CPU cores prefill ~150 tokens/s at 0.5B and fine-tune ~35 tokens/s: judge prompts of
             # ~450 tokens make every judgment seconds and every training step a minute, so 32 test
             # and 12 unlabeled pairs, answers cut at 400 characters, 2 epochs, floor of 4 steps
+            # (batch 4: batch 8 of judge prompts peaked at 8.7 GB resident)
             "cpu": BsmSizes(n_train=12, n_test=32, samples=1, max_answer_chars=400, cot_tokens=128, epochs=2,
-                            min_steps=4),
+                            lora_batch=4, min_steps=4),
             # Sec. 4.3: 19,672 unlabeled OASST2 pairs in the paper; here every MT-bench pair of the
             # split, uncut answers (the test split has 480 strong-vs-weak pairs); 600 steps
             "paper": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
