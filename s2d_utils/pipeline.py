@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from . import distill, filters, profiles, report
+from . import distill, filters, paths, profiles, report
 from .evaluate import SystemResult, _discordant, detectable_difference, evaluate, mcnemar, wilson
 from .generation import fits, generate
 from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
@@ -408,6 +408,26 @@ def guard_findings(exp: Experiment, share: float = 0.9) -> list[str]:
     return out
 
 
+def save_test_traces(exp: Experiment) -> Path:
+    """Every row's first test sample, call by call, one JSON line per row and input
+    (``results/traces/<notebook>.<profile>.jsonl``): what a reader checks a parse rule against."""
+    import json
+
+    path = paths.ensure(paths.TRACES) / f"{exp.notebook}.{exp.profile}.jsonl"
+    lines = []
+    for name, traces in exp.traces.items():
+        for e, ts in zip(exp.test, traces):
+            t = ts[0]
+            lines.append(json.dumps({"row": name, "id": e.id, "group": e.meta.get("group"), "input": e.input,
+                                     "gold": e.gold, "answer": t.answer,
+                                     "calls": [{"name": c.name, "output": c.output, "tokens": c.n_tokens,
+                                                "finish": c.finish_reason} for c in t.calls]}, default=str))
+    tmp = path.with_suffix(".partial")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable, title: str,
            mcnemar_pairs: Sequence[tuple[str, str]],
            findings: Sequence[str] = (), notes: Sequence[str] = (), figure_title: str | None = None,
@@ -452,4 +472,5 @@ def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable
         **(extra or {}),
     }
     path = report.save_metrics(exp.notebook, exp.profile, metrics, exp.manifest)
+    save_test_traces(exp)
     return {"metrics": metrics, "table": df, "table_path": md, "figure_path": fig, "metrics_path": path}

@@ -60,3 +60,21 @@ def test_best_constant_answer_row():
     row = pipeline.constant_row(Exp, test)
     assert (row.name, row.extra["answer"], row.accuracy, row.tokens) == (pipeline.CONSTANT, "yes", 0.57, 0.0)
     assert sum(row.correct) == 57 and row.extra["accuracy[g]"] == 0.57
+
+
+def test_test_traces_are_saved_for_reading(tmp_path, monkeypatch):
+    import json
+
+    from s2d_utils import paths
+
+    monkeypatch.setattr(paths, "TRACES", tmp_path)
+
+    class Exp:
+        notebook, profile = "nb", "smoke"
+        test = [Example("e0", "q0", "yes", {"group": "biased"}), Example("e1", "q1", "no")]
+        traces = {"System 1": [[_trace("e0", "Yes.", answer="yes")], [_trace("e1", "Maybe", "length", None)]]}
+    path = pipeline.save_test_traces(Exp)
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [(r["row"], r["id"], r["group"], r["gold"], r["answer"]) for r in rows] == [
+        ("System 1", "e0", "biased", "yes", "yes"), ("System 1", "e1", None, "no", None)]
+    assert rows[1]["calls"] == [{"name": "cot", "output": "Maybe", "tokens": 5, "finish": "length"}]
