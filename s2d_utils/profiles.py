@@ -142,10 +142,10 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             "smoke": BsmSizes(n_train=4, n_test=4, samples=1, max_answer_chars=200, system1_tokens=6, cot_tokens=12,
                               branch_tokens=24, solve_tokens=8, max_steps=2, lora_batch=4),
             # 2 CPU cores prefill ~150 tokens/s at 0.5B and fine-tune ~35 tokens/s: judge prompts of
-            # ~450 tokens make every judgment seconds and every training step a minute, so 32 test
-            # and 12 unlabeled pairs, answers cut at 400 characters, floor of 4 steps
+            # ~350 tokens make every judgment seconds and every training step a minute, so 32 test
+            # and 8 unlabeled pairs, answers cut at 300 characters, floor of 4 steps
             # (batch 4: batch 8 of judge prompts peaked at 8.7 GB resident; one epoch over both orders)
-            "cpu": BsmSizes(n_train=12, n_test=32, samples=1, max_answer_chars=400, cot_tokens=128, epochs=1,
+            "cpu": BsmSizes(n_train=8, n_test=32, samples=1, max_answer_chars=300, cot_tokens=128, epochs=1,
                             lora_batch=4, min_steps=4),
             # Sec. 4.3: 19,672 unlabeled OASST2 pairs in the paper; here every MT-bench pair of the
             # split, uncut answers (the test split has 480 strong-vs-weak pairs); 600 steps
