@@ -375,7 +375,8 @@ def training_notes(exp: Experiment) -> list[str]:
     s = exp.sizes
     budget = (f"the profile's budget: {s.steps} steps" if s.steps else
               f"the profile's budget: {s.epochs} epochs of batch {s.lora_batch}, at least {s.min_steps} steps")
-    parts = [f"{name}: {t.examples} pairs, {t.steps} optimizer steps, final training loss {t.losses[-1]:.3f}"
+    parts = [f"{name}: {t.examples} pair{'s' * (t.examples != 1)}, {t.steps} optimizer steps, final training loss "
+             f"{t.losses[-1]:.3f}"
              for name, t in exp.trained.items() if t is not None and t.losses]
     return [f"Training ({budget}): " + "; ".join(parts) + "."] if parts else []
 
