@@ -70,14 +70,18 @@ BLOCKS = (
 )
 
 
-def load_metrics(profile: str, model: str | None = None, blocks=BLOCKS) -> dict[str, dict[str, Any]]:
+def load_metrics(profile: str, model: str | None = None, blocks=BLOCKS,
+                 allow_missing: bool = False) -> dict[str, dict[str, Any]]:
     """Every method notebook's metrics for ``profile``; a clear error naming the notebook whose
     metrics are missing or stale (another profile or model, or another model fingerprint than
-    the other notebooks')."""
+    the other notebooks'). With ``allow_missing`` a notebook without metrics (or with metrics of
+    an older version, without per-input outcomes) is left out, and its claims say so."""
     expected = profiles.model_for(profile, model)
     out, prints = {}, {}
     for b in blocks:
         path = paths.METRICS / f"{b.notebook}.{profile}.json"
+        if allow_missing and (not path.exists() or "outcomes" not in json.loads(path.read_text())):
+            continue
         if not path.exists():
             raise FileNotFoundError(f"{b.notebook}: no metrics for profile {profile!r} ({path}). Run that notebook "
                                     f"first (make reproduce PROFILE={profile} runs them all in order).")
@@ -300,7 +304,11 @@ def verdicts(metrics: dict[str, dict], blocks=BLOCKS) -> list[dict[str, str]]:
     trained on enough inputs, a constant system or constant training targets)."""
     out = []
     for b in blocks:
-        m = metrics[b.notebook]
+        m = metrics.get(b.notebook)
+        if m is None:
+            out.append({"claim": ", ".join(_claims(b)), "method": b.label, "verdict": NOT_TESTABLE,
+                        "numbers": f"{b.notebook} has not been run with this version (no per-input outcomes recorded)"})
+            continue
         for group in b.groups or (None,):
             vs = views(m, group)
             label = b.label + (f" ({group} inputs)" if group else "")
@@ -359,6 +367,8 @@ def plot(metrics: dict[str, dict], profile: str, model: str, blocks=BLOCKS) -> P
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for i, b in enumerate(blocks):
+        if b.notebook not in metrics:
+            continue
         m, c, head = metrics[b.notebook], colors[i % len(colors)], b.headline
         for role, name in (("System 1", b.system1), ("System 2", b.system2), ("distilled System 1", b.distilled)):
             r = _row(m, name)
