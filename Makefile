@@ -54,7 +54,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -v --durations=15
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not integration and not notebook"
+	$(PY) -m pytest -q -m "not integration and not notebook and not served"
 
 bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_generation.py
