@@ -58,6 +58,8 @@ test-fast: $(VENV)/.installed
 
 bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_generation.py
+	# the served path: transformers serve against the local engine, same workload, one run
+	$(PY) benchmarks/bench_served.py
 	$(PY) -m s2d_utils.report
 
 # JupyterLab on notebooks/ with the project's kernel (.venv); tqdm bars render as widgets (ipywidgets)

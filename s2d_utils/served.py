@@ -88,8 +88,8 @@ class OpenAIBackend:
             self.listed = [m.id for m in quick.models.list().data]
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
             raise self._fail(f"no OpenAI-compatible server answers ({type(err).__name__}: {err})") from err
-        except openai.APIStatusError as err:
-            raise self._fail(f"GET /models answered HTTP {err.status_code}: {_detail(err)}") from err
+        except openai.APIStatusError:  # a server that cannot list (transformers serve without a hub cache
+            self.listed = []  # folder answers 500): the probe below decides whether it serves the model
         if self.listed and self.served_model not in self.listed:
             raise self._fail("the server does not serve this model")
         try:
@@ -143,7 +143,9 @@ class OpenAIBackend:
             kw["extra_body"] = extra
         return kw
 
-    def _one(self, lm, job: Job, sampling: Sampling) -> Generated:
+    def _one(self, job: Job, sampling: Sampling):
+        """One request (in a worker thread); the response is read in the caller's thread, where
+        the tokenizer is used (a Rust tokenizer shared across threads can raise "Already borrowed")."""
         import openai
 
         try:
@@ -154,7 +156,7 @@ class OpenAIBackend:
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
             raise ServerError(f"{self.base_url}: {type(err).__name__} after {self.settings.max_retries} retries "
                               f"(timeout {self.settings.timeout:g} s per request): {err}") from err
-        return read_response(lm, job, sampling, response)
+        return response
 
     def concurrency(self, sampling: Sampling) -> int:
         if self.flavor == "transformers" and sampling.temperature > 0:
@@ -174,14 +176,14 @@ class OpenAIBackend:
                     j = next(queue, None)
                     if j is None:
                         break
-                    pending[pool.submit(self._one, lm, jobs[j], sampling)] = j
+                    pending[pool.submit(self._one, jobs[j], sampling)] = j
                 if not pending:
                     break
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     j = pending.pop(future)
                     try:
-                        result = future.result()
+                        result = read_response(lm, jobs[j], sampling, future.result())
                     except BaseException as err:  # noqa: BLE001 - re-raised below, after the others finish
                         error = error or err
                         continue
@@ -233,6 +235,78 @@ def _stop_ids(lm) -> set[int]:
     from .generation import stop_token_ids
 
     return stop_token_ids(lm)
+
+
+class TransformersServe:
+    """``transformers serve <folder>`` in a subprocess on a free port of 127.0.0.1 (tests, bench).
+
+    `start` waits for ``/health`` (raising `ServerError` with the log's tail if it does not come
+    up by ``deadline`` seconds); `stop` terminates it (``kill=True``: SIGKILL, as a crash would).
+    A context manager: the server never outlives the block.
+    """
+
+    LAUNCH = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
+
+    def __init__(self, folder, workdir, dtype: str = "float32", deadline: float = 150.0):
+        from pathlib import Path
+
+        self.folder, self.workdir, self.dtype, self.deadline = Path(folder), Path(workdir), dtype, deadline
+        self.proc = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "TransformersServe":
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        import httpx
+
+        hub = self.workdir / "hub"  # /v1/models raises CacheNotFound unless the hub cache folder exists
+        hub.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        log_path = self.workdir / f"serve-{self.port}.log"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "TOKENIZERS_PARALLELISM": "false"}
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", self.LAUNCH, "serve", str(self.folder), "--host",
+                                          "127.0.0.1", "--port", str(self.port), "--dtype", self.dtype, "--device", "cpu"],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        until = time.time() + self.deadline
+        while time.time() < until and self.proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise ServerError(f"transformers serve did not come up on {self.url} within {self.deadline:g} s:\n{tail}")
+
+    def stop(self, kill: bool = False) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+        self.proc = None
+
+    def __enter__(self) -> "TransformersServe":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 _BACKENDS: dict[tuple, OpenAIBackend] = {}

@@ -10,11 +10,7 @@ Deselect with ``-m "not served"``.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,14 +21,12 @@ from s2d_utils import pipeline
 from s2d_utils.backends import Settings
 from s2d_utils.cache import GenerationCache
 from s2d_utils.generation import LOCAL, generate
-from s2d_utils.served import ServerError, connect
+from s2d_utils.served import ServerError, TransformersServe, connect
 
 pytestmark = pytest.mark.served
 
 PROMPTS = ["What is 2+2?", "Name a color.", "Say hello.", "Name a fruit."]
 GREEDY = dict(max_new_tokens=6, progress=False)
-START_DEADLINE = 150  # seconds for the server to load the model (about 20 s on an idle 2-core machine)
-LAUNCH = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
 
 
 def free_port() -> int:
@@ -41,57 +35,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """`transformers serve <folder>` on 127.0.0.1; `start` waits for /health, `stop` kills it."""
-
-    def __init__(self, folder: Path, workdir: Path):
-        self.folder, self.workdir = folder, workdir
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> "Server":
-        import httpx
-
-        hub = self.workdir / "hub"  # /v1/models raises CacheNotFound unless the hub cache folder exists
-        hub.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        log = open(self.workdir / f"serve-{self.port}.log", "wb")
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "TOKENIZERS_PARALLELISM": "false"}
-        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "serve", str(self.folder), "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--dtype", "float32", "--device", "cpu"],
-                                     stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
-        deadline = time.time() + START_DEADLINE
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        text = (self.workdir / f"serve-{self.port}.log").read_text(errors="replace")[-3000:]
-        pytest.fail(f"transformers serve did not come up on port {self.port} within {START_DEADLINE} s:\n{text}")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=20)
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
 def server(smollm, tmp_path_factory):
-    srv = Server(Path(smollm.path), tmp_path_factory.mktemp("serve"))
+    srv = TransformersServe(Path(smollm.path), tmp_path_factory.mktemp("serve"))
     try:
         yield srv.start()
     finally:
