@@ -31,7 +31,7 @@ from typing import Sequence
 from .backends import Generated, Job, Sampling, Settings
 
 SEED_BITS = 31  # llama-server takes a uint32 seed, the others int64: 31 bits fit everywhere
-PROBE_TIMEOUT = 10.0  # seconds for the start-up checks: a server that is down fails in seconds
+PROBE_TIMEOUT = 10.0  # seconds for the first start-up check: a server that is down fails in seconds
 
 
 class ServerError(RuntimeError):
@@ -94,11 +94,14 @@ class OpenAIBackend:
             raise self._fail("the server does not serve this model")
         try:
             answer = httpx.get(_root(self.base_url) + "/version", timeout=PROBE_TIMEOUT)
-            if answer.status_code == 200:
-                self.version = str(answer.json().get("version")) or None
-                self.flavor = "vllm"
+            version = answer.json().get("version") if answer.status_code == 200 else None
+            if version:
+                self.version, self.flavor = str(version), "vllm"
         except (httpx.HTTPError, ValueError, AttributeError):
             pass
+        # a server's first generation may take a while (loading, warming up): the probes get the
+        # request timeout; a server that is down has failed above, within PROBE_TIMEOUT
+        quick = self.client.with_options(max_retries=0)
         probe = lm.tokenizer("Hi", add_special_tokens=False)["input_ids"][:4] or [0]
         try:
             quick.completions.create(model=self.served_model, prompt=probe, max_tokens=1, temperature=0.0)

@@ -101,3 +101,19 @@ def test_weight_hashes_read_every_byte_and_are_computed_once_per_file_version(tm
     st = (a / "model.safetensors").stat()
     os.utime(a / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # whatever the clock's grain
     assert models.weights_hash(a) == models.weights_hash(b) and len(calls) == 1
+
+
+def test_the_preflight_names_a_dead_server_in_seconds(monkeypatch):
+    import socket
+
+    from s2d_utils import preflight
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("S2D_BACKEND", "openai")
+    monkeypatch.setenv("S2D_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    (finding,) = preflight.check_backend()
+    assert not finding.ok and f"127.0.0.1:{port}/v1/models" in finding.detail and "S2D_BACKEND" in finding.fix
+    monkeypatch.setenv("S2D_BACKEND", "local")
+    assert preflight.check_backend()[0].ok
