@@ -1,12 +1,13 @@
-"""Notebook smoke tests. The suite is a fresh clone of the repository (committed files only,
-nothing beside it, no S2D_DATA, offline) where `make reproduce PROFILE=smoke` runs every notebook as
-a new user would; then we check the numbers each notebook's last cell recorded against its table
-files, and that the run left the clone's `git status` clean. Other tests run one notebook with
-papermill into a temporary results folder."""
+"""Notebook smoke tests. The suite is a fresh clone of the repository (nothing beside it, no
+S2D_DATA, offline) where `make reproduce PROFILE=smoke` runs every notebook as a new user would;
+then we check the numbers each notebook's last cell recorded against its table files, and that the
+run left the clone's `git status` clean. Other tests run one notebook with papermill into a
+temporary results folder."""
 
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -42,16 +43,43 @@ def run_notebook(name: str, tmp_path, *params: str, check: bool = True):
     return json.loads(metrics.read_text()) if metrics.exists() else None
 
 
+def git(*args: str, cwd=paths.ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=120).stdout
+
+
+def clone_as_it_stands(dest: Path) -> Path:
+    """`git clone` the repository into ``dest``, then bring over the working tree's uncommitted
+    changes and new files that git does not ignore, committed in the clone so its `git status`
+    starts clean: the tests check the code being tested, and in a clean checkout (CI) this is a
+    plain clone. Nothing ignored (results/, .venv/) and nothing outside the repository comes along."""
+    git("clone", "--quiet", str(paths.ROOT), str(dest))
+    changed = [p for p in git("ls-files", "-z", "--modified", "--others", "--exclude-standard").split("\0")
+               if p and (paths.ROOT / p).is_file()]
+    deleted = [p for p in git("ls-files", "-z", "--deleted").split("\0") if p]
+    for rel in changed:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(paths.ROOT / rel, dest / rel)
+    for rel in deleted:
+        (dest / rel).unlink(missing_ok=True)
+    if changed:
+        git("add", "--", *changed, cwd=dest)
+    if deleted:
+        git("rm", "-q", "--cached", "--ignore-unmatch", "--", *deleted, cwd=dest)
+    if git("status", "--porcelain", cwd=dest).strip():
+        git("-c", "user.name=s2d tests", "-c", "user.email=tests@localhost", "commit", "-q", "--no-verify", "-m",
+            "the working tree under test", cwd=dest)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    """`git clone` this repository into an empty temporary folder and run `make reproduce
-    PROFILE=smoke` there, as on a fresh machine: no ../shared beside it, no S2D_DATA, HF_HUB_OFFLINE
-    on (a notebook reaching for the network fails). Shared with the clone, not rebuilt: the venv
-    running these tests (make's venv targets are marked up to date with -o, the clone's code comes
-    first on PYTHONPATH) and the converted embedded models (S2D_MODELS, a cache of the pinned
+    """Clone this repository into an empty temporary folder (`clone_as_it_stands`) and run `make
+    reproduce PROFILE=smoke` there, as on a fresh machine: no ../shared beside it, no S2D_DATA,
+    HF_HUB_OFFLINE on (a notebook reaching for the network fails). Shared with the clone, not rebuilt:
+    the venv running these tests (make's venv targets are marked up to date with -o, the clone's code
+    comes first on PYTHONPATH) and the converted embedded models (S2D_MODELS, a cache of the pinned
     wheels). Returns the clone; its results/ and figures/ hold what the notebooks wrote."""
-    root = tmp_path_factory.mktemp("fresh") / "s2d"
-    subprocess.run(["git", "clone", "--quiet", str(paths.ROOT), str(root)], check=True, timeout=120)
+    root = clone_as_it_stands(tmp_path_factory.mktemp("fresh") / "s2d")
     venv = Path(sys.prefix)
     env = {k: v for k, v in os.environ.items() if k not in _OUTSIDE}
     env.update(PYTHONPATH=str(root), S2D_MODELS=str(paths.MODELS), HF_HUB_OFFLINE="1")
@@ -68,8 +96,7 @@ def suite(tmp_path_factory):
 
 
 def test_a_fresh_clone_reproduces_every_table_and_leaves_git_status_clean(suite):
-    committed = subprocess.run(["git", "ls-files", "figures"], cwd=suite, capture_output=True, text=True,
-                               check=True).stdout.split()
+    committed = git("ls-files", "figures", cwd=suite).split()
     tables = [Path(f) for f in committed if Path(f).suffix in (".md", ".csv", ".png")]
     assert len(tables) >= 17
     for f in tables:  # each committed (cpu) table and figure has its smoke counterpart, written by this run
@@ -78,8 +105,7 @@ def test_a_fresh_clone_reproduces_every_table_and_leaves_git_status_clean(suite)
     for name in NOTEBOOKS:
         assert (suite / "results" / "executed" / f"{name}.ipynb").exists()
         assert (suite / "results" / "metrics" / f"{name}.smoke.json").exists() or name == "06_summary"
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=suite, capture_output=True,
-                            text=True, check=True).stdout
+    status = git("status", "--porcelain", "--untracked-files=all", cwd=suite)
     assert status == "", f"the smoke run left these in the clone's git status:\n{status}"
 
 

@@ -1,0 +1,62 @@
+"""The pieces verdicts rest on: reading cut completions, re-reading cached traces, training
+budgets, paired intervals and power, the best constant answer."""
+
+import pytest
+
+from s2d_utils import distill, pipeline
+from s2d_utils.evaluate import detectable_difference, mcnemar_p, paired_difference_ci
+from s2d_utils.system2 import Call, Trace, cut_share, parse, rescore
+from s2d_utils.tasks import Example, coin_flip, gsm8k
+
+
+def _trace(eid, text, reason="stop", answer="stale"):
+    return Trace(eid, 0, (Call("cot", "p", text, 5, reason),), answer)
+
+
+def test_a_cut_completion_counts_only_in_the_strict_form():
+    half = "Harry has 3 apples and buys 4. Harry's"
+    assert parse(gsm8k, half, "stop", None) == "4"  # a finished text: the flexible rule's last number
+    assert parse(gsm8k, half, "length", None) is None  # cut: the last number is not an answer
+    assert parse(gsm8k, half + " ... The answer is 7.", "length", None) == "7"  # stated before the cap
+    assert parse(gsm8k, half, "length", None, mode="strict") is None
+
+
+def test_rescore_rereads_cached_traces_without_regenerating():
+    ex = [Example("e0", "q", "yes"), Example("e1", "q", "no")]
+    traces = [[_trace("e0", "No, the coin is still heads up.")], [_trace("e1", "Yes. The coin is tails up", "length")]]
+    table = rescore(traces, ex, coin_flip)
+    assert [ts[0].answer for ts in table] == [None, None]  # a contradiction; a cut text that contradicts too
+    lenient = rescore(traces, ex, coin_flip, reader=lambda c, e: coin_flip.lenient_extract(c.output, e))
+    assert [ts[0].answer for ts in lenient] == ["no", "yes"]
+    assert [ts[0].calls for ts in lenient] == [ts[0].calls for ts in traces]  # the same cached calls
+    assert cut_share(traces) == 0.5
+
+
+def test_training_budget_in_optimizer_steps():
+    s = distill.LoraSettings(epochs=3, batch_size=8, min_steps=12)
+    assert distill.training_steps(6, s) == 12  # 6 pairs x 3 epochs would be 3 steps: the floor
+    assert distill.training_steps(64, s) == 24  # 3 epochs of 8 batches
+    assert distill.training_steps(64, distill.LoraSettings(steps=100, min_steps=12)) == 100  # the paper's count
+    assert distill.training_steps(64, distill.LoraSettings(min_steps=12, max_steps=2)) == 2  # smoke cap
+
+
+def test_paired_interval_and_power():
+    a, b = [True] * 43 + [False] * 57, [False] * 100
+    diff, low, high = paired_difference_ci(a, b)
+    assert diff == pytest.approx(0.43) and 0.3 < low < 0.43 < high < 0.55
+    assert mcnemar_p(a, b) < 1e-4 and mcnemar_p(a, a) == 1.0
+    diff, low, high = paired_difference_ci([True, False] * 6, [False, True] * 6)
+    assert diff == 0 and low < -0.3 and high > 0.3  # 12 inputs that disagree everywhere: wide
+    # the detectable difference shrinks with n and grows with disagreement
+    assert detectable_difference(400, 0.3) < detectable_difference(100, 0.3) < detectable_difference(30, 0.3)
+    assert detectable_difference(100, 0.1) < detectable_difference(100, 0.5)
+    assert detectable_difference(100, 0.3) == pytest.approx(0.152)
+
+
+def test_best_constant_answer_row():
+    class Exp:
+        task = coin_flip
+    test = [Example(f"e{i}", "q", "yes" if i < 57 else "no", {"group": "g"}) for i in range(100)]
+    row = pipeline.constant_row(Exp, test)
+    assert (row.name, row.extra["answer"], row.accuracy, row.tokens) == (pipeline.CONSTANT, "yes", 0.57, 0.0)
+    assert sum(row.correct) == 57 and row.extra["accuracy[g]"] == 0.57
