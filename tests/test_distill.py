@@ -21,9 +21,12 @@ def test_activation_checkpointing_leaves_the_training_losses_unchanged(tiny_lm, 
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", spy)
-    monkeypatch.setattr(distill, "CHECKPOINT_TOKENS", 0)  # these short pairs would otherwise keep their activations
+    short = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "s", progress=False, name="ckpt")
+    assert calls == []  # a short batch (< CHECKPOINT_TOKENS padded tokens a step) keeps its activations
+    monkeypatch.setattr(distill, "CHECKPOINT_TOKENS", 0)
     with_ckpt = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "a", progress=False, name="ckpt")
     assert calls == ["LlamaForCausalLM"]
+    assert with_ckpt.losses == short.losses
     monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", lambda self, *a, **k: None)
     without = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "b", progress=False, name="ckpt")
     assert not without.reused and with_ckpt.steps == without.steps == 3

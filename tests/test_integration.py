@@ -39,7 +39,7 @@ def test_lora_finetune_changes_answers_on_its_examples(smollm, tmp_path):
     pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
     before = [c[0].text for c in generate(smollm, [e.input for e in examples], max_new_tokens=16, cache=None,
                                           progress=False)]
-    settings = distill.LoraSettings(learning_rate=1e-3, steps=12, batch_size=4, seed=0)  # exactly 12 (4 pairs: 1 a pass)
+    settings = distill.LoraSettings(learning_rate=1e-3, steps=12, batch_size=4, seed=0)
     result = distill.finetune(smollm, pairs, settings, out_dir=tmp_path, progress=False, name="tiny test")
     assert not result.reused and result.steps == 12 and result.losses[-1] < result.losses[0]
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in result.adapter_dir.iterdir()}

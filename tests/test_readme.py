@@ -49,23 +49,25 @@ def test_readme_sizes_and_constants_are_the_codes():
     from s2d_utils import engine, generation, profiles
 
     readme = (ROOT / "README.md").read_text()
+    s = profiles.rar_sizes("coin_flip", "smoke")
+    assert f"RaR: {s.n_test} test, {s.n_train} unlabeled inputs, {s.samples} samples" in readme
     for profile in ("smoke", "cpu"):
-        s, other = profiles.rar_sizes("coin_flip", profile), profiles.rar_sizes("last_letter", profile)
-        assert (s.n_test, s.n_train, s.samples) == (other.n_test, other.n_train, other.samples)  # one README row
-        assert f"RaR: {s.n_test} test, {s.n_train} unlabeled inputs, {s.samples} samples" in readme
-        s2a = profiles.sizes("s2a", "sycophancy", profile)
-        assert f"S2A: {s2a.n_test} test, {s2a.n_train} unlabeled inputs, {s2a.samples} samples" in readme
-        b = profiles.sizes("bsm", "judge", profile)
-        assert f"BSM: {b.n_test} test, {b.n_train} unlabeled pairs" in readme
-        c = profiles.sizes("cot", "gsm8k", profile)
-        assert f"CoT: {c.n_test} test, {c.n_train} unlabeled inputs, {c.samples} samples" in readme
         assert profiles.PROFILE_MODELS[profile] in readme
-    cpu = profiles.rar_sizes("coin_flip", "cpu")
-    assert f"{cpu.n_test} synthetic test questions and {cpu.n_train} unlabeled training questions" in readme
+    ll, cf = profiles.rar_sizes("last_letter", "cpu"), profiles.rar_sizes("coin_flip", "cpu")
+    s2a, b, c = (profiles.sizes("s2a", "sycophancy", "cpu"), profiles.sizes("bsm", "judge", "cpu"),
+                 profiles.sizes("cot", "gsm8k", "cpu"))
+    assert ll.n_test == cf.n_test and ll.samples == cf.samples and ll.min_steps == cf.min_steps == s2a.min_steps == c.min_steps
+    cpu_row = (f"RaR: {ll.n_test} test, {ll.n_train} (last letter) / {cf.n_train} (coin flip) unlabeled inputs, "
+               f"{ll.samples} samples; S2A: {s2a.n_test} test ({round(s2a.n_test * s2a.unbiased_share)} unbiased), "
+               f"{s2a.n_train} unlabeled inputs, {s2a.samples} samples; BSM: {b.n_test} test, {b.n_train} unlabeled pairs; "
+               f"CoT: {c.n_test} test (maj@5/10 on {c.n_test_k} of them), {c.n_train} unlabeled inputs, {c.samples} "
+               f"samples. Students: at least {ll.min_steps} optimizer steps (BSM: {b.min_steps})")
+    assert cpu_row in readme
+    cpu = cf
+    steps = [profiles.sizes(m, t, "paper").steps for m, t in
+             (("rar", "last_letter"), ("rar", "coin_flip"), ("s2a", "sycophancy"), ("bsm", "judge"), ("cot", "gsm8k"))]
+    assert "its step counts (" + ", ".join(f"{x:,}" for x in steps) + ")" in readme
     assert f"{cpu.batch_size} rows in the cpu profile" in readme
     assert f"at most {engine.PREFILL_TOKENS:,}" in readme
     assert f"(at least {engine.MIN_SHARED} tokens)" in readme
-    gsm = profiles.sizes("cot", "gsm8k", "cpu")
-    assert f"GSM8k (Table 4) at {gsm.n_test} questions" in readme and f"when the ten zero-shot" in readme
-    assert gsm.samples == 10
     assert f"fit a {generation.KV_BUDGET_BYTES >> 30} GiB budget" in readme
