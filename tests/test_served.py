@@ -103,6 +103,7 @@ def test_a_notebook_pointed_at_a_dead_server_fails_in_its_first_cell(monkeypatch
 
 def test_a_server_killed_mid_run_and_restarted_resumes_from_the_cache(smollm, use_server, monkeypatch, tmp_path):
     db = tmp_path / "resume.sqlite"
+    GenerationCache(db).close()  # created here: polling a file the worker is still creating could read it half-made
     outcome: dict = {}
 
     def run():
@@ -116,9 +117,8 @@ def test_a_server_killed_mid_run_and_restarted_resumes_from_the_cache(smollm, us
     deadline = time.time() + 120
     stored = 0
     while time.time() < deadline and worker.is_alive() and stored < 1:
-        if db.exists():
-            with GenerationCache(db) as c:
-                stored = len(c)
+        with GenerationCache(db) as c:
+            stored = len(c)
         time.sleep(0.05)
     use_server.stop(kill=True)  # SIGKILL mid-run: the requests in flight fail
     worker.join(timeout=120)
