@@ -54,10 +54,12 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -v --durations=15
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not integration and not notebook"
+	$(PY) -m pytest -q -m "not integration and not notebook and not served"
 
 bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_generation.py
+	# the served path: transformers serve against the local engine, same workload, one run
+	$(PY) benchmarks/bench_served.py
 	$(PY) -m s2d_utils.report
 
 # JupyterLab on notebooks/ with the project's kernel (.venv); tqdm bars render as widgets (ipywidgets)

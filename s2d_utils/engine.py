@@ -126,7 +126,8 @@ MAX_PADDING = 4  # a step's [prefix, row] grid may be at most this many times th
 
 @dataclass
 class RunStats:
-    """What the last `run_continuous` did (for tests and the curious)."""
+    """What a `run_continuous` call did (for tests and the curious): the caller passes one in and
+    reads it after the run (no module-level state: two runs never overwrite each other's counts)."""
 
     prefilled_prompts: int = 0  # prompts run through prefill (once per stay in a prefix slot)
     prefill_tokens: int = 0  # prompt tokens computed in prefill
@@ -134,8 +135,6 @@ class RunStats:
     decode_steps: int = 0
     gathered_steps: int = 0  # steps that fell back to copying each row's prefix (too uneven a grid)
 
-
-LAST_RUN = RunStats()
 
 
 @dataclass
@@ -418,7 +417,8 @@ def _prefill(model, decoder: "Decoder", prompts: list[tuple[int, ...]], pad_id: 
 
 
 def run_continuous(model, decoder: Decoder, jobs: list[list[int]], sample: Callable, max_new_tokens: int,
-                   stops: set[int], slots: int, pad_id: int, device: str) -> Iterator[tuple[int, list[int], str]]:
+                   stops: set[int], slots: int, pad_id: int, device: str,
+                   stats: RunStats | None = None) -> Iterator[tuple[int, list[int], str]]:
     """Continuous batching: decode ``jobs`` (token lists) in ``slots`` rows, refilling a row as
     soon as its sequence stops, so the batch stays full instead of decoding padding.
 
@@ -426,7 +426,8 @@ def run_continuous(model, decoder: Decoder, jobs: list[list[int]], sample: Calla
     A prompt is prefilled once while any of its jobs runs: its K/V sit in a prefix slot that all
     its rows read, and its last-position logits give every such job its first token. Prompts
     admitted together that share a long prefix prefill it once (`shared_prefix_groups`).
-    Yields ``(job index, generated tokens without the stop token, "stop" | "length")`` as jobs finish.
+    Yields ``(job index, generated tokens without the stop token, "stop" | "length")`` as jobs finish;
+    ``stats`` (if given) counts the run's prefill and decode work as it goes.
     """
     slots = max(1, min(slots, len(jobs)))
     prompts = [tuple(t) for t in jobs]
@@ -445,8 +446,7 @@ def run_continuous(model, decoder: Decoder, jobs: list[list[int]], sample: Calla
     own = torch.zeros(slots, dtype=torch.long, device=device)
     admit_at = max(1, slots // 8)  # admit in groups: one prefill call per group, not per row
     decoder.allocate(slots, n_prefix, max(len(t) for t in jobs), max_new_tokens)
-    stats = RunStats()
-    LAST_RUN.__dict__.update(stats.__dict__)
+    stats = RunStats() if stats is None else stats
 
     def finish(row: int, reason: str):
         j, p = job_of[row], prefix_of[row]
@@ -525,4 +525,3 @@ def run_continuous(model, decoder: Decoder, jobs: list[list[int]], sample: Calla
                         feed[row] = tok
     finally:
         decoder.release()
-        LAST_RUN.__dict__.update(stats.__dict__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable, Sequence, Union
 
-from .system2 import Trace
+from .traces import Trace
 from .tasks import Example
 
 

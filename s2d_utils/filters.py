@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .system2 import Trace
+from .traces import Trace
 from .tasks import Example
 
 RULES = ("majority", "plurality")

@@ -13,7 +13,14 @@ Contract:
   committed every ``batch_size`` samples, so a killed run loses at most the rows in flight.
 - Greedy (temperature 0) generates sample 0 once; n > 1 greedy samples are copies of it.
 
-The decode loop is our own (not ``model.generate``) for the per-row RNGs. For Llama and Qwen2
+- Backends (`backends`): the missing samples go to one backend, chosen by one setting
+  (``S2D_BACKEND``): `LocalBackend` (this process, below) or `served.OpenAIBackend` (any
+  OpenAI-compatible server). The backend's identity (kind, server version, served model, dtype)
+  joins the model's fingerprint in every cache key (`model_key`), so samples from a bf16 server
+  never stand in for the local fp32 model's.
+- Returns a `Generations` list; its ``.stats`` (`GenerationStats`) says what the call did.
+
+The local decode loop is our own (not ``model.generate``) for the per-row RNGs. For Llama and Qwen2
 models it is `engine.run_continuous`: continuous batching (a row that stops is refilled with the
 next sample at once) over `engine.Decoder`'s decode step, whose rows share one copy of
 their prompt's K/V. Other models take `_decode_batch`, fixed batches over the model's own forward.
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Sequence, Union
 
 from . import paths
+from .backends import Generated, Job, Sampling, Settings
 from .cache import CachedSample, GenerationCache, sample_key
 from .models import LoadedModel, free_memory
 
@@ -45,7 +53,7 @@ class Completion:
 
 @dataclass
 class GenerationStats:
-    """What the last `generate` call did (for tests, benchmarks and the curious)."""
+    """What one `generate` call did (for tests, benchmarks and the curious): ``generate(...).stats``."""
 
     requested: int = 0
     cached: int = 0
@@ -55,9 +63,16 @@ class GenerationStats:
     prefill_tokens: int = 0  # prompt tokens run through prefill (fast engine)
     prefix_reused_tokens: int = 0  # prompt tokens whose K/V came from a shared prefix instead (prefix caching)
     computed_keys: list[str] = field(default_factory=list)
+    backend: str = "local"
+    engine_runs: list = field(default_factory=list)  # one `engine.RunStats` per engine run (local fast path)
 
 
-LAST_STATS = GenerationStats()
+class Generations(list):
+    """`generate`'s result: one list of `Completion` per prompt, plus ``stats`` of the call."""
+
+    stats: GenerationStats
+
+
 _DEFAULT_CACHE: dict[str, GenerationCache] = {}
 
 
@@ -84,7 +99,7 @@ def render(lm: LoadedModel, prompt: Prompt) -> str:
 
 def context_window(lm: LoadedModel) -> int | None:
     """The model's context length in tokens (None when its config does not say)."""
-    return getattr(lm.model.config, "max_position_embeddings", None)
+    return getattr(lm.config, "max_position_embeddings", None)
 
 
 def fits(lm: LoadedModel, prompt: Prompt, max_new_tokens: int) -> bool:
@@ -103,7 +118,7 @@ def sample_seed(seed: int, rendered: str, index: int) -> int:
 
 def stop_token_ids(lm: LoadedModel) -> set[int]:
     ids = {lm.tokenizer.eos_token_id}
-    eos = getattr(lm.model.generation_config, "eos_token_id", None)
+    eos = getattr(lm.generation_config, "eos_token_id", None)
     if isinstance(eos, int):
         ids.add(eos)
     elif eos:
@@ -285,15 +300,17 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
     decoder = _decoder_for(lm.model)
     if decoder is not None:
         for group in token_budget_groups(jobs, batch_size, max_new_tokens, kv_token_budget(lm.model)):
+            run = engine.RunStats()
             try:
                 for j, toks, reason in engine.run_continuous(lm.model, decoder, [jobs[j] for j in group], sample_group(group),
                                                              max_new_tokens, stops, batch_size,
-                                                             lm.tokenizer.pad_token_id, lm.device):
+                                                             lm.tokenizer.pad_token_id, lm.device, run):
                     yield group[j], toks, reason
             finally:
                 if stats is not None:
-                    stats.prefill_tokens += engine.LAST_RUN.prefill_tokens
-                    stats.prefix_reused_tokens += engine.LAST_RUN.prefix_reused_tokens
+                    stats.prefill_tokens += run.prefill_tokens
+                    stats.prefix_reused_tokens += run.prefix_reused_tokens
+                    stats.engine_runs.append(run)
                 free_memory()  # the run's K/V buffers go back to the OS, not to a heap the next phase may not reuse
         return
     for start in range(0, len(jobs), batch_size):
@@ -304,11 +321,66 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
             yield j, toks, reason
 
 
+class LocalBackend:
+    """The model in this process: the fast engine for Llama / Qwen2, the model's forward otherwise."""
+
+    kind = "local"
+    flush_every = None  # commit every batch_size samples: a kill loses at most the rows in flight
+
+    def identity(self, lm: LoadedModel) -> dict[str, str]:
+        return {"kind": self.kind, "dtype": lm.dtype}
+
+    def run(self, lm: LoadedModel, jobs: Sequence[Job], sampling: Sampling, batch_size: int,
+            stats: GenerationStats | None = None):
+        for j, toks, reason in _run_jobs(lm, [list(job.tokens) for job in jobs], [job.seed for job in jobs],
+                                         float(sampling.temperature), float(sampling.top_p), sampling.max_new_tokens,
+                                         batch_size, stats):
+            yield j, Generated(lm.tokenizer.decode(toks, skip_special_tokens=True), len(toks), reason)
+
+
+LOCAL = LocalBackend()
+
+
+def backend_for(lm: LoadedModel):
+    """The backend the settings (`backends.Settings.from_env`) choose for ``lm``.
+
+    A model with a LoRA adapter merged in (a distilled student) generates locally whatever the
+    setting: the server serves the base model, not the student.
+    """
+    settings = Settings.from_env()
+    if settings.kind == "local" or lm.adapter is not None:
+        return LOCAL
+    from . import served
+
+    return served.connect(settings, lm)
+
+
+LEGACY_IDENTITY = {"kind": "local", "dtype": "float32"}  # keys made before backends had identities
+
+
+def model_key(lm: LoadedModel, identity: dict[str, str]) -> str:
+    """The model part of a cache key: the weights' fingerprint plus the backend's identity.
+
+    The local fp32 backend keeps the bare fingerprint (the key it always had, so existing caches
+    stay valid); any other backend or dtype extends it, so a bf16 GPU run, or a served model,
+    never reuses the local fp32 samples.
+    """
+    import json
+
+    if identity == LEGACY_IDENTITY:
+        return lm.fingerprint
+    return f"{lm.fingerprint}|{json.dumps(identity, sort_keys=True)}"
+
+
 def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature: float = 0.0,
              top_p: float = 1.0, max_new_tokens: int = 128, seed: int = 0, batch_size: int = 32,
              cache: GenerationCache | None | str = "default", progress: bool = True,
-             desc: str = "generate") -> list[list[Completion]]:
-    """Generate ``n`` completions for each prompt (see the module docstring for the contract)."""
+             desc: str = "generate", backend=None) -> Generations:
+    """Generate ``n`` completions for each prompt (see the module docstring for the contract).
+
+    ``backend``: None takes the one the settings choose (`backend_for`); or a `LocalBackend`,
+    a `served.OpenAIBackend`, ...
+    """
     import time
 
     from tqdm import tqdm
@@ -318,16 +390,19 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"temperature={temperature} must be >= 0 and top_p={top_p} in (0, 1]")
     store = default_cache() if cache == "default" else cache
+    backend = backend_for(lm) if backend is None else backend
     t0 = time.perf_counter()
     greedy = temperature == 0
     params = {"temperature": float(temperature), "top_p": 1.0 if greedy else float(top_p),
               "max_new_tokens": int(max_new_tokens), "seed": 0 if greedy else int(seed)}
     rendered = [render(lm, p) for p in prompts]
     n_compute = 1 if greedy else n
-    keys = [[sample_key(lm.fingerprint, r, params, i) for i in range(n_compute)] for r in rendered]
+    mkey = model_key(lm, backend.identity(lm))
+    keys = [[sample_key(mkey, r, params, i) for i in range(n_compute)] for r in rendered]
     found = store.get_many(k for ks in keys for k in ks) if store is not None else {}
     todo = [(p, i) for p, ks in enumerate(keys) for i, k in enumerate(ks) if k not in found]
-    stats = GenerationStats(requested=len(prompts) * n_compute, cached=len(prompts) * n_compute - len(todo))
+    stats = GenerationStats(requested=len(prompts) * n_compute, cached=len(prompts) * n_compute - len(todo),
+                            backend=backend.kind)
 
     if todo:
         limit = context_window(lm)
@@ -347,6 +422,7 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
         todo.sort(key=lambda pi: (order[tuple(tokenized[pi[0]])], pi))
         bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="sample")
         pending: dict[str, CachedSample] = {}
+        flush_every = backend.flush_every or batch_size
 
         def flush() -> None:
             if store is not None and pending:
@@ -355,25 +431,26 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
             stats.computed_keys.extend(pending)
             pending.clear()
 
-        jobs = [tokenized[p] for p, _ in todo]
-        seeds = [sample_seed(seed, rendered[p], i) for p, i in todo]
-        for j, toks, reason in _run_jobs(lm, jobs, seeds, float(temperature), float(top_p), max_new_tokens,
-                                         batch_size, stats):
-            p, i = todo[j]
-            pending[keys[p][i]] = CachedSample(lm.tokenizer.decode(toks, skip_special_tokens=True), len(toks), reason)
-            stats.generated_tokens += len(toks)
-            stats.computed += 1
-            bar.update(1)
-            if len(pending) >= batch_size:  # commit: a kill loses at most the rows in flight
-                flush()
-        flush()
-        bar.close()
+        jobs = [Job(rendered[p], tuple(tokenized[p]), sample_seed(seed, rendered[p], i)) for p, i in todo]
+        sampling = Sampling(float(temperature), float(top_p), int(max_new_tokens))
+        try:
+            for j, out in backend.run(lm, jobs, sampling, batch_size, stats):
+                p, i = todo[j]
+                pending[keys[p][i]] = CachedSample(out.text, out.n_tokens, out.finish_reason)
+                stats.generated_tokens += out.n_tokens
+                stats.computed += 1
+                bar.update(1)
+                if len(pending) >= flush_every:  # commit: a kill loses at most the rows in flight
+                    flush()
+        finally:  # what finished is kept, even when the backend fails halfway (a server gone)
+            flush()
+            bar.close()
     stats.seconds = time.perf_counter() - t0
-    LAST_STATS.__dict__.update(stats.__dict__)
-    out = []
+    out = Generations()
     for ks in keys:
         samples = [found[k] for k in ks]
         if greedy:
             samples = samples * n
         out.append([Completion(s.text, s.n_tokens, s.finish_reason) for s in samples])
+    out.stats = stats
     return out

@@ -29,9 +29,9 @@ import importlib.util
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import paths
 
@@ -41,7 +41,12 @@ REQUIREMENTS = paths.ROOT / "models"  # one pinned, hashed requirements file per
 
 @dataclass
 class LoadedModel:
-    """A causal LM, its tokenizer, and the identity that keys cached generations."""
+    """A causal LM, its tokenizer, and the identity that keys cached generations.
+
+    ``model`` may load lazily: a model an OpenAI-compatible server generates for needs only its
+    tokenizer and config here (`load_model(..., weights=False)`); the weights load on the first
+    access of ``.model`` (fine-tuning a student needs them, generation through a server does not).
+    """
 
     model: Any
     tokenizer: Any
@@ -49,9 +54,52 @@ class LoadedModel:
     fingerprint: str
     device: str
     device_map: str | None = None  # how it was placed over GPUs (distilled students load the same way)
+    path: str | None = None  # the local folder or hub id it came from
+    adapter: str | None = None  # the LoRA adapter folder merged into the weights (a distilled student)
+    lazy_config: Any = field(default=None, repr=False)  # config / generation config while the weights wait
+    lazy_generation_config: Any = field(default=None, repr=False)
+    loader: Callable[[], Any] | None = field(default=None, repr=False)  # loads the weights on first use
+    lazy_dtype: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (False until a lazy model is first used)."""
+        return self.__dict__.get("_model") is not None
+
+    @property
+    def config(self) -> Any:
+        return self.model.config if self.loaded else self.lazy_config
+
+    @property
+    def generation_config(self) -> Any:
+        return getattr(self.model, "generation_config", None) if self.loaded else self.lazy_generation_config
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype ("float32", "bfloat16", ...) as loaded, or as they will load."""
+        if self.loaded:
+            return str(getattr(self.model, "dtype", "unknown")).removeprefix("torch.")
+        return self.lazy_dtype or "unknown"
 
     def __repr__(self) -> str:  # the model's own repr is pages long
         return f"LoadedModel(name={self.name!r}, device={self.device!r}, fingerprint={self.fingerprint[:12]}…)"
+
+
+def _get_model(self: LoadedModel) -> Any:
+    if self.__dict__.get("_model") is None and self.loader is not None:
+        self.__dict__["_model"], self.loader = self.loader(), None
+        if self.device.startswith("cuda") and self.device_map is not None:  # where accelerate put the embeddings
+            self.device = str(self.__dict__["_model"].get_input_embeddings().weight.device)
+    return self.__dict__.get("_model")
+
+
+def _set_model(self: LoadedModel, value: Any) -> None:
+    self.__dict__["_model"] = value
+
+
+# set after @dataclass made `model` a field, so its generated __init__ and `dataclasses.replace`
+# go through the lazy getter and the setter
+LoadedModel.model = property(_get_model, _set_model)  # type: ignore[assignment]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -206,25 +254,55 @@ def conversion_record(path: Path) -> dict | None:
     return json.loads(record.read_text()) if record.exists() else None
 
 
-def weights_hash(path: Path) -> str:
-    """A hash of a local checkpoint's weights.
+WEIGHT_FILES = {".safetensors", ".bin", ".gguf", ".pt"}
 
-    The converted default records a full sha256 at conversion; for other local checkpoints we
-    hash each weight file's name, size, and first and last MiB (full hashes of 100+ GB models
-    would take minutes). Hub models are identified by their commit hash.
+
+def _file_hashes_cache() -> Path:
+    return paths.MODELS / "weight_hashes.json"
+
+
+def cached_sha256(f: Path) -> str:
+    """sha256 of a whole file, remembered by (absolute path, size, mtime) in
+    ``paths.MODELS/weight_hashes.json``: a 2.5 GB checkpoint is hashed once, not at every load,
+    and a file rewritten in place (a new fine-tune) gets a new size or mtime, so a new hash."""
+    f = Path(f).resolve()
+    st = f.stat()
+    key = f"{f}|{st.st_size}|{st.st_mtime_ns}"
+    store = _file_hashes_cache()
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    digest = sha256_file(f)
+    known = {k: v for k, v in known.items() if not k.startswith(f"{f}|")}  # the file's stale entries go
+    known[key] = digest
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f"{store.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
+        os.replace(tmp, store)
+    except OSError:  # a read-only models folder: hash again next time, never fail a load for it
+        pass
+    return digest
+
+
+def weights_hash(path: Path) -> str:
+    """A hash of a local checkpoint's weights: names and full sha256 of every weight file.
+
+    The converted embedded models record a full sha256 at conversion; other local checkpoints
+    hash every byte of each weight file (`cached_sha256`: once per file version, so later loads
+    cost a stat). Two fine-tunes that differ anywhere never share a fingerprint, hence never share
+    cached samples. Hub models are identified by their commit hash.
     """
     manifest = path / "s2d_conversion.json"
     if manifest.exists():
         return hashlib.sha256(json.dumps(json.loads(manifest.read_text())["weights_sha256"], sort_keys=True).encode()).hexdigest()
     h = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".gguf", ".pt"})
+    files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_FILES)
     for f in files:
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-            fh.seek(max(0, size - (1 << 20)))
-            h.update(fh.read(1 << 20))
+        h.update(f"{f.name}:{cached_sha256(f)}\n".encode())
     return h.hexdigest()
 
 
@@ -284,7 +362,7 @@ def model_name_problem(name_or_path: str) -> str | None:
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter: str | Path | None = None,
-               dtype: str = "auto", device_map: str | None = "auto") -> LoadedModel:
+               dtype: str = "auto", device_map: str | None = "auto", weights: bool = True) -> LoadedModel:
     """Load a causal LM and tokenizer; return them with the model's fingerprint.
 
     ``name_or_path``: ``"smollm2-135m-instruct"`` (embedded default), a local checkpoint folder,
@@ -293,9 +371,11 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
     ``dtype``: "auto" = fp32 on CPU (bf16 matmuls are slow on most CPUs), bf16 on CUDA.
     ``device_map``: on CUDA, how accelerate spreads the model over the GPUs ("auto": every visible
     GPU, as a 70B model needs); None puts it whole on ``device``.
+    ``weights=False``: tokenizer and config now, weights on first use of ``.model`` (a model a
+    server generates for: the prompts are rendered here, the weights wait for fine-tuning).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from transformers.utils import logging as hf_logging
 
@@ -319,23 +399,43 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
         path = name_or_path  # a hub id: transformers downloads or reads its cache
         ident = None
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if device.startswith("cuda") and device_map is not None:
-        # accelerate places the layers over every visible GPU (a 70B model does not fit one);
-        # inputs go to the device of the embeddings
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
-        device = str(model.get_input_embeddings().weight.device)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
-    if ident is None:
-        ident = f"{name_or_path}@{getattr(model.config, '_commit_hash', None) or 'hub'}"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if adapter is not None:
-        from peft import PeftModel
-
+        ident = (ident or f"{name_or_path}@{getattr(AutoConfig.from_pretrained(path), '_commit_hash', None) or 'hub'}")
         ident += f"+lora@{adapter_hash(adapter)}"
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    model.eval()
+    placed_map = device_map if device.startswith("cuda") else None
+
+    def load_weights():
+        if device.startswith("cuda") and device_map is not None:
+            # accelerate places the layers over every visible GPU (a 70B model does not fit one);
+            # inputs go to the device of the embeddings
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model.eval()
+        return model
+
+    common = dict(path=str(path), adapter=str(adapter) if adapter is not None else None)
+    if not weights:
+        config = AutoConfig.from_pretrained(path)
+        try:
+            gen_config = GenerationConfig.from_pretrained(path)
+        except OSError:  # no generation_config.json: the tokenizer's end-of-sequence token stops
+            gen_config = None
+        ident = ident or f"{name_or_path}@{getattr(config, '_commit_hash', None) or 'hub'}"
+        return LoadedModel(None, tokenizer, str(name_or_path), hashlib.sha256(ident.encode()).hexdigest(), device,
+                           placed_map, lazy_config=config, lazy_generation_config=gen_config, loader=load_weights,
+                           lazy_dtype=str(torch_dtype).removeprefix("torch."), **common)
+    model = load_weights()
+    if device.startswith("cuda") and device_map is not None:
+        device = str(model.get_input_embeddings().weight.device)
+    if ident is None:
+        ident = f"{name_or_path}@{getattr(model.config, '_commit_hash', None) or 'hub'}"
     fingerprint = hashlib.sha256(ident.encode()).hexdigest()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=str(name_or_path), fingerprint=fingerprint, device=device,
-                       device_map=device_map if device.startswith("cuda") else None)
+    return LoadedModel(model, tokenizer, str(name_or_path), fingerprint, device,
+                       device_map if device.startswith("cuda") else None, **common)

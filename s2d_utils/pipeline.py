@@ -22,9 +22,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from . import distill, filters, paths, profiles, report
+from . import backends, distill, filters, paths, profiles, report
 from .evaluate import SystemResult, _discordant, detectable_difference, evaluate, mcnemar, wilson
-from .generation import fits, generate
+from .generation import backend_for, fits, generate
 from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
 from .system2 import Trace, cut_share, parse, rescore
 from .tasks import Example, is_hub_id, parse_rules
@@ -45,6 +45,8 @@ def check_parameters(*, MODEL: str | None, PROFILE: str, SEED: int, DEVICE: str 
         raise ValueError(f"DEVICE={DEVICE!r}: expected one of {list(DEVICES)} or cuda:N")
     if FILTER_RULE not in filters.RULES:
         raise ValueError(f"FILTER_RULE={FILTER_RULE!r}: expected one of {list(filters.RULES)}")
+    if others.get("BACKEND") is not None and others["BACKEND"] not in backends.KINDS:
+        raise ValueError(f"BACKEND={others['BACKEND']!r}: expected one of {list(backends.KINDS)} (or None: S2D_BACKEND)")
     sources = {"DATA_SOURCE": DATA_SOURCE, **{k: v for k, v in others.items() if k.endswith("_SOURCE")}}
     for name, value in sources.items():
         if value is not None and (not isinstance(value, (str, Path)) or (not Path(value).expanduser().exists()
@@ -93,20 +95,30 @@ class Experiment:
 
 def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PROFILE: str, SEED: int,
           DEVICE: str = "auto", DATA_SOURCE: Any = None, FILTER_RULE: str = "majority", **others: Any) -> Experiment:
-    """Check the notebook's parameters, pick the sizes and model of the profile, load the model."""
+    """Check the notebook's parameters, pick the sizes and model of the profile, load the model.
+
+    ``BACKEND`` / ``BASE_URL`` / ``SERVED_MODEL`` (optional; default: the ``S2D_BACKEND``,
+    ``S2D_BASE_URL``, ``S2D_SERVED_MODEL`` environment) send generation to an OpenAI-compatible
+    server: then only the tokenizer loads here (the weights wait until a student is fine-tuned),
+    and the server is checked now, so a server that is down or serves another model fails in this
+    cell with its URL and the models it lists.
+    """
     params = dict(MODEL=MODEL, PROFILE=PROFILE, SEED=SEED, DEVICE=DEVICE, DATA_SOURCE=DATA_SOURCE,
                   FILTER_RULE=FILTER_RULE, **others)
     check_parameters(**params)
     variants = getattr(task, "VARIANTS", None)
     if "VARIANT" in others and variants is not None and others["VARIANT"] not in variants:
         raise ValueError(f"VARIANT={others['VARIANT']!r}: expected one of {list(variants)}")
+    settings = backends.configure(others.get("BACKEND"), others.get("BASE_URL"), others.get("SERVED_MODEL"))
     sizes = profiles.sizes(method, task.NAME, PROFILE)
     model = profiles.model_for(PROFILE, MODEL)
     manifest = report.Manifest(notebook, {**params, "model": model, "sizes": sizes.as_dict()})
     with manifest.stage("load model"):
-        lm = load_model(model, device=DEVICE)
+        lm = load_model(model, device=DEVICE, weights=settings.kind == "local")
+    with manifest.stage("connect backend"):
+        manifest.backend = backend_for(lm).identity(lm)
     manifest.model_fingerprint = lm.fingerprint
-    record = conversion_record(Path(str(lm.model.name_or_path)))  # None for hub and other local models
+    record = conversion_record(Path(str(lm.path)))  # None for hub and other local models
     manifest.parameters["model_source_sha256"] = record.get("source_sha256") if record else None
     return Experiment(notebook, method, task, PROFILE, SEED, sizes, lm, manifest, FILTER_RULE)
 
@@ -442,6 +454,8 @@ def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable
     tests = mcnemar_tests(exp, mcnemar_pairs)
     lm = exp.lm
     where = f"{os.cpu_count()} CPU cores" if lm.device == "cpu" else lm.device
+    if exp.manifest.backend.get("kind") == "openai":  # the base model's samples came from a server
+        where = f"a {exp.manifest.backend['server']} server ({exp.manifest.backend['served_model']}), students on {where}"
     base_notes = [f"ours: {lm.name} on {where}, profile {exp.profile}, seed {exp.seed}; paper: {report.PAPER_MODEL}.",
                   "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
                   "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "

