@@ -70,6 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct",
                     help="comma-separated; each runs the same workload")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (a GPU's tokens/s for a gpu-profile estimate)")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -85,7 +86,7 @@ def main() -> None:
     results = {}
     for name in args.models.split(","):
         print(f"\n== {name}")
-        results[name] = bench_model(load_model(name, device="cpu"), prompts, args)
+        results[name] = bench_model(load_model(name, device=args.device), prompts, args)
     print("\nsummary (engine / plain model.generate, same workload, same process):")
     for name, f in results.items():
         print(f"  {name:32s} {f['speedup']:.2f}x   greedy identical {f['greedy_identical']:.0%}   "

@@ -23,14 +23,15 @@ import random
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from . import paths
 from .generation import render
 from .filters import Kept
-from .models import LoadedModel, free_memory, load_model
+from .models import LoadedModel, adapter_hash, free_memory, load_model
 
 ANSWER_TEMPLATE = "The answer is {answer}."
 
@@ -108,6 +109,14 @@ def adapter_key(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: Lo
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+def adapter_dir(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings, name: str,
+                out_dir: Path | None = None) -> Path:
+    """Where the adapter for these pairs and settings lives: ``<checkpoints>/<name slug>-<adapter_key>``
+    (the in-notebook loop, `launch` and the `s2d_utils.train` entry point all use it)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return (out_dir or paths.CHECKPOINTS) / f"{slug}-{adapter_key(base, pairs, settings)}"
+
+
 def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings = LoraSettings(),
              out_dir: Path | None = None, progress: bool = True, name: str = "distill") -> TrainResult:
     """LoRA-fine-tune ``base`` on ``pairs``; return where the adapter is.
@@ -122,14 +131,15 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
 
     if not pairs:
         raise ValueError(f"{name}: no training pairs (the filter kept nothing); cannot fine-tune")
-    key = adapter_key(base, pairs, settings)
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    out = (out_dir or paths.CHECKPOINTS) / f"{slug}-{key}"
+    out = adapter_dir(base, pairs, settings, name, out_dir)
     log_file = out / "train_log.json"
     if log_file.exists():
         log = json.loads(log_file.read_text())
         return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), True)
 
+    processes = train_processes()
+    if processes > 1:  # data parallel / FSDP / ZeRO-3 in processes of their own
+        return launch(base, pairs, settings, name, out_dir, processes)
     torch.manual_seed(settings.seed)
     inner = base.model
     use_cache = inner.config.use_cache
@@ -161,7 +171,72 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
         free_memory()
 
 
+def train_processes() -> int:
+    """``S2D_TRAIN_PROCESSES`` (a notebook's ``TRAIN_PROCESSES``): 1 trains in this process; more
+    launch `s2d_utils.train` with ``accelerate launch`` on that many processes."""
+    raw = os.environ.get("S2D_TRAIN_PROCESSES", "1") or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"S2D_TRAIN_PROCESSES={raw!r}: expected a whole number >= 1")
+    return int(raw)
+
+
+def launch(base: LoadedModel, pairs: Sequence[dict], settings: LoraSettings, name: str, out_dir: Path | None,
+           processes: int, config: str | None = None, save_every: int = 50) -> TrainResult:
+    """Train with ``accelerate launch --num_processes N -m s2d_utils.train`` (``config``, else
+    ``S2D_ACCELERATE_CONFIG``: one of configs/accelerate/*.yaml or the user's own) and return the
+    adapter it wrote: the folder `finetune` would have written, found there by the notebooks."""
+    import subprocess
+    import sys
+    import tempfile
+
+    config = config or os.environ.get("S2D_ACCELERATE_CONFIG") or None
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_file = Path(tmp) / "pairs.jsonl"
+        pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+               *(["--config_file", config] if config else []), "-m", "s2d_utils.train", "--model", base.name,
+               "--pairs", str(pairs_file), "--name", name, "--settings", json.dumps(asdict(settings)),
+               "--out-dir", str(out_dir or paths.CHECKPOINTS), "--save-every", str(save_every), "--no-progress"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:8])} ... failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = adapter_dir(base, pairs, settings, name, out_dir)
+    log = json.loads((out / "train_log.json").read_text())
+    return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), False)
+
+
 CHECKPOINT_TOKENS = 2048  # padded tokens per step above which activations are recomputed, not kept
+
+
+def step_batches(n_pairs: int, settings: LoraSettings) -> Iterator[list[int]]:
+    """The pairs (by index) of each optimizer step: epochs of a seeded shuffle cut into batches,
+    `training_steps` of them. The in-notebook loop and the `s2d_utils.train` entry point both
+    follow it, so they see the same batches in the same order."""
+    rng = random.Random(settings.seed)
+    step, total = 0, training_steps(n_pairs, settings)
+    while step < total:
+        order = list(range(n_pairs))
+        rng.shuffle(order)
+        for start in range(0, n_pairs, settings.batch_size):
+            if step >= total:
+                return
+            yield order[start : start + settings.batch_size]
+            step += 1
+
+
+def collate(batch: Sequence[tuple[list[int], list[int]]], pad: int):
+    """(ids, attention mask, labels) of tokenized pairs, right-padded (labels -100 off the answer)."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, (x, y) in enumerate(batch):
+        ids[r, : len(x)] = torch.tensor(x)
+        labels[r, : len(y)] = torch.tensor(y)
+        mask[r, : len(x)] = 1
+    return ids, mask, labels
 
 
 def training_steps(n_pairs: int, settings: LoraSettings) -> int:
@@ -184,10 +259,10 @@ def answer_loss(model, ids, mask, labels):
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = inner.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, T, H], LoRA layers included
-    target = labels[:, 1:]
+    target = labels[:, 1:].to(hidden.device)  # a model split over devices ends on another device than it starts
     keep = target != -100
     logits = inner.lm_head(hidden[:, :-1][keep])  # [answer tokens, vocab]
-    return F.cross_entropy(logits.float(), target[keep])
+    return F.cross_entropy(logits.float(), target[keep].to(logits.device))
 
 
 def _train(base: LoadedModel, model, pairs, settings: LoraSettings, out: Path, name: str, progress: bool) -> TrainResult:
@@ -201,51 +276,104 @@ def _train(base: LoadedModel, model, pairs, settings: LoraSettings, out: Path, n
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
                               weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / max(total, 1))  # linear decay
-    rng = random.Random(settings.seed)
     pad = base.tokenizer.pad_token_id
     losses, tokens, step = [], 0, 0
     t0 = time.perf_counter()
     bar = tqdm(total=total, desc=f"fine-tune {name}", disable=not progress, unit="step")
-    while step < total:
-        order = list(range(len(data)))
-        rng.shuffle(order)
-        for start in range(0, len(order), settings.batch_size):
-            if step >= total:
-                break
-            batch = [data[i] for i in order[start : start + settings.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (x, y) in enumerate(batch):  # right padding for training
-                ids[r, : len(x)] = torch.tensor(x)
-                labels[r, : len(y)] = torch.tensor(y)
-                mask[r, : len(x)] = 1
-            loss = answer_loss(model, ids.to(device), mask.to(device), labels.to(device))
-            loss.backward()
-            optim.step()
-            sched.step()
-            optim.zero_grad(set_to_none=True)
-            losses.append(round(loss.item(), 5))
-            tokens += int(mask.sum())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    for rows in step_batches(len(data), settings):
+        ids, mask, labels = collate([data[i] for i in rows], pad)
+        loss = answer_loss(model, ids.to(device), mask.to(device), labels.to(device))
+        loss.backward()
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 5))
+        tokens += int(mask.sum())
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
     seconds = time.perf_counter() - t0
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
     log = {"steps": step, "examples": len(data), "tokens": tokens, "seconds": seconds, "losses": losses,
            "settings": asdict(settings), "base": base.name, "base_fingerprint": base.fingerprint}
+    return publish(out, lambda tmp: model.save_pretrained(str(tmp)), pairs, log)
+
+
+def publish(out: Path, save: Callable[[Path], None], pairs: Sequence[dict], log: dict) -> TrainResult:
+    """Write the adapter (``save(folder)``), its training pairs and log into ``out`` atomically (a
+    killed run leaves only ``out.partial``), after checking the adapter is not empty."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save(tmp)
+    check_adapter(tmp)
     (tmp / "train_data.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     (tmp / "train_log.json").write_text(json.dumps(log, indent=1))
     shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)  # atomic: a killed run leaves only a .partial folder
-    return TrainResult(out, step, len(data), tokens, seconds, tuple(losses), False)
+    os.replace(tmp, out)
+    return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), False)
 
 
-def load_distilled(base: LoadedModel, result: TrainResult | Path) -> LoadedModel:
-    """The distilled System 1: ``base``'s checkpoint with the LoRA adapter merged in."""
+def check_adapter(folder: Path) -> None:
+    """Raise unless ``folder`` holds a LoRA adapter with weights: at least one A and one B matrix,
+    none of them empty, and some B not all zero (B starts at zero, so a trained adapter has moved
+    it). LoRA under DeepSpeed ZeRO-3 is known to save empty adapters (the shards were never gathered)."""
+    from safetensors import safe_open
+
+    path = Path(folder) / "adapter_model.safetensors"
+    if not path.exists():
+        raise RuntimeError(f"{folder}: no adapter_model.safetensors was saved")
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    a = [t for k, t in tensors.items() if "lora_A" in k]
+    b = [t for k, t in tensors.items() if "lora_B" in k]
+    if not a or not b or any(t.numel() == 0 for t in tensors.values()):
+        raise RuntimeError(f"{path}: an empty LoRA adapter ({len(a)} A and {len(b)} B matrices, "
+                           f"{sum(t.numel() == 0 for t in tensors.values())} of them empty). Under DeepSpeed ZeRO-3 "
+                           "the adapter must be saved from the gathered state dict (accelerator.get_state_dict).")
+    if not any(bool(t.abs().sum() > 0) for t in b):
+        raise RuntimeError(f"{path}: every LoRA B matrix is zero: the adapter was saved untrained")
+
+
+STUDENT_MODES = ("merged", "attached")
+
+
+def student_mode(base: LoadedModel) -> str:
+    """How a student is evaluated here: ``S2D_STUDENT_MODE`` if set, else "attached" on CUDA (the
+    adapter on the loaded base: no second copy of a large model) and "merged" on CPU (a merged copy
+    the fast engine runs; the committed cpu tables were made this way)."""
+    mode = os.environ.get("S2D_STUDENT_MODE") or ("attached" if str(base.device).startswith("cuda") else "merged")
+    if mode not in STUDENT_MODES:
+        raise ValueError(f"S2D_STUDENT_MODE={mode!r}: expected one of {list(STUDENT_MODES)}")
+    return mode
+
+
+@contextmanager
+def attached(base: LoadedModel, result: TrainResult | Path) -> Iterator[LoadedModel]:
+    """The distilled System 1 as ``base.model`` with the LoRA adapter attached (peft, not merged),
+    for the ``with`` block only; the adapter is removed on exit, leaving the base's modules and
+    weights exactly as they were. No second copy of the base is loaded and nothing is merged into
+    its weights. Generation goes through the model's own forward (the engine reads plain weights).
+    Its fingerprint differs from the merged student's: the two round differently, so their cached
+    samples are kept apart.
+    """
+    from peft import PeftModel
+
+    adapter = Path(result.adapter_dir if isinstance(result, TrainResult) else result)
+    model = base.model
+    peft_model = PeftModel.from_pretrained(model, str(adapter), adapter_name="student", is_trainable=False)
+    peft_model.eval()
+    fingerprint = hashlib.sha256(f"{base.fingerprint}+attached-lora@{adapter_hash(adapter)}".encode()).hexdigest()
+    try:
+        yield replace(base, model=peft_model, fingerprint=fingerprint, adapter=str(adapter))
+    finally:
+        restored = peft_model.unload()  # the LoRA layers out, the base layers back in their place
+        assert restored is model
+
+
+def load_distilled(base: LoadedModel, result: TrainResult | Path, weights: bool = True) -> LoadedModel:
+    """The distilled System 1: ``base``'s checkpoint with the LoRA adapter merged in.
+    ``weights=False``: the weights load on first use (a student a server generates for as an adapter)."""
     adapter = result.adapter_dir if isinstance(result, TrainResult) else Path(result)
-    return load_model(base.name, device=base.device, adapter=adapter, device_map=base.device_map)
+    return load_model(base.name, device=base.device, adapter=adapter, device_map=base.device_map,
+                      weights=weights)

@@ -104,13 +104,16 @@ def _partial_attention(q, keys, values, bias, scale):
     """Unnormalized attention of ``q`` over one part of the context, with its softmax max and sum.
 
     Returns ``(e @ V, m, l)`` with ``m`` the row max of the scores and ``e = exp(scores - m)``,
-    ``l = sum(e)``: two parts merge exactly into one softmax (see `_merge`).
+    ``l = sum(e)``: two parts merge exactly into one softmax (see `_merge`). The scores, ``m``,
+    ``l`` and the output are fp32 whatever the weights' dtype (bf16 sums of a long context lose
+    whole tokens' weight); ``e`` goes into the product with V in V's dtype, as flash attention does.
+    On fp32 weights nothing is converted.
     """
-    s = torch.matmul(q, keys.transpose(-1, -2))
+    s = torch.matmul(q, keys.transpose(-1, -2)).float()
     s.mul_(scale).add_(bias)
     m = s.amax(-1, keepdim=True)
     e = s.sub_(m).exp_()
-    return torch.matmul(e, values), m, e.sum(-1, keepdim=True)
+    return torch.matmul(e.to(values.dtype), values).float(), m, e.sum(-1, keepdim=True)
 
 
 def _merge(a, b):
@@ -285,7 +288,7 @@ class Decoder:
             shared = [t.view(P, hk, G, group, -1).transpose(1, 2).reshape(P * G, hk, group, -1).index_select(0, layout.entry)
                       for t in _partial_attention(qp, Kp, Vp, bias_p, self.scale)]
             att = _merge(shared, mine)  # [S, Hkv, group, d]
-            x = x + att.reshape(b, hq * d) @ L.wo.T
+            x = x + att.to(x.dtype).reshape(b, hq * d) @ L.wo.T
             h = _rms(x, L.ln2, self.eps)
             x = x + (F.silu(h @ L.wgate.T) * (h @ L.wup.T)) @ L.wdown.T
         return _rms(x, self.norm, self.eps) @ self.lm_head.T

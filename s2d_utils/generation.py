@@ -209,10 +209,10 @@ def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], sample, max_new
         logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
                           use_cache=True, logits_to_keep=1).logits[:, -1, :]
         expand = torch.tensor(row_of, device=device)
-        logits, mask = logits[expand], mask[expand]
+        logits, mask = logits[expand.to(logits.device)], mask[expand]
         position = position[expand][:, -1] + 1  # next position of each row
         if len(prompts) < len(token_lists):  # fan the shared prefill out to the sample rows
-            cache.batch_select_indices(expand)
+            select_rows(cache, expand)
         for step in range(max_new_tokens):
             nxt = sample(logits, rows).tolist()
             for r, tok in zip(rows, nxt):
@@ -227,7 +227,7 @@ def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], sample, max_new
                 break
             if len(rows) - len(live) >= max(1, int(COMPACT_SHARE * len(rows))):
                 idx = torch.tensor(live, device=device)
-                cache.batch_select_indices(idx)
+                select_rows(cache, idx)
                 mask, position = mask.index_select(0, idx), position.index_select(0, idx)
                 rows = [rows[b] for b in live]
                 nxt = [nxt[b] for b in live]
@@ -239,15 +239,47 @@ def _decode_batch(lm: LoadedModel, token_lists: list[list[int]], sample, max_new
     return list(zip(out, reason))
 
 
-KV_BUDGET_BYTES = int(os.environ.get("S2D_KV_BUDGET_MB", "1024")) << 20  # K/V buffers of one engine run
+def select_rows(cache, idx) -> None:
+    """Keep rows ``idx`` of every layer of a `DynamicCache`, each layer indexed on its own device.
+
+    A model split over devices (``device_map``) keeps each layer's K/V where the layer runs;
+    `DynamicCache.batch_select_indices` would index them all with ``idx`` where it lies.
+    """
+    moved: dict = {}
+    for layer in cache.layers:
+        keys = getattr(layer, "keys", None)
+        if keys is None or keys.numel() == 0:
+            continue
+        i = moved.setdefault(keys.device, idx.to(keys.device))
+        layer.keys, layer.values = keys.index_select(0, i), layer.values.index_select(0, i)
+
+
+KV_BUDGET_MB = os.environ.get("S2D_KV_BUDGET_MB")  # K/V buffers of one engine run; unset: from the device
+CPU_KV_BUDGET_BYTES = 1 << 30  # on CPU: 1 GiB (the notebooks' K/V is small; RAM also holds the model)
+GPU_KV_SHARE = 0.5  # on a GPU: half of the memory free when the run starts
+
+
+def kv_budget_bytes(model) -> int:
+    """The K/V budget of one engine run: ``S2D_KV_BUDGET_MB`` if set; on CUDA, `GPU_KV_SHARE` of the
+    device's free memory (a 1 GiB budget would hold a few thousand tokens of an 8B model); on CPU
+    `CPU_KV_BUDGET_BYTES`."""
+    import torch
+
+    if KV_BUDGET_MB:
+        return int(KV_BUDGET_MB) << 20
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(CPU_KV_BUDGET_BYTES // 4, int(GPU_KV_SHARE * free))
+    return CPU_KV_BUDGET_BYTES
 
 
 def kv_token_budget(model) -> int:
-    """How many tokens of K/V fit in `KV_BUDGET_BYTES` for ``model`` (all layers, keys and values)."""
+    """How many tokens of K/V fit in `kv_budget_bytes` for ``model`` (all layers, keys and values)."""
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * model.dtype.itemsize
-    return max(1, KV_BUDGET_BYTES // per_token)
+    return max(1, kv_budget_bytes(model) // per_token)
 
 
 def token_budget_groups(jobs: list[list[int]], slots: int, max_new_tokens: int, budget: int) -> list[list[int]]:
@@ -344,15 +376,32 @@ LOCAL = LocalBackend()
 def backend_for(lm: LoadedModel):
     """The backend the settings (`backends.Settings.from_env`) choose for ``lm``.
 
-    A model with a LoRA adapter merged in (a distilled student) generates locally whatever the
-    setting: the server serves the base model, not the student.
+    A distilled student (``lm.adapter``: a LoRA adapter on the base) goes to the server as that
+    adapter, loaded at run time under its content hash (`served.OpenAIBackend.with_adapter`); a
+    server that cannot load adapters is said once per adapter (`ADAPTER_FALLBACKS`), and the
+    student generates locally (its weights load then).
     """
     settings = Settings.from_env()
-    if settings.kind == "local" or lm.adapter is not None:
+    if settings.kind == "local":
         return LOCAL
     from . import served
 
-    return served.connect(settings, lm)
+    backend = served.connect(settings, lm)
+    if lm.adapter is None:
+        return backend
+    if lm.adapter in ADAPTER_FALLBACKS:
+        return LOCAL
+    try:
+        return backend.with_adapter(lm.adapter)
+    except served.AdapterUnsupported as err:
+        ADAPTER_FALLBACKS[lm.adapter] = str(err)
+        import warnings
+
+        warnings.warn(str(err), stacklevel=2)
+        return LOCAL
+
+
+ADAPTER_FALLBACKS: dict[str, str] = {}  # adapter folder -> why the server could not serve it
 
 
 LEGACY_IDENTITY = {"kind": "local", "dtype": "float32"}  # keys made before backends had identities

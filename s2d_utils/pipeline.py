@@ -110,6 +110,9 @@ def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PR
     if "VARIANT" in others and variants is not None and others["VARIANT"] not in variants:
         raise ValueError(f"VARIANT={others['VARIANT']!r}: expected one of {list(variants)}")
     settings = backends.configure(others.get("BACKEND"), others.get("BASE_URL"), others.get("SERVED_MODEL"))
+    if others.get("TRAIN_PROCESSES") is not None:  # > 1: students train under `accelerate launch`
+        os.environ["S2D_TRAIN_PROCESSES"] = str(others["TRAIN_PROCESSES"])
+    distill.train_processes()  # a bad setting fails here, not after System 2 has run
     sizes = profiles.sizes(method, task.NAME, PROFILE)
     model = profiles.model_for(PROFILE, MODEL)
     manifest = report.Manifest(notebook, {**params, "model": model, "sizes": sizes.as_dict()})
@@ -219,15 +222,37 @@ def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callabl
     """Evaluate each distilled System 1 (greedy) with ``program(student)``; one student in memory at
     a time. ``score`` as in `evaluate_systems`."""
     out = []
+    served = backends.Settings.from_env().kind != "local"  # students go to the server as adapters, if it can
+    mode = distill.student_mode(exp.lm)
+    exp.manifest.parameters["student_mode"] = "served" if served else mode
     with exp.manifest.stage("evaluate distilled"):
         for name in names or list(exp.trained):
             result = exp.trained[name]
-            student = distill.load_distilled(exp.lm, result) if result else exp.lm
-            out.append(_score(exp, name, test, program(student), score))
-            del student
-            free_memory()
+            if result is None:
+                out.append(_score(exp, name, test, program(exp.lm), score))
+                _confidence(exp, name, exp.lm, served)
+            elif mode == "attached" and not served:  # on the loaded base, removed afterwards
+                with distill.attached(exp.lm, result) as student:
+                    out.append(_score(exp, name, test, program(student), score))
+                    _confidence(exp, name, student, served)
+            else:
+                student = distill.load_distilled(exp.lm, result, weights=not served)
+                out.append(_score(exp, name, test, program(student), score))
+                _confidence(exp, name, student, served)
+                del student
+                free_memory()
     exp.rows.extend(out)
     return out
+
+
+def _confidence(exp: Experiment, name: str, student: LoadedModel, served: bool) -> None:
+    """The student's probability of its own answer on each test input (`routing.answer_confidence`),
+    for the routing notebook; not computed for a student a server generated for (no weights here)."""
+    from . import routing
+
+    if served and not student.loaded:
+        return
+    exp.info.setdefault("confidence", {})[name] = [round(c, 6) for c in routing.answer_confidence(student, exp.traces[name])]
 
 
 def show_trace(trace: Trace, example: Example) -> None:
@@ -270,15 +295,32 @@ def compare(exp: Experiment, a: str, b: str) -> str:
     return f"{a} {_pct(ra.accuracy)} vs {b} {_pct(rb.accuracy)} (exact McNemar {_p(p)}): {verdict}."
 
 
+DOMINANT_SHARE = 0.8  # one answer to this share of inputs: its constant score is named (`answer_profile`)
+CONSTANT_SHARE = 0.9  # to this share: the system cannot carry a verdict (`guard_findings`, `summary`)
+
+
+def _constant_score(exp: Experiment, answer: Any, test: Sequence[Example]) -> float | None:
+    """What ``answer`` given to every test input would score (None where the task cannot say)."""
+    if answer is None or not test:
+        return 0.0 if test else None
+    try:
+        return sum(exp.task.score(answer, e.gold) for e in test) / len(test)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return None
+
+
 def answer_profile(exp: Experiment, name: str, test: Sequence[Example]) -> str | None:
-    """If one answer dominates a system's outputs, say so, with what that constant answer would score."""
+    """If one answer dominates a system's outputs (`DOMINANT_SHARE` up to `CONSTANT_SHARE`; above,
+    `guard_findings` says it), name it with what that constant answer would score."""
     answers = [ts[0].answer for ts in exp.traces.get(name, [])]
     if not answers:
         return None
     top, count = Counter(answers).most_common(1)[0]
-    if top is None or count < 0.8 * len(answers):
+    if top is None or not DOMINANT_SHARE * len(answers) <= count < CONSTANT_SHARE * len(answers):
         return None
-    constant = sum(exp.task.score(top, e.gold) for e in test) / len(test)
+    constant = _constant_score(exp, top, test)
+    if constant is None:
+        return None
     return (f"{name} answers {top!r} to {count} of {len(answers)} test inputs; that answer alone would score "
             f"{_pct(constant)}, so compare its accuracy with this, not with 0.")
 
@@ -393,9 +435,10 @@ def training_notes(exp: Experiment) -> list[str]:
     return [f"Training ({budget}): " + "; ".join(parts) + "."] if parts else []
 
 
-def guard_findings(exp: Experiment, share: float = 0.9) -> list[str]:
+def guard_findings(exp: Experiment, share: float = CONSTANT_SHARE) -> list[str]:
     """Sentences that stop a constant from passing for a result: a system giving one answer to
-    ``share`` of the test inputs, and a filter whose kept targets are (nearly) all one answer."""
+    ``share`` of the test inputs (with what that answer alone scores, where the task can say), and
+    a filter whose kept targets are (nearly) all one answer."""
     out = []
     for r in exp.rows:
         traces = exp.traces.get(r.name)
@@ -405,8 +448,10 @@ def guard_findings(exp: Experiment, share: float = 0.9) -> list[str]:
         top, count = Counter(answers).most_common(1)[0]
         if count >= share * len(answers):
             said = "no parsed answer" if top is None else repr(top)
-            out.append(f"{r.name} gives one answer ({said}) to {count} of {len(answers)} test inputs: its accuracy is "
-                       "that answer's, and it cannot carry a verdict on the paper's claims.")
+            constant = _constant_score(exp, top, exp.test) if len(exp.test) == len(answers) else None
+            alone = "" if constant is None or top is None else f" (that answer alone scores {_pct(constant)})"
+            out.append(f"{r.name} gives one answer ({said}) to {count} of {len(answers)} test inputs{alone}: its "
+                       "accuracy is that answer's, and it cannot carry a verdict on the paper's claims.")
     for name, f in exp.filters.items():
         targets = f.get("targets") or {}
         kept = sum(targets.values())
@@ -455,7 +500,12 @@ def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable
     lm = exp.lm
     where = f"{os.cpu_count()} CPU cores" if lm.device == "cpu" else lm.device
     if exp.manifest.backend.get("kind") == "openai":  # the base model's samples came from a server
-        where = f"a {exp.manifest.backend['server']} server ({exp.manifest.backend['served_model']}), students on {where}"
+        from .generation import ADAPTER_FALLBACKS
+
+        local = [t for t in exp.trained.values() if t is not None and str(t.adapter_dir) in ADAPTER_FALLBACKS]
+        students = (f"students on {where} (the server could not load their LoRA adapters)" if local
+                    else "students as LoRA adapters on the same server")
+        where = f"a {exp.manifest.backend['server']} server ({exp.manifest.backend['served_model']}), {students}"
     base_notes = [f"ours: {lm.name} on {where}, profile {exp.profile}, seed {exp.seed}; paper: {report.PAPER_MODEL}.",
                   "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
                   "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "

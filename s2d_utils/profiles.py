@@ -2,7 +2,9 @@
 
 Profiles: ``smoke`` (CI and the tests: about a minute per notebook, SmolLM2-135M), ``cpu`` (the
 default main job: the embedded Qwen2.5-Coder-0.5B on 2 CPU cores, at most ~20 minutes per notebook
-cold), ``paper`` (the paper's sizes; expects GPUs and the paper's model).
+cold), ``gpu`` (Qwen2.5-7B-Instruct on one 80 GB GPU: the paper's test sets where our data have
+them, unlabeled inputs in the hundreds to low thousands), ``paper`` (the paper's sizes; expects
+GPUs and the paper's model). `generation_budget` bounds the tokens a profile generates.
 
 One small frozen dataclass per method; `sizes(method, task, profile)` returns it with every field
 checked, and unknown method, task or profile names raise with the list of valid ones. The
@@ -13,10 +15,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 PROFILE_MODELS = {
     "smoke": "smollm2-135m-instruct",
     "cpu": "qwen2.5-coder-0.5b-instruct",
+    # Apache-2.0, not gated, and a Qwen2 the engine runs (Llama-3.1-8B's rope scaling sends it to
+    # the slower fallback); any 7-8B instruct model works through MODEL
+    "gpu": "Qwen/Qwen2.5-7B-Instruct",
     "paper": "meta-llama/Llama-2-70b-chat-hf",
 }
 
@@ -123,6 +128,9 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # 32 unlabeled ones keep a cold run near 15 minutes (measured: see the README)
             "cpu": RarSizes(n_train=32, n_test=100, samples=8, n_answer=1, system1_tokens=48, rar1_tokens=128,
                             rephrase_tokens=64, answer_tokens=64, min_steps=12),
+            # all 200 unlabeled and 200 test questions the task has; three epochs, at least 12 steps
+            "gpu": RarSizes(n_train=200, n_test=200, samples=8, n_answer=1, system1_tokens=128, rar1_tokens=512,
+                            rephrase_tokens=256, answer_tokens=256, min_steps=12),
             # Sec. 4.1: 200 train / 200 test, 8 samples; token caps generous for a 70B model; 3 steps
             "paper": RarSizes(n_train=200, n_test=200, samples=8, n_answer=1, system1_tokens=128, rar1_tokens=512,
                               rephrase_tokens=256, answer_tokens=256, steps=3),
@@ -132,6 +140,9 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # 64 unlabeled inputs (issue 18: 32 kept 6, i.e. 3 optimizer steps); floor of 12 steps
             "cpu": RarSizes(n_train=64, n_test=100, samples=8, n_answer=1, system1_tokens=64, rar1_tokens=128,
                             rephrase_tokens=64, answer_tokens=64, min_steps=12),
+            # the paper's 1,333 test questions, 2,000 of its 20,000 unlabeled ones; 100 steps as in the paper
+            "gpu": RarSizes(n_train=2000, n_test=1333, samples=8, n_answer=1, system1_tokens=256, rar1_tokens=512,
+                            rephrase_tokens=256, answer_tokens=256, steps=100),
             # Sec. 4.1: 20k unlabeled train, 1.33k test; both RaR stages sampled 8 times; 100 steps (Sec. 4.1)
             "paper": RarSizes(n_train=20000, n_test=1333, samples=8, n_answer=8, system1_tokens=256, rar1_tokens=512,
                               rephrase_tokens=256, answer_tokens=256, steps=100),
@@ -147,6 +158,10 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # (batch 4: batch 8 of judge prompts peaked at 8.7 GB resident; one epoch over both orders)
             "cpu": BsmSizes(n_train=8, n_test=32, samples=1, max_answer_chars=300, cot_tokens=128, epochs=1,
                             lora_batch=4, min_steps=4),
+            # every MT-bench pair of the splits, uncut answers, caps for a 7B judge; three epochs over
+            # the kept pairs (the paper's 600 steps were over 19,672 OASST2 pairs), at least 24 steps
+            "gpu": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
+                            cot_tokens=1024, branch_tokens=512, solve_tokens=256, min_steps=24),
             # Sec. 4.3: 19,672 unlabeled OASST2 pairs in the paper; here every MT-bench pair of the
             # split, uncut answers (the test split has 480 strong-vs-weak pairs); 600 steps
             "paper": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
@@ -161,6 +176,9 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # maj@5/10 on the first 10; 12 unlabeled questions x 10 samples; CoT capped at 320 tokens
             # (at 160, a third of the zero-shot samples were cut before their answer); floor 12 steps
             "cpu": CotSizes(n_train=12, n_test=100, samples=10, n_test_k=10, cot_tokens=320, min_steps=12),
+            # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10
+            "gpu": CotSizes(n_train=2000, n_test=1319, samples=10, n_test_k=200, system1_tokens=32, cot_tokens=512,
+                            student_tokens=32, min_steps=100),
             # Sec. 4.4: the GSM8k train set (7,473 questions, 7,461 kept) and test set (1,319), K = 10;
             # 5,000 steps
             "paper": CotSizes(n_train=7465, n_test=1319, samples=10, system1_tokens=32, cot_tokens=512,
@@ -174,6 +192,11 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # 2 CPU cores: 200 test questions (a quarter bare, so the unbiased column has 50), 24
             # unlabeled inputs with 10 samples each (the paper's own fallback size for USC), floor 12 steps
             "cpu": S2aSizes(n_train=24, n_test=200, samples=10, unbiased_share=0.25, min_steps=12),
+            # the analog's whole train split (139 questions; SycophancyEval's answer.jsonl as DATA_SOURCE
+            # gives thousands), 200 test inputs (a quarter unbiased), USC over 20 samples; three epochs
+            # over the kept pairs, at least 24 steps (350 steps over ~100 pairs would be 28 epochs)
+            "gpu": S2aSizes(n_train=139, n_test=200, samples=20, unbiased_share=0.25, system1_tokens=256,
+                            rewrite_tokens=256, answer_tokens=256, usc_tokens=32, min_steps=24),
             # Sec. 4.2: 6,668 unlabeled inputs, 350 biased + 50 unbiased test inputs, USC over 20
             # samples (needs SycophancyEval's answer.jsonl as DATA_SOURCE: the analog is smaller); 350 steps
             "paper": S2aSizes(n_train=6668, n_test=400, samples=20, unbiased_share=0.125, system1_tokens=256,
@@ -210,3 +233,49 @@ def model_for(profile: str, model: str | None = None) -> str:
     """The notebook's ``MODEL`` if given, else the profile's model."""
     _choose("PROFILE", profile, PROFILES)
     return model if model is not None else PROFILE_MODELS[profile]
+
+
+def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
+    """Upper bounds on one notebook's generated tokens (every call at its cap) and calls, from the
+    sizes alone: what a wall-time estimate on new hardware divides by a measured tokens/s.
+
+    The bounds follow the notebooks' programs: System 1 and each System 2 program on the test set
+    (greedy), System 2 sampled ``samples`` times on the unlabeled inputs, each student on the test
+    set. Real runs stop early (end of turn), so the tokens are a ceiling, typically 2-5 times the
+    real count (the cpu run's #Tokens columns give the real means).
+    """
+    z = sizes(method, task, profile)
+    calls: dict[str, tuple[int, int]] = {}  # stage -> (calls, tokens per call at the cap)
+    if method == "rar":
+        calls["test: System 1"] = (z.n_test, z.system1_tokens)
+        calls["test: 1-step RaR"] = (z.n_test, z.rar1_tokens)
+        calls["test: 2-step RaR"] = (2 * z.n_test, max(z.rephrase_tokens, z.answer_tokens))
+        calls["train: 1-step RaR"] = (z.n_train * z.samples, z.rar1_tokens)
+        calls["train: 2-step RaR"] = (z.n_train * z.samples * (1 + z.n_answer), max(z.rephrase_tokens, z.answer_tokens))
+        calls["test: students"] = (2 * z.n_test, z.system1_tokens)
+    elif method == "s2a":
+        calls["test: System 1"] = (z.n_test, z.system1_tokens)
+        calls["test: S2A"] = (z.n_test, z.rewrite_tokens + z.answer_tokens)
+        calls["train: S2A"] = (z.n_train * z.samples, z.rewrite_tokens + z.answer_tokens)
+        calls["train: USC"] = (z.n_train, z.usc_tokens)
+        calls["test: students"] = (2 * z.n_test, z.answer_tokens)
+    elif method == "bsm":
+        orders = 2  # every pair is judged in both orders
+        branch = z.branch_tokens + 5 * z.solve_tokens  # branch, then (at most) five criteria solved
+        calls["test: System 1"] = (orders * z.n_test, z.system1_tokens)
+        calls["test: CoT judge"] = (orders * z.n_test, z.cot_tokens)
+        calls["test: BSM"] = (orders * z.n_test, branch)
+        calls["train: BSM"] = (orders * z.n_train, branch)
+        calls["test: students"] = (orders * z.n_test, z.system1_tokens)
+    elif method == "cot":
+        k_questions = z.n_test if z.n_test_k is None else z.n_test_k
+        calls["test: System 1"] = (z.n_test, z.system1_tokens)
+        calls["test: CoT (0- and few-shot)"] = (2 * (z.n_test + k_questions * (z.samples - 1)), z.cot_tokens)
+        calls["train: CoT"] = (z.n_train * z.samples, z.cot_tokens)
+        calls["test: students"] = (z.n_test, z.student_tokens)
+    else:
+        raise ValueError(f"method={method!r}: expected one of {sorted(SIZES)}")
+    out = {stage: n * cap for stage, (n, cap) in calls.items()}
+    out["total"] = sum(out.values())
+    out["calls"] = sum(n for n, _ in calls.values())
+    return out

@@ -404,7 +404,18 @@ def readme_summary(root: Path | None = None) -> str:
     return f"{body}\n\n![All methods: accuracy vs #Tokens](figures/{SUMMARY_FIGURE}.png)"
 
 
-README_BLOCKS = {"summary": readme_summary, "results": readme_results, "bench": readme_bench}
+def readme_routing(root: Path | None = None) -> str:
+    """The README's routing table and figure (07_routing)."""
+    figures = (root or paths.ROOT) / "figures"
+    md = figures / "routing.md"
+    if not md.exists():
+        raise FileNotFoundError(f"{md}: run `make reproduce` first (07_routing writes it)")
+    body = md.read_text().split("\n", 1)[1].strip()
+    return f"{body}\n\n![Routing: accuracy vs #Tokens and calibration](figures/fig_routing.png)"
+
+
+README_BLOCKS = {"summary": readme_summary, "results": readme_results, "routing": readme_routing,
+                 "bench": readme_bench}
 
 
 def update_readme(path: Path | None = None) -> bool:

@@ -42,6 +42,21 @@ class TokenCountMismatch(RuntimeError):
     """The server's token count disagrees with the local tokenizer's."""
 
 
+class AdapterUnsupported(RuntimeError):
+    """The server cannot load a LoRA adapter at run time (the student is then evaluated locally)."""
+
+
+ADAPTER_ROUTES = ("{base}/load_lora_adapter", "{root}/load_lora_adapter")  # vLLM (/v1/...), SGLang (root)
+
+
+def adapter_name(adapter_dir) -> str:
+    """The name a student's adapter is served under: its content hash. vLLM keys its prefix cache
+    by adapter name, so two different adapters must never share one, and one adapter keeps its name."""
+    from .models import adapter_hash
+
+    return "s2d-lora-" + adapter_hash(adapter_dir)[:16]
+
+
 def _root(base_url: str) -> str:
     url = base_url.rstrip("/")
     return url[: -len("/v1")] if url.endswith("/v1") else url
@@ -65,6 +80,7 @@ class OpenAIBackend:
         self.client = OpenAI(base_url=self.base_url, api_key=os.environ.get("S2D_API_KEY", "EMPTY"),
                              timeout=settings.timeout, max_retries=settings.max_retries)
         self.listed: list[str] = []
+        self._adapted: dict[str, "OpenAIBackend"] = {}  # adapter folder -> this server generating with it
         self.version: str | None = None
         self.flavor = "openai"  # "vllm" (reports /version), "transformers" (takes a generation_config), "openai"
         self.token_prompts = True
@@ -126,6 +142,59 @@ class OpenAIBackend:
     def identity(self, lm=None) -> dict[str, str]:
         server = self.flavor + (f" {self.version}" if self.version else "")
         return {"kind": self.kind, "server": server, "served_model": self.served_model, "dtype": self.dtype}
+
+    # ----- students as LoRA adapters -----
+
+    def with_adapter(self, adapter_dir) -> "OpenAIBackend":
+        """This server, generating with the LoRA adapter in ``adapter_dir`` on its base model.
+
+        Loads the adapter at run time (vLLM: ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``;
+        SGLang: ``--enable-lora``) under `adapter_name`, unless the server lists that name already.
+        The server reads the folder itself: it must see the same path (same machine or a shared
+        disk). Raises `AdapterUnsupported`, with what to do, when the server has no such route or
+        refuses the adapter.
+        """
+        import copy
+        from pathlib import Path
+
+        import httpx
+
+        folder = Path(adapter_dir).resolve()
+        if str(folder) in self._adapted:
+            return self._adapted[str(folder)]
+        name = adapter_name(folder)
+        if name not in self._served_names():
+            answers = []
+            for route in ADAPTER_ROUTES:
+                url = route.format(base=self.base_url, root=_root(self.base_url))
+                try:
+                    reply = httpx.post(url, json={"lora_name": name, "lora_path": str(folder)},
+                                       timeout=self.settings.timeout)
+                except httpx.HTTPError as err:
+                    answers.append(f"{url}: {type(err).__name__}")
+                    continue
+                text = reply.text[:300]
+                if reply.status_code == 200 or (reply.status_code == 400 and "already" in text.lower()):
+                    break
+                answers.append(f"{url}: HTTP {reply.status_code} {text}")
+            else:
+                raise AdapterUnsupported(
+                    f"{self.base_url} cannot load the LoRA adapter {folder} as {name!r} ({'; '.join(answers)}). "
+                    "Start vLLM with --enable-lora --max-lora-rank <rank> and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True "
+                    "(or SGLang with --enable-lora) on a machine that sees this folder; meanwhile the student is "
+                    "evaluated locally.")
+            if self.listed and name not in self._served_names():
+                raise AdapterUnsupported(f"{self.base_url} accepted the LoRA adapter {name!r} but does not list it")
+        clone = copy.copy(self)
+        clone.served_model = name
+        self._adapted[str(folder)] = clone
+        return clone
+
+    def _served_names(self) -> list[str]:
+        try:
+            return [m.id for m in self.client.with_options(timeout=PROBE_TIMEOUT, max_retries=0).models.list().data]
+        except Exception:  # noqa: BLE001 - a server that cannot list (transformers serve): none known
+            return []
 
     # ----- generation -----
 
@@ -317,7 +386,7 @@ _BACKENDS: dict[tuple, OpenAIBackend] = {}
 
 def connect(settings: Settings, lm) -> OpenAIBackend:
     """The backend for ``settings`` and ``lm``, checked once per process (then reused)."""
-    key = (settings, lm.path, lm.fingerprint)
+    key = (settings, lm.path)
     if key not in _BACKENDS:
         started = time.perf_counter()
         _BACKENDS[key] = OpenAIBackend(settings, lm)

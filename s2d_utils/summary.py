@@ -17,13 +17,13 @@ from typing import Any, Sequence
 
 from . import paths, profiles, report
 from .evaluate import _discordant, detectable_difference, mcnemar_p, paired_difference_ci
+from .pipeline import CONSTANT_SHARE  # a system giving one answer to this share of inputs cannot carry a claim
 from .system2 import bsm, cot, rar, s2a
 
 ALPHA = 0.05
 FRACTION = 0.5  # "a fraction of System 2's tokens": at most half
 MARGIN = 0.10  # "near" / "equivalent": within 10 accuracy points (the 95% CI of the paired difference)
 MIN_PAIRS = 8  # a student trained on fewer kept inputs cannot carry a claim
-CONSTANT_SHARE = 0.9  # a system giving one answer to this share of inputs cannot carry a claim
 CONSTANT = report.CONSTANT
 HELD, NOT_HELD, NOT_SHOWN, NOT_TESTABLE = "held", "not held", "not shown", "not testable"
 BEATS = "distilled System 1 beats System 1"

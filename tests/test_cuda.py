@@ -62,3 +62,75 @@ def test_one_lora_step_on_cuda_and_the_student_loads_there(cuda_lm, tmp_path):
     student = distill.load_distilled(cuda_lm, result)
     assert student.device.startswith("cuda") and student.fingerprint != cuda_lm.fingerprint
     assert next(cuda_lm.model.parameters()).device.type == "cuda" and not cuda_lm.model.training
+
+
+# ----- issue 21: a model split over devices, bf16 statistics, students attached to the loaded base -----
+
+SPLIT = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": "cpu",
+         "model.norm": "cpu", "lm_head": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def split_lm(tiny_model_dir):
+    """The tiny Llama with its first layer on cuda:0 and the rest on the CPU (accelerate's hooks
+    move activations between them), as a 70B model spreads over GPUs."""
+    lm = load_model(str(tiny_model_dir), device="cuda", dtype="float32", device_map=SPLIT)
+    assert len(set(lm.model.hf_device_map.values())) == 2
+    return lm
+
+
+def test_a_split_model_decodes_through_the_fallback_fan_out_and_compaction_included(split_lm):
+    assert not engine.supports(split_lm.model)
+    greedy = generate(split_lm, PROMPTS, max_new_tokens=12, cache=None, progress=False, batch_size=3)
+    for prompt, (c,) in zip(PROMPTS, greedy):
+        ids = split_lm.tokenizer(render(split_lm, prompt), return_tensors="pt", add_special_tokens=False).to("cuda:0")
+        with torch.no_grad():
+            ref = split_lm.model.generate(**ids, max_new_tokens=12, do_sample=False,
+                                          pad_token_id=split_lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
+        ref = [t for t in ref.tolist() if t != split_lm.tokenizer.eos_token_id]
+        assert c.text == split_lm.tokenizer.decode(ref, skip_special_tokens=True)
+    # several samples of one prompt share its prefill (fan-out), rows that stop leave the batch (compaction)
+    sampled = generate(split_lm, PROMPTS, n=4, temperature=1.0, top_p=1.0, max_new_tokens=10, seed=1, cache=None,
+                       progress=False, batch_size=12)
+    assert [len(cs) for cs in sampled] == [4, 4, 4]
+
+
+def test_the_answer_loss_of_a_split_model_equals_its_own_loss_and_a_step_trains(split_lm, tmp_path):
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7, 4]], device="cuda:0")
+    labels = torch.full_like(ids, -100)
+    labels[:, 4:] = ids[:, 4:]
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ours = distill.answer_loss(split_lm.model, ids, mask, labels)
+        theirs = split_lm.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert torch.allclose(ours.cpu(), theirs.cpu(), atol=1e-5)
+    examples = coin_flip.load("train", n=4, seed=1)
+    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
+    result = distill.finetune(split_lm, pairs, distill.LoraSettings(max_steps=1, batch_size=4), out_dir=tmp_path,
+                              progress=False)
+    assert result.steps == 1 and result.losses[0] > 0
+    with distill.attached(split_lm, result) as student:
+        outs = generate(student, PROMPTS, max_new_tokens=6, cache=None, progress=False)
+        assert len(outs) == 3
+    assert not any("lora" in k for k in split_lm.model.state_dict())
+
+
+def test_bf16_engine_greedy_agrees_with_model_generate_in_bf16(tiny_model_dir, monkeypatch):
+    """The engine keeps its softmax statistics in fp32 whatever the weights' dtype; greedy in bf16
+    must then give what transformers' own bf16 forward gives."""
+    monkeypatch.setenv("S2D_ENGINE", "fast")
+    lm = load_model(str(tiny_model_dir), device="cuda", dtype="bfloat16", device_map=None)
+    assert engine.supports(lm.model)
+    outs = generate(lm, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=3)
+    for prompt, (c,) in zip(PROMPTS, outs):
+        ids = lm.tokenizer(render(lm, prompt), return_tensors="pt", add_special_tokens=False).to(lm.device)
+        with torch.no_grad():
+            ref = lm.model.generate(**ids, max_new_tokens=16, do_sample=False,
+                                    pad_token_id=lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
+        ref = [t for t in ref.tolist() if t != lm.tokenizer.eos_token_id]
+        assert c.text == lm.tokenizer.decode(ref, skip_special_tokens=True)
+
+
+def test_the_kv_budget_on_a_gpu_follows_its_free_memory(cuda_lm):
+    free, _ = torch.cuda.mem_get_info(torch.device(cuda_lm.device))
+    assert generation.kv_budget_bytes(cuda_lm.model) >= min(int(generation.GPU_KV_SHARE * free), 1 << 30) // 2

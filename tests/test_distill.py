@@ -117,3 +117,43 @@ def test_answer_loss_equals_the_models_own_loss(tiny_lm):
         ours = answer_loss(model, ids, mask, labels)
         theirs = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_a_student_attached_to_the_loaded_base_answers_as_the_merged_one_and_leaves_the_base_as_it_was(
+        tiny_lm, tmp_path, monkeypatch):
+    """Issue 21: the adapter goes onto the base already in memory (no second copy, no merge into its
+    weights) and comes off again; the base's weights and answers are unchanged afterwards."""
+    import torch
+
+    from s2d_utils import models
+    from s2d_utils.generation import generate
+
+    prompts = [e.input for e in last_letter.load("test", n=3, seed=2)]
+    pairs = distill.sft_pairs([_kept(e) for e in last_letter.load("train", n=4, seed=3)])
+    result = distill.finetune(tiny_lm, pairs, distill.LoraSettings(steps=3, batch_size=2, learning_rate=5e-3),
+                              out_dir=tmp_path, progress=False)
+    merged = distill.load_distilled(tiny_lm, result)
+    before_state = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
+    before = generate(tiny_lm, prompts, max_new_tokens=8, cache=None, progress=False)
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    with torch.no_grad():
+        base_logits = tiny_lm.model(input_ids=ids).logits
+
+    def no_second_copy(*a, **k):
+        raise AssertionError("an attached student must not load a second copy of the base")
+
+    monkeypatch.setattr(models, "load_model", no_second_copy)
+    monkeypatch.setattr(distill, "load_model", no_second_copy)
+    with distill.attached(tiny_lm, result) as student:
+        assert student.fingerprint not in (tiny_lm.fingerprint, merged.fingerprint)
+        with torch.no_grad():
+            got = student.model(input_ids=ids).logits
+            want = merged.model(input_ids=ids).logits
+        assert not torch.allclose(got, base_logits, atol=1e-4), "the adapter must change the function"
+        assert torch.allclose(got, want, atol=1e-4), "attached and merged students must compute the same function"
+        assert generate(student, prompts, max_new_tokens=8, cache=None, progress=False) == \
+            generate(merged, prompts, max_new_tokens=8, cache=None, progress=False)
+    assert type(tiny_lm.model).__name__ == "LlamaForCausalLM"
+    assert not any("lora" in k for k in tiny_lm.model.state_dict())
+    assert all(torch.equal(v, before_state[k]) for k, v in tiny_lm.model.state_dict().items())
+    assert generate(tiny_lm, prompts, max_new_tokens=8, cache=None, progress=False) == before

@@ -144,7 +144,7 @@ def test_a_small_kv_budget_gives_the_same_samples(tiny_lm, monkeypatch):
 
     monkeypatch.setenv("S2D_ENGINE", "fast")
     whole = generate(tiny_lm, PROMPTS, n=3, cache=None, progress=False, batch_size=4, **SAMPLING)
-    monkeypatch.setattr(generation, "KV_BUDGET_BYTES", 1)  # every prompt in a run of its own
+    monkeypatch.setattr(generation, "KV_BUDGET_MB", "0")  # 0 bytes: every prompt in a run of its own
     assert generate(tiny_lm, PROMPTS, n=3, cache=None, progress=False, batch_size=4, **SAMPLING) == whole
 
 
@@ -162,3 +162,34 @@ def test_two_step_rar_with_several_answers_per_rephrasing(tiny_lm):
         assert rephrasings[:3] == [rephrasings[0]] * 3 and rephrasings[3:] == [rephrasings[3]] * 3
         assert all(ts[i].calls[1].prompt == rar.respond_prompt(e, ts[i].calls[0].output) for i in range(6))
         assert all(t.n_tokens == t.calls[0].n_tokens + t.calls[1].n_tokens for t in ts)
+
+
+def test_rows_are_selected_layer_by_layer_as_the_cache_itself_would(tiny_lm):
+    """`select_rows` (each layer indexed on its own device, for split models) keeps the same rows as
+    `DynamicCache.batch_select_indices` on one device."""
+    import torch
+    from transformers import DynamicCache
+
+    from s2d_utils.generation import select_rows
+
+    ids = torch.tensor([[1, 5, 9], [2, 6, 10], [3, 7, 11]])
+    caches = []
+    for _ in range(2):
+        cache = DynamicCache(config=tiny_lm.model.config)
+        with torch.no_grad():
+            tiny_lm.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        caches.append(cache)
+    idx = torch.tensor([2, 0, 0])
+    caches[0].batch_select_indices(idx)
+    select_rows(caches[1], idx)
+    for a, b in zip(caches[0].layers, caches[1].layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+
+def test_the_kv_budget_is_a_setting_or_follows_the_device(tiny_lm, monkeypatch):
+    from s2d_utils import generation
+
+    monkeypatch.setattr(generation, "KV_BUDGET_MB", None)
+    assert generation.kv_budget_bytes(tiny_lm.model) == generation.CPU_KV_BUDGET_BYTES
+    monkeypatch.setattr(generation, "KV_BUDGET_MB", "3")
+    assert generation.kv_budget_bytes(tiny_lm.model) == 3 << 20

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.notebook
 
 
 NOTEBOOKS = ("01_rar_last_letter", "02_rar_coin_flip", "03_s2a_sycophancy", "04_bsm_llm_judge", "05_cot_gsm8k",
-             "06_summary")
+             "06_summary", "07_routing")
 # variables that would point a run at data, results or code outside the clone, or tie the inner
 # make to the outer one (`make test` runs us)
 _OUTSIDE = ("S2D_DATA", "S2D_RESULTS", "S2D_FIGURES", "S2D_MODELS", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
@@ -105,7 +105,7 @@ def test_a_fresh_clone_reproduces_every_table_and_leaves_git_status_clean(suite)
         assert smoke.exists() and smoke.stat().st_size > 0, smoke
     for name in NOTEBOOKS:
         assert (suite / "results" / "executed" / f"{name}.ipynb").exists()
-        assert (suite / "results" / "metrics" / f"{name}.smoke.json").exists() or name == "06_summary"
+        assert (suite / "results" / "metrics" / f"{name}.smoke.json").exists() or name in ("06_summary", "07_routing")
     status = git("status", "--porcelain", "--untracked-files=all", cwd=suite)
     assert status == "", f"the smoke run left these in the clone's git status:\n{status}"
 
@@ -208,6 +208,22 @@ def test_summary_notebook_gives_a_verdict_per_claim_from_the_metrics(suite):
         assert f"| {v['claim']} | {v['method']} | **{v['verdict']}** | {v['numbers']} |" in md
     assert "CoT on GSM8k does not distill" in md
     assert (suite / "figures" / "fig_summary.smoke.png").stat().st_size > 10_000
+
+
+def test_routing_notebook_routes_every_trained_student_from_the_recorded_confidences(suite):
+    from s2d_utils import routing, summary
+
+    md = (suite / "figures" / "routing.smoke.md").read_text()
+    metrics = {b.notebook: metrics_of(suite, b.notebook) for b in summary.BLOCKS}
+    results = routing.analyse(metrics)
+    assert routing.routing_markdown(results, "smoke", "smollm2-135m-instruct") == md  # the file is what the metrics give
+    for b, r in zip(summary.BLOCKS, results):
+        conf = metrics[b.notebook]["info"]["confidence"]
+        assert len(conf[b.distilled]) == metrics[b.notebook]["rows"][b.distilled]["n"] or b.notebook == "04_bsm_llm_judge"
+        assert all(0 <= c <= 1 for c in conf[b.distilled])
+        if not r.problem:
+            assert r.points[0].student_share == 0 and r.points[-1].student_share == 1
+    assert (suite / "figures" / "fig_routing.smoke.png").stat().st_size > 10_000
 
 
 def test_summary_names_a_notebook_whose_metrics_are_missing(tmp_path):

@@ -27,11 +27,17 @@ def test_compare_states_the_difference_only_when_mcnemar_finds_one():
 
 
 def test_constant_answers_and_repeated_completions_are_named():
-    exp = experiment({"student": ["The answer is yes."] * 9 + ["The answer is no."],
+    exp = experiment({"student": ["The answer is yes."] * 8 + ["The answer is no."] * 2,
+                      "constant": ["The answer is yes."] * 9 + ["The answer is no."],
                       "S1": ["No, the coin is still heads up."] * 10})
+    exp.test = list(TEST)
     assert pipeline.answer_profile(exp, "student", TEST) == (
-        "student answers 'yes' to 9 of 10 test inputs; that answer alone would score 40.0%, so compare its "
+        "student answers 'yes' to 8 of 10 test inputs; that answer alone would score 40.0%, so compare its "
         "accuracy with this, not with 0.")
+    # 90% or more: one sentence, from guard_findings, with the constant's score (not two)
+    assert pipeline.answer_profile(exp, "constant", TEST) is None
+    assert ("constant gives one answer ('yes') to 9 of 10 test inputs (that answer alone scores 40.0%): its accuracy "
+            "is that answer's, and it cannot carry a verdict on the paper's claims.") in pipeline.guard_findings(exp)
     assert pipeline.answer_profile(exp, "S1", TEST) is None  # its answers do not parse: nothing constant to name
     assert pipeline.output_profile(exp, "S1") == (
         "S1 gives the same completion to 10 of 10 test inputs: 'No, the coin is still heads up.' (parsed as None).")

@@ -76,7 +76,7 @@ def test_committed_notebooks_carry_no_outputs_and_one_parameters_cell(nb_path):
     tagged = [i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     params = "".join(nb["cells"][tagged[0]]["source"])
-    needed = ("MODEL =", "PROFILE =") + (() if nb_path.name == "06_summary.ipynb" else ("SEED =",))  # summary: no sampling
+    needed = ("MODEL =", "PROFILE =") + (() if nb_path.name in ("06_summary.ipynb", "07_routing.ipynb") else ("SEED =",))  # no sampling
     for name in needed:
         assert name in params
     # the parameters cell holds commented literals only: every line is NAME = literal  # comment

@@ -70,4 +70,5 @@ def test_readme_sizes_and_constants_are_the_codes():
     assert f"{cpu.batch_size} rows in the cpu profile" in readme
     assert f"at most {engine.PREFILL_TOKENS:,}" in readme
     assert f"(at least {engine.MIN_SHARED} tokens)" in readme
-    assert f"fit a {generation.KV_BUDGET_BYTES >> 30} GiB budget" in readme
+    assert f"fit a {generation.CPU_KV_BUDGET_BYTES >> 30} GiB budget on CPU, half the free" in readme
+    assert generation.GPU_KV_SHARE == 0.5

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fastapi import Request  # at module level: the test server's handlers name it in (string) annotations
 
 from s2d_utils import pipeline
 from s2d_utils.backends import Settings
@@ -134,3 +135,155 @@ def test_a_server_killed_mid_run_and_restarted_resumes_from_the_cache(smollm, us
     resumed = generate(smollm, PROMPTS, cache=GenerationCache(db), **GREEDY)
     assert (resumed.stats.cached, resumed.stats.computed) == (stored, len(PROMPTS) - stored)
     assert resumed == generate(smollm, PROMPTS, cache=None, backend=LOCAL, **GREEDY)
+
+
+# ----- students as LoRA adapters -----
+
+@pytest.fixture(scope="module")
+def student_adapter(smollm, tmp_path_factory):
+    """A LoRA adapter that visibly changes the smoke model: trained to answer "Banana." to anything."""
+    from s2d_utils import distill
+
+    pairs = [{"id": str(i), "prompt": p, "completion": "Banana."} for i, p in enumerate(PROMPTS * 2)]
+    settings = distill.LoraSettings(r=4, alpha=16, dropout=0.0, learning_rate=3e-3, batch_size=4, steps=12)
+    return distill.finetune(smollm, pairs, settings, out_dir=tmp_path_factory.mktemp("adapter"), progress=False)
+
+
+class LoraServer:
+    """A minimal server with vLLM's routes for runtime LoRA (``GET /v1/models``, ``GET /version``,
+    ``POST /v1/load_lora_adapter``, ``POST /v1/completions`` on token-id prompts), answering greedy
+    requests with ``model.generate`` on the base or on the named adapter (loaded from the path the
+    client sends). transformers serve has no adapter routes; vLLM cannot run here."""
+
+    def __init__(self, base):
+        import uvicorn
+        from fastapi import FastAPI
+        from fastapi.responses import JSONResponse
+
+        from s2d_utils.generation import stop_token_ids
+        from s2d_utils.models import load_model
+
+        self.base, self.students, self.loads, self.requests = base, {}, [], []
+        stops = sorted(stop_token_ids(base))
+        app = FastAPI()
+
+        @app.get("/v1/models")
+        def models():
+            return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "test"}
+                                               for m in [base.path, *self.students]]}
+
+        @app.get("/version")
+        def version():
+            return {"version": "0.0.test"}
+
+        @app.post("/v1/load_lora_adapter")
+        async def load(request: Request):
+            body = await request.json()
+            self.loads.append(body)
+            if body["lora_name"] in self.students:
+                return JSONResponse({"message": f"The lora adapter '{body['lora_name']}' has already been loaded."}, 400)
+            self.students[body["lora_name"]] = load_model(base.name, device="cpu", adapter=body["lora_path"])
+            return "Success: LoRA adapter loaded"
+
+        @app.post("/v1/completions")
+        async def complete(request: Request):
+            import torch
+
+            body = await request.json()
+            self.requests.append(body)
+            lm = base if body["model"] == base.path else self.students.get(body["model"])
+            if lm is None:
+                return JSONResponse({"message": f"model {body['model']!r} not found"}, 404)
+            ids = torch.tensor([body["prompt"]])
+            with torch.no_grad():
+                out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=body["max_tokens"],
+                                        do_sample=False, eos_token_id=stops, pad_token_id=stops[0])
+            new = out[0, ids.shape[1]:].tolist()
+            stopped = bool(new) and new[-1] in stops
+            text = lm.tokenizer.decode(new[:-1] if stopped else new, skip_special_tokens=True)
+            return {"id": "cmpl-test", "object": "text_completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "text": text, "logprobs": None,
+                                 "finish_reason": "stop" if stopped else "length"}],
+                    "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": len(new),
+                              "total_tokens": len(body["prompt"]) + len(new)}}
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert self.server.started, "the test server did not start"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _served_env(monkeypatch, url):
+    monkeypatch.setenv("S2D_BACKEND", "openai")
+    monkeypatch.setenv("S2D_BASE_URL", url)
+    monkeypatch.delenv("S2D_SERVED_MODEL", raising=False)
+    monkeypatch.setenv("S2D_SERVED_DTYPE", "float32")
+    monkeypatch.setenv("S2D_REQUEST_TIMEOUT", "60")
+    monkeypatch.setenv("S2D_MAX_RETRIES", "1")
+
+
+def test_a_student_is_served_as_a_lora_adapter_named_by_its_content_hash(smollm, student_adapter, monkeypatch,
+                                                                          tmp_path):
+    from s2d_utils import distill
+    from s2d_utils.served import adapter_name
+
+    local_student = distill.load_distilled(smollm, student_adapter)
+    local = generate(local_student, PROMPTS, cache=None, backend=LOCAL, **GREEDY)
+    assert local != generate(smollm, PROMPTS, cache=None, backend=LOCAL, **GREEDY), "the adapter must change answers"
+    name = adapter_name(student_adapter.adapter_dir)
+    with LoraServer(smollm) as srv:
+        _served_env(monkeypatch, srv.url)
+        student = distill.load_distilled(smollm, student_adapter, weights=False)
+        cache = GenerationCache(tmp_path / "g.sqlite")
+        served = generate(student, PROMPTS, cache=cache, **GREEDY)
+        assert not student.loaded, "a student served as an adapter needs no weights here"
+        again = generate(distill.load_distilled(smollm, student_adapter, weights=False), PROMPTS, cache=cache, **GREEDY)
+    assert served.stats.backend == "openai" and served.stats.computed == len(PROMPTS)
+    assert served == local  # the same completions as the merged student here
+    assert again.stats.cached == len(PROMPTS)
+    assert [b["lora_name"] for b in srv.loads] == [name]  # loaded once, under its content hash
+    assert srv.loads[0]["lora_path"] == str(Path(student_adapter.adapter_dir).resolve())
+    assert {b["model"] for b in srv.requests[-len(PROMPTS):]} == {name}
+
+
+def test_a_server_that_cannot_load_adapters_says_so_and_the_student_runs_locally(smollm, student_adapter, use_server,
+                                                                                tmp_path):
+    from s2d_utils import distill
+    from s2d_utils.generation import ADAPTER_FALLBACKS
+
+    student = distill.load_distilled(smollm, student_adapter, weights=False)
+    with pytest.warns(UserWarning, match=rf"{use_server.url} cannot load the LoRA adapter .*evaluated locally"):
+        served = generate(student, PROMPTS[:2], cache=GenerationCache(tmp_path / "g.sqlite"), **GREEDY)
+    assert served.stats.backend == "local" and student.loaded
+    assert student.adapter in ADAPTER_FALLBACKS
+    local = generate(distill.load_distilled(smollm, student_adapter), PROMPTS[:2], cache=None, backend=LOCAL, **GREEDY)
+    assert served == local
+
+
+def test_a_smoke_notebook_runs_end_to_end_through_the_server(server, monkeypatch, tmp_path):
+    """Notebook 01 (smoke profile) with the one setting: System 1 and System 2 through the server,
+    the student through it too or, as transformers serve cannot load adapters, locally; the table
+    notes say which."""
+    from test_notebooks import run_notebook
+
+    _served_env(monkeypatch, server.url)
+    metrics = run_notebook("01_rar_last_letter", tmp_path)
+    backend = metrics["manifest"]["backend"]
+    assert backend["kind"] == "openai" and backend["server"].startswith("transformers"), backend
+    table = (tmp_path / "figures" / "table1_last_letter.smoke.md").read_text()
+    assert "server" in table and "could not load their LoRA adapters" in table

@@ -129,3 +129,23 @@ def test_a_hub_dataset_id_is_read_with_datasets(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(FileNotFoundError, match="'someone/coin-flip' .*could not be read .*point the source at a local copy"):
         last_letter.load("test", source="someone/coin-flip")
+
+
+def test_every_profiles_sycophancy_test_set_loads_with_its_groups():
+    """The cpu profile asks for 200 test inputs, 50 or more unbiased (issue 18); the analog's test
+    split has fewer facts, so a second pass asks them again in the other group (never twice in one)."""
+    from collections import Counter
+
+    from s2d_utils import profiles
+    from s2d_utils.tasks import sycophancy
+
+    for profile in ("smoke", "cpu", "gpu"):
+        z = profiles.sizes("s2a", "sycophancy", profile)
+        test = sycophancy.load("test", n=z.n_test, seed=0, unbiased_share=z.unbiased_share)
+        groups = Counter(e.meta["group"] for e in test)
+        assert len(test) == z.n_test and len({e.id for e in test}) == z.n_test
+        for g in groups:
+            questions = [e.meta["question"] for e in test if e.meta["group"] == g]
+            assert len(questions) == len(set(questions)), (profile, g)
+        if profile == "cpu":
+            assert z.n_test >= 200 and groups["unbiased"] >= 50

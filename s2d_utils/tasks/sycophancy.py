@@ -154,7 +154,11 @@ def load(split: str = "test", n: int | None = None, seed: int = 0, source: str |
     """Examples of one split. Test: every ``1/unbiased_share``-th input is the bare question, the
     rest are biased (the paper: 350 biased + 50 unbiased, i.e. 0.125). Train/valid: biased.
 
-    The incorrect answer is another answer of the same kind, drawn with the seed."""
+    The test split holds each of its facts once (``n=None``: all of them); a larger ``n`` (up to
+    twice that) goes through the facts a second time in the other group, biased where the first
+    pass was bare and bare where it was biased, as SycophancyEval asks one question under several
+    templates. Within a group a fact appears once. The incorrect answer is another answer of the
+    same kind, drawn with the seed."""
     if not 0 <= unbiased_share <= 1:
         raise ValueError(f"unbiased_share={unbiased_share}: must be in [0, 1]")
     if source is not None:
@@ -162,13 +166,21 @@ def load(split: str = "test", n: int | None = None, seed: int = 0, source: str |
     items = _fact_split(seed)[split] if split in ("train", "valid", "test") else None
     if items is None:
         check_split(split, n, 0)
-    n = check_split(split, n, len(items))
+    size = len(items)
+    if split == "test" and n is not None and unbiased_share > 0:
+        size = 2 * len(items)  # the second pass: each fact again, in the other group
+    n = check_split(split, len(items) if n is None else n, size)
+    every = round(1 / unbiased_share) if unbiased_share > 0 else 0
     out = []
-    for i, (kind, subject, answer, aliases) in enumerate(items[:n]):
+    for i in range(n):
+        kind, subject, answer, aliases = items[i % len(items)]
         rng = random.Random(f"{NAME}|{seed}|{split}|{i}")
         others = sorted({f[2] for f in facts() if f[0] == kind and f[2] != answer})
         incorrect = rng.choice(others)
-        unbiased = split == "test" and unbiased_share > 0 and (i + 1) % round(1 / unbiased_share) == 0
+        first = i % len(items)
+        unbiased = split == "test" and every > 0 and (first + 1) % every == 0
+        if i >= len(items):
+            unbiased = not unbiased
         out.append(_example(f"{NAME}-{split}-{i}", kind, subject, answer, aliases, incorrect,
                             UNBIASED if unbiased else BIASED))
     return out
@@ -335,7 +347,9 @@ RULES = {"current": extract, "previous": extract_previous}
 
 @lru_cache(maxsize=8)
 def _split_examples(split: str, seed: int) -> tuple[Example, ...]:
-    return tuple(load(split, seed=seed))
+    """Every example of a split (test: both passes over its facts, see `load`)."""
+    base = load(split, seed=seed)
+    return tuple(load(split, n=2 * len(base), seed=seed)) if split == "test" else tuple(base)
 
 
 def labelled_example(row: dict, where: str = "row") -> Example:

@@ -1,0 +1,370 @@
+"""When to pay for System 2: route each input by the distilled student's confidence.
+
+For a threshold t the router answers with the student where its confidence is >= t and runs
+System 2 (its cached result on that input) elsewhere. #Tokens counts the student's tokens on
+every input (it always answers first) plus System 2's where it was called. Everything here is
+computed from per-input arrays the notebooks already recorded; nothing is generated.
+
+`route_curve` gives one point per distinct confidence value (all of System 2 at one end, all of
+the student at the other). Between two points the straight line is exact in expectation: it is
+what breaking the ties of one confidence value at random gives. So a constant confidence gives
+the straight line between the two fixed points, and a perfect one (1 where the student is right,
+0 where not) gives the oracle curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .evaluate import mcnemar_p, wilson
+
+
+@dataclass(frozen=True)
+class RoutePoint:
+    threshold: float  # the student answers where its confidence >= threshold (inf: never)
+    student_share: float  # share of inputs the student answered
+    accuracy: float
+    tokens: float  # mean generated tokens per input: the student's always, System 2's where called
+    correct: tuple[bool, ...]  # per input, the routed answer's correctness
+
+
+def _check(n: int, **arrays: Sequence) -> None:
+    for name, a in arrays.items():
+        if len(a) != n:
+            raise ValueError(f"{name}: {len(a)} values for {n} inputs")
+    if n == 0:
+        raise ValueError("no inputs to route")
+
+
+def route_curve(confidence: Sequence[float], student_correct: Sequence[bool], system2_correct: Sequence[bool],
+                student_tokens: Sequence[float], system2_tokens: Sequence[float]) -> list[RoutePoint]:
+    """The router's points, from System 2 on every input (threshold inf) to the student on every
+    input (threshold = the lowest confidence), one per distinct confidence value."""
+    n = len(confidence)
+    _check(n, student_correct=student_correct, system2_correct=system2_correct, student_tokens=student_tokens,
+           system2_tokens=system2_tokens)
+    levels = [float("inf")] + sorted(set(float(c) for c in confidence), reverse=True)
+    points = []
+    for t in levels:
+        use = [c >= t for c in confidence]
+        correct = tuple(bool(sc if u else s2) for u, sc, s2 in zip(use, student_correct, system2_correct))
+        tokens = sum(st + (0 if u else s2t) for u, st, s2t in zip(use, student_tokens, system2_tokens)) / n
+        points.append(RoutePoint(t, sum(use) / n, sum(correct) / n, tokens, correct))
+    return points
+
+
+@dataclass(frozen=True)
+class Choice:
+    point: RoutePoint | None  # the cheapest point within System 2's CI (None: no point is)
+    system2_accuracy: float
+    system2_ci: tuple[float, float]
+    p_vs_system2: float | None  # exact McNemar, the routed answers against System 2's
+    beats_fixed_points: bool  # fewer tokens than System 2 at an accuracy above the student's
+    sentence: str
+
+
+def choose(points: Sequence[RoutePoint], system2_correct: Sequence[bool], student_correct: Sequence[bool],
+           system2_tokens: float) -> Choice:
+    """The threshold that keeps the routed accuracy within System 2's 95% Wilson interval at the
+    fewest tokens, with a McNemar test against System 2, and whether routing beats the better
+    fixed point (it must cost fewer tokens than System 2 and be more accurate than the student)."""
+    n = len(system2_correct)
+    s2_acc = sum(system2_correct) / n
+    lo, hi = wilson(sum(system2_correct), n)
+    student_acc = sum(student_correct) / n
+    within = [p for p in points if p.accuracy >= lo]
+    if not within:
+        return Choice(None, s2_acc, (lo, hi), None, False,
+                      f"No threshold keeps the accuracy within System 2's 95% CI ({100 * lo:.1f}-{100 * hi:.1f}%).")
+    best = min(within, key=lambda p: (p.tokens, -p.accuracy))
+    p = mcnemar_p(best.correct, system2_correct)
+    beats = best.tokens < system2_tokens and best.accuracy > student_acc and 0 < best.student_share < 1
+    if best.student_share == 1:
+        verdict = ("the student alone is within System 2's CI: routing adds nothing over the distilled model")
+    elif best.student_share == 0:
+        verdict = "only System 2 itself is within its CI: routing does not beat the better fixed point"
+    elif beats:
+        verdict = (f"routing answers {100 * best.student_share:.0f}% of inputs with the student at "
+                   f"{best.tokens:.1f} tokens per input instead of System 2's {system2_tokens:.1f}")
+    else:
+        verdict = "routing does not beat the better fixed point"
+    sentence = (f"Threshold {best.threshold:.3g}: accuracy {100 * best.accuracy:.1f}% vs System 2 "
+                f"{100 * s2_acc:.1f}% (CI {100 * lo:.1f}-{100 * hi:.1f}%, exact McNemar p = {p:.2g}); {verdict}.")
+    return Choice(best, s2_acc, (lo, hi), p, beats, sentence)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    bins: tuple[tuple[float, float, int, float | None, float | None], ...]  # (low, high, n, mean conf, accuracy)
+    ece: float | None  # expected calibration error over the bins with enough inputs (None: none has)
+    sparse: int  # bins with inputs but fewer than min_per_bin (left out of the ECE)
+    sentence: str
+
+
+def calibration(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = 10,
+                min_per_bin: int = 5) -> Calibration:
+    """A reliability table: equal-width confidence bins, each with its count, mean confidence and
+    accuracy; the expected calibration error over the bins holding at least ``min_per_bin`` inputs
+    (weighted by their counts). Bins with fewer are reported and left out, and said to be."""
+    n = len(confidence)
+    _check(n, correct=correct)
+    bins, gap, counted, sparse = [], 0.0, 0, 0
+    for b in range(n_bins):
+        lo, hi = b / n_bins, (b + 1) / n_bins
+        members = [i for i, c in enumerate(confidence) if lo <= c < hi or (b == n_bins - 1 and c == hi)]
+        if not members:
+            bins.append((lo, hi, 0, None, None))
+            continue
+        conf = sum(confidence[i] for i in members) / len(members)
+        acc = sum(bool(correct[i]) for i in members) / len(members)
+        bins.append((lo, hi, len(members), conf, acc))
+        if len(members) >= min_per_bin:
+            gap += len(members) * abs(conf - acc)
+            counted += len(members)
+        else:
+            sparse += 1
+    ece = gap / counted if counted else None
+    if ece is None:
+        sentence = f"Too few test inputs for calibration: no bin holds {min_per_bin} or more."
+    else:
+        left = f"; {sparse} bin(s) with fewer than {min_per_bin} inputs left out ({n - counted} inputs)" if sparse else ""
+        sentence = f"Expected calibration error {100 * ece:.1f} points over {counted} inputs{left}."
+    return Calibration(tuple(bins), ece, sparse, sentence)
+
+
+# ----- the student's confidence in its own answer -----
+
+def _messages(prompt: str):
+    """A call's prompt as the model got it: a chat (BSM stores its messages as JSON) or a user turn."""
+    import json
+
+    if prompt.startswith("[{"):
+        try:
+            messages = json.loads(prompt)
+        except ValueError:
+            return prompt
+        if isinstance(messages, list) and all(isinstance(m, dict) and "role" in m for m in messages):
+            return messages
+    return prompt
+
+
+def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[float]:
+    """Per input, the probability the model gives its own greedy answer: the product of its
+    next-token probabilities over the last call's output tokens (and the end-of-turn token when the
+    call stopped there), teacher-forced on the exact prompt it saw. Inputs with several traces
+    (a judge's two orders) get the mean. The output is re-tokenized from its text, which for the
+    short answers of a student is the token sequence it generated.
+
+    Cached per model fingerprint in ``<results>/cache/confidence/`` (one JSON file), so a rerun
+    computes nothing it has computed before.
+    """
+    import hashlib
+    import json
+
+    import torch
+
+    from . import paths
+    from .generation import render
+
+    folder = paths.ensure(Path(cache_dir) if cache_dir else paths.CACHE / "confidence")
+    store = folder / f"{lm.fingerprint[:24]}.json"
+    known: dict[str, float] = json.loads(store.read_text()) if store.exists() else {}
+    tok = lm.tokenizer
+    jobs = []  # (key, prompt ids, answer ids)
+    keys_per_input = []
+    for ts in traces:
+        keys = []
+        for t in ts:
+            call = t.calls[-1]
+            text = render(lm, _messages(call.prompt))
+            key = hashlib.sha256(f"{text}\0{call.output}\0{call.finish_reason}".encode()).hexdigest()[:32]
+            keys.append(key)
+            if key not in known:
+                answer = tok(call.output, add_special_tokens=False)["input_ids"]
+                if call.finish_reason == "stop":
+                    answer = answer + [tok.eos_token_id]
+                jobs.append((key, tok(text, add_special_tokens=False)["input_ids"], answer))
+        keys_per_input.append(keys)
+    model = lm.model
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id
+    with torch.inference_mode():
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            width = max(len(p) + len(a) for _, p, a in chunk)
+            keep = max(len(a) for _, _, a in chunk) + 1
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, (_, p, a) in enumerate(chunk):  # left padding: every row's answer ends at the last position
+                ids[r, width - len(p) - len(a):] = torch.tensor(p + a)
+                mask[r, width - len(p) - len(a):] = 1
+            position = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position.to(device),
+                           logits_to_keep=keep).logits  # [rows, keep, vocab]: only the answers' predictions
+            logprobs = torch.log_softmax(logits.float(), -1)
+            for r, (key, p, a) in enumerate(chunk):
+                if not a:
+                    known[key] = 1.0
+                    continue
+                rows = logprobs[r, keep - len(a) - 1 : keep - 1]  # position i predicts token i + 1
+                target = torch.tensor(a, device=rows.device)
+                known[key] = float(rows.gather(-1, target[:, None]).sum().exp())
+    if jobs:
+        tmp = store.with_suffix(".partial")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(store)
+    return [sum(known[k] for k in keys) / len(keys) if keys else 0.0 for keys in keys_per_input]
+
+
+# ----- the routing notebook (07): every method whose student was trained -----
+
+ROUTING_FILE, ROUTING_FIGURE = "routing", "fig_routing"
+
+
+@dataclass(frozen=True)
+class MethodRouting:
+    label: str
+    student: str
+    system2: str
+    n: int
+    points: tuple[RoutePoint, ...]
+    fixed: dict  # role -> (tokens, accuracy) for System 1, System 2, the student
+    choice: Choice | None
+    calibration: Calibration | None
+    problem: str | None  # why this method has no curve
+
+
+def analyse(metrics: dict[str, dict], blocks=None) -> list[MethodRouting]:
+    """Route each method's test inputs between its distilled student and its System 2, from the
+    metrics notebooks 01-05 recorded (per-input outcomes under the first parse rule, the
+    student's confidences, each row's mean #Tokens). A method whose student was not trained, or
+    whose metrics carry no confidences (written before routing existed), gets the reason instead."""
+    from . import summary
+
+    out = []
+    for b in blocks or summary.BLOCKS:
+        m = metrics.get(b.notebook)
+        if m is None:
+            out.append(MethodRouting(b.label, b.distilled, b.system2, 0, (), {}, None, None,
+                                     f"{b.notebook}: no metrics"))
+            continue
+        rows, outcomes = m["rows"], m.get("outcomes") or {}
+        conf = (m.get("info") or {}).get("confidence", {}).get(b.distilled)
+        trained = (m.get("training") or {}).get(b.distilled)
+        problem = None
+        if not outcomes:
+            problem = f"{b.notebook}: no per-input outcomes; rerun it"
+        elif conf is None:
+            problem = f"{b.notebook}: no student confidences recorded (metrics from before routing); rerun it"
+        elif not trained:
+            problem = f"{b.distilled} was not trained (no kept pairs): there is no student to route with"
+        fixed = {role: (rows[name]["tokens"], rows[name]["accuracy"]) for role, name in
+                 (("System 1", b.system1), ("System 2", b.system2), ("distilled System 1", b.distilled)) if name in rows}
+        if problem:
+            out.append(MethodRouting(b.label, b.distilled, b.system2, 0, (), fixed, None, None, problem))
+            continue
+        rule = outcomes["rules"][0]
+        student = outcomes["rows"][b.distilled]["correct"][rule]
+        system2 = outcomes["rows"][b.system2]["correct"][rule]
+        n = len(student)
+        st, s2t = rows[b.distilled]["tokens"], rows[b.system2]["tokens"]
+        points = route_curve(conf, student, system2, [st] * n, [s2t] * n)
+        choice = choose(points, system2, student, st + s2t)
+        out.append(MethodRouting(b.label, b.distilled, b.system2, n, tuple(points), fixed, choice,
+                                 calibration(conf, student), None))
+    return out
+
+
+def routing_markdown(results: Sequence[MethodRouting], profile: str, model: str) -> str:
+    lines = [f"# Routing by the student's confidence: {model} (profile {profile})", "",
+             "| method | n | System 2 (acc, #Tokens) | student (acc, #Tokens) | cheapest threshold within System 2's CI "
+             "| routed acc | routed #Tokens | student share | McNemar vs System 2 | calibration (ECE) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in results:
+        if r.problem:
+            lines.append(f"| {r.label} | - | - | - | not computed | - | - | - | - | - |")
+            notes.append(f"{r.label}: {r.problem}.")
+            continue
+        s2_tok, s2_acc = r.fixed["System 2"]
+        st_tok, st_acc = r.fixed["distilled System 1"]
+        c = r.choice
+        if c.point is None:
+            cells = ["none", "-", "-", "-", "-"]
+        else:
+            p = c.point
+            cells = [f"{p.threshold:.3g}", f"{100 * p.accuracy:.1f}%", f"{p.tokens:.1f}", f"{100 * p.student_share:.0f}%",
+                     f"p = {c.p_vs_system2:.2g}"]
+        ece = "too few inputs" if r.calibration.ece is None else f"{100 * r.calibration.ece:.1f} points"
+        lines.append(f"| {r.label} | {r.n} | {100 * s2_acc:.1f}%, {s2_tok:.1f} | {100 * st_acc:.1f}%, {st_tok:.1f} | "
+                     + " | ".join(cells) + f" | {ece} |")
+        notes.append(f"{r.label}: {c.sentence} {r.calibration.sentence}")
+    lines += ["", "- Confidence: the probability the distilled student gives its own greedy answer (teacher-forced). "
+              "The router answers with the student where confidence >= the threshold and takes System 2's cached "
+              "answer elsewhere; #Tokens = the student's tokens on every input plus System 2's where it was called "
+              "(each row's mean #Tokens). Correctness under each notebook's first parse rule.",
+              "- 'Within System 2's CI': routed accuracy at or above the lower end of System 2's 95% Wilson "
+              "interval. Calibration: 10 equal-width bins, ECE over bins with at least 5 inputs.",
+              "", "## What these numbers say", ""]
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_routing(results: Sequence[MethodRouting], profile: str, model: str):
+    """Accuracy against #Tokens for each method's router (line through its thresholds) beside the
+    fixed points; and a reliability diagram per method. One file, figures/fig_routing[.profile].png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import report
+
+    shown = [r for r in results if not r.problem]
+    cols = max(1, len(shown))
+    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7.5), squeeze=False)
+    marks = {"System 1": "o", "System 2": "s", "distilled System 1": "^"}
+    for j, r in enumerate(shown):
+        ax = axes[0][j]
+        ax.plot([p.tokens for p in r.points], [100 * p.accuracy for p in r.points], "-", color="grey", lw=1.2,
+                label="router (thresholds)")
+        for role, (tok, acc) in r.fixed.items():
+            ax.plot(max(tok, 0.5), 100 * acc, marks[role], ms=8, label=role)
+        if r.choice and r.choice.point is not None:
+            ax.plot(r.choice.point.tokens, 100 * r.choice.point.accuracy, "*", ms=14, color="C3", label="chosen")
+        ax.set_xscale("log")
+        ax.set_title(r.label, fontsize=9)
+        ax.set_xlabel("#Tokens per input")
+        ax.grid(alpha=0.3)
+        ax2 = axes[1][j]
+        bins = [bn for bn in r.calibration.bins if bn[2]]
+        ax2.plot([0, 1], [0, 1], ":", color="grey")
+        ax2.bar([(bn[0] + bn[1]) / 2 for bn in bins], [bn[4] for bn in bins], width=0.09, alpha=0.6)
+        for bn in bins:
+            ax2.annotate(str(bn[2]), ((bn[0] + bn[1]) / 2, bn[4]), ha="center", va="bottom", fontsize=7)
+        ax2.set_xlim(0, 1)
+        ax2.set_ylim(0, 1.05)
+        ax2.set_xlabel("student confidence (bin; n above the bar)")
+        ax2.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy %")
+    axes[1][0].set_ylabel("student accuracy in the bin")
+    if shown:
+        axes[0][0].legend(fontsize=7, loc="best")
+    else:
+        axes[0][0].text(0.5, 0.5, "no method has a trained student with confidences", ha="center", va="center")
+    fig.suptitle(f"Routing between the distilled student and System 2: {model} ({profile})")
+    fig.tight_layout()
+    path = report.output_path(ROUTING_FIGURE, profile, "png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_routing(results: Sequence[MethodRouting], profile: str, model: str):
+    from . import report
+
+    path = report.output_path(ROUTING_FILE, profile, "md")
+    path.write_text(routing_markdown(results, profile, model))
+    return path

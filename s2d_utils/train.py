@@ -1,0 +1,180 @@
+"""Fine-tune one distilled student outside the notebook, on one process or many.
+
+    python -m s2d_utils.train --model <id or folder> --pairs pairs.jsonl --name "Distill 2-step RaR" \
+        --settings '{"r": 16, "steps": 100}'
+    accelerate launch --config_file configs/accelerate/fsdp.yaml -m s2d_utils.train --model ... (same flags)
+
+What it shares with the in-notebook path (`distill.finetune`), so that a student trained either way
+is the same student:
+
+- the pairs file is what `distill.sft_pairs` returns (one JSON object a line: ``id``, ``prompt``,
+  ``completion``), tokenized by `distill._tokenize` (the chat template, the answer-only label mask);
+- the batches of each step come from `distill.step_batches` (same seeded shuffle, same order);
+- LoRA through peft with the same `distill.LoraSettings`, AdamW and the linear decay;
+- the adapter lands in the same content-addressed folder (`distill.adapter_key`: base fingerprint,
+  pairs, settings) with the same ``train_log.json``, so the notebook finds it and does not retrain.
+
+What differs: the loss is the model's own forward with ``labels`` (the same value as
+`distill.answer_loss`, tests/test_distill.py shows it; data-parallel wrappers and FSDP need the
+forward to go through them). With N processes each takes rows ``rank::N`` of a step's batch and
+gradients are averaged over processes (each process's loss is a mean over its own answer tokens).
+
+Checkpoints: every ``--save-every`` steps the optimizer, scheduler, adapter and RNG state go to
+``<adapter folder>.partial/state`` (`accelerate.Accelerator.save_state`); a run started again with
+the same arguments resumes from the last one. The saved adapter is checked not to be empty
+(`distill.check_adapter`; LoRA under DeepSpeed ZeRO-3 is known to save empty adapters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from . import distill
+
+STATE = "state"  # checkpoints inside the .partial folder
+PROGRESS = "progress.json"  # step, losses and tokens at the last checkpoint
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """The pairs file, checked line by line (the file, line and field at fault in the error)."""
+    pairs = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {n}: not JSON ({err})") from err
+        for field in ("id", "prompt", "completion"):
+            if field not in row:
+                raise ValueError(f"{path}, line {n}: no {field!r} field")
+        pairs.append(row)
+    if not pairs:
+        raise ValueError(f"{path}: no pairs")
+    return pairs
+
+
+def parse_settings(text: str | None) -> distill.LoraSettings:
+    """`distill.LoraSettings` from a JSON object (or a file holding one); unknown keys are an error."""
+    if not text:
+        return distill.LoraSettings()
+    raw = json.loads(Path(text).read_text() if Path(text).is_file() else text)
+    known = {f.name for f in fields(distill.LoraSettings)}
+    if set(raw) - known:
+        raise ValueError(f"--settings: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
+    if "target_modules" in raw:
+        raw["target_modules"] = tuple(raw["target_modules"])
+    return distill.LoraSettings(**raw)
+
+
+def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, name: str = "distill",
+          out_dir: Path | None = None, save_every: int = 0, stop_after: int | None = None,
+          progress: bool = True) -> distill.TrainResult | None:
+    """Train one student (see the module docstring); returns None when stopped by ``stop_after``
+    (a test of resuming) before the last step."""
+    import torch
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+    from tqdm import tqdm
+
+    from .models import load_model
+
+    accelerator = Accelerator()
+    device = "cpu" if accelerator.device.type == "cpu" else "cuda"
+    dtype = "float32" if device == "cpu" else "bfloat16"  # as `load_model` would pick for the notebooks
+    # the base is read on the CPU and placed by accelerate (one device per process, or sharded by FSDP)
+    base = load_model(model_name, device="cpu", dtype=dtype)
+    out = distill.adapter_dir(base, pairs, settings, name, out_dir)
+    if (out / "train_log.json").exists():
+        log = json.loads((out / "train_log.json").read_text())
+        return distill.TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"],
+                                   tuple(log["losses"]), True)
+    partial = out.with_name(out.name + ".partial")
+    data = [distill._tokenize(base, p) for p in pairs]
+    total = distill.training_steps(len(data), settings)
+    torch.manual_seed(settings.seed)  # the LoRA A matrices' initialization, as in `distill.finetune`
+    inner = base.model
+    inner.config.use_cache = False
+    model = get_peft_model(inner, LoraConfig(
+        task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules)))
+    model.train()
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
+                              weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / max(total, 1))
+    model, optim, sched = accelerator.prepare(model, optim, sched)
+
+    done = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
+    if (partial / STATE / PROGRESS).exists():  # resume
+        accelerator.load_state(str(partial / STATE))
+        done = json.loads((partial / STATE / PROGRESS).read_text())
+    step, losses, tokens = done["step"], list(done["losses"]), done["tokens"]
+    rank, world = accelerator.process_index, accelerator.num_processes
+    pad = base.tokenizer.pad_token_id
+    t0 = time.perf_counter() - done["seconds"]
+    bar = tqdm(total=total, initial=step, desc=f"fine-tune {name}", unit="step",
+               disable=not progress or not accelerator.is_main_process)
+    for k, rows in enumerate(distill.step_batches(len(data), settings)):
+        if k < step:
+            continue  # done before the checkpoint we resumed from
+        mine = rows[rank::world] or rows[:1]  # a process without a row of its own repeats the first
+        ids, mask, labels = distill.collate([data[i] for i in mine], pad)
+        dev = accelerator.device
+        loss = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
+        accelerator.backward(loss)
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        mean = accelerator.reduce(loss.detach(), reduction="mean")
+        losses.append(round(float(mean), 5))
+        tokens += int(accelerator.reduce(mask.sum().to(dev), reduction="sum"))
+        step += 1
+        bar.update(1)
+        if save_every and step % save_every == 0 and step < total:
+            accelerator.save_state(str(partial / STATE))
+            if accelerator.is_main_process:
+                (partial / STATE / PROGRESS).write_text(json.dumps(
+                    {"step": step, "losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0}))
+            accelerator.wait_for_everyone()
+        if stop_after is not None and step >= stop_after and step < total:
+            bar.close()
+            return None
+    bar.close()
+    accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)  # gathered from every shard (FSDP, ZeRO-3), on every process
+    result = None
+    if accelerator.is_main_process:
+        log = {"steps": step, "examples": len(data), "tokens": tokens, "seconds": time.perf_counter() - t0,
+               "losses": losses, "settings": asdict(settings), "base": base.name,
+               "base_fingerprint": base.fingerprint, "processes": world}
+        unwrapped = accelerator.unwrap_model(model)
+        result = distill.publish(out, lambda tmp: unwrapped.save_pretrained(str(tmp), state_dict=state), pairs, log)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m s2d_utils.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="the base model: an embedded name, a folder or a hub id")
+    parser.add_argument("--pairs", required=True, type=Path, help="JSON lines: id, prompt, completion")
+    parser.add_argument("--name", default="distill", help="the student's name (the adapter folder's prefix)")
+    parser.add_argument("--settings", default=None, help="distill.LoraSettings as a JSON object or a file")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where adapter folders go (default: results/checkpoints)")
+    parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: never)")
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop as if killed
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    result = train(args.model, read_pairs(args.pairs), parse_settings(args.settings), args.name, args.out_dir,
+                   args.save_every, args.stop_after, not args.no_progress)
+    if result is not None:
+        print(json.dumps({"adapter_dir": str(result.adapter_dir), "steps": result.steps, "losses": list(result.losses)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

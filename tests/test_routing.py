@@ -1,0 +1,61 @@
+"""The router on synthetic confidences (issue 22): a perfect confidence gives the oracle curve, a
+constant one the straight line between the fixed points."""
+
+import random
+
+import pytest
+
+from s2d_utils import routing
+
+
+def _case(n=200, seed=0):
+    rng = random.Random(seed)
+    student = [rng.random() < 0.6 for _ in range(n)]
+    system2 = [rng.random() < 0.8 for _ in range(n)]
+    return student, system2, [4.0] * n, [rng.randint(80, 120) for _ in range(n)]
+
+
+def test_a_perfect_confidence_gives_the_oracle():
+    student, system2, st, s2t = _case()
+    conf = [1.0 if c else 0.0 for c in student]
+    points = routing.route_curve(conf, student, system2, st, s2t)
+    oracle = sum(a or b for a, b in zip(student, system2)) / len(student)
+    assert [p.threshold for p in points] == [float("inf"), 1.0, 0.0]
+    assert points[1].accuracy == pytest.approx(oracle)
+    assert points[1].accuracy >= max(points[0].accuracy, points[-1].accuracy)
+    assert points[1].student_share == pytest.approx(sum(student) / len(student))
+
+
+def test_a_constant_confidence_gives_only_the_two_fixed_points():
+    student, system2, st, s2t = _case()
+    points = routing.route_curve([0.5] * len(student), student, system2, st, s2t)
+    assert len(points) == 2  # the straight line between them is random tie-breaking, in expectation
+    assert points[0].accuracy == pytest.approx(sum(system2) / len(system2)) and points[0].student_share == 0
+    assert points[0].tokens == pytest.approx(4 + sum(s2t) / len(s2t))
+    assert points[1].accuracy == pytest.approx(sum(student) / len(student)) and points[1].tokens == 4
+
+
+def test_choose_finds_the_cheapest_threshold_within_system2s_ci_and_says_when_routing_adds_nothing():
+    student, system2, st, s2t = _case()
+    conf = [0.9 if c else 0.1 for c in student]
+    points = routing.route_curve(conf, student, system2, st, s2t)
+    choice = routing.choose(points, system2, student, 4 + sum(s2t) / len(s2t))
+    assert choice.point.threshold == 0.9 and choice.beats_fixed_points
+    assert "routing answers" in choice.sentence and choice.p_vs_system2 is not None
+    flat = routing.route_curve([0.5] * len(student), student, system2, st, s2t)
+    choice = routing.choose(flat, system2, student, 4 + sum(s2t) / len(s2t))
+    assert not choice.beats_fixed_points and "does not beat the better fixed point" in choice.sentence
+
+
+def test_calibration_reports_the_error_and_the_bins_too_small_to_count():
+    conf = [0.95] * 50 + [0.55] * 50 + [0.15] * 2
+    correct = [True] * 45 + [False] * 5 + [True] * 20 + [False] * 30 + [False, False]
+    cal = routing.calibration(conf, correct, n_bins=10, min_per_bin=5)
+    assert cal.ece == pytest.approx((50 * abs(0.95 - 0.9) + 50 * abs(0.55 - 0.4)) / 100)
+    assert cal.sparse == 1 and "left out" in cal.sentence
+    assert routing.calibration([0.5, 0.6], [True, False], min_per_bin=5).ece is None
+
+
+def test_mismatched_lengths_are_named():
+    with pytest.raises(ValueError, match="system2_correct: 1 values for 2 inputs"):
+        routing.route_curve([0.1, 0.2], [True, False], [True], [1, 1], [2, 2])

@@ -1,0 +1,122 @@
+"""The fine-tuning entry point (`python -m s2d_utils.train`, `accelerate launch -m s2d_utils.train`):
+the same student as the in-notebook loop, resumable, never an empty adapter."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from s2d_utils import distill, paths, train
+from s2d_utils.tasks import last_letter
+
+
+def _pairs(n=4):
+    return [{"id": e.id, "prompt": e.input, "completion": e.gold} for e in last_letter.load("train", n=n, seed=3)]
+
+
+SETTINGS = distill.LoraSettings(r=4, alpha=8, steps=3, batch_size=2, learning_rate=1e-3)
+
+
+def test_the_entry_point_trains_the_same_student_as_the_notebook_loop(tiny_lm, tiny_model_dir, tmp_path):
+    """Same token ids, answer-only mask, batches, LoRA init and optimizer: the same losses step by
+    step (the entry point's loss is the model's own forward with labels, `answer_loss` ours), and
+    the same content-addressed folder name."""
+    pairs = _pairs()
+    ours = distill.finetune(tiny_lm, pairs, SETTINGS, out_dir=tmp_path / "notebook", progress=False)
+    theirs = train.train(str(tiny_model_dir), pairs, SETTINGS, out_dir=tmp_path / "entry", progress=False)
+    assert theirs.adapter_dir.name == ours.adapter_dir.name
+    assert theirs.steps == ours.steps == 3 and theirs.tokens == ours.tokens
+    assert theirs.losses == pytest.approx(ours.losses, abs=2e-4)
+    log = json.loads((theirs.adapter_dir / "train_log.json").read_text())
+    assert log["base_fingerprint"] == tiny_lm.fingerprint and log["processes"] == 1
+    # the notebook finds the entry point's adapter and does not train again
+    again = distill.finetune(tiny_lm, pairs, SETTINGS, out_dir=tmp_path / "entry", progress=False)
+    assert again.reused and again.adapter_dir == theirs.adapter_dir
+
+
+def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_student(tiny_model_dir, tmp_path):
+    pairs = _pairs()
+    whole = train.train(str(tiny_model_dir), pairs, SETTINGS, out_dir=tmp_path / "a", progress=False)
+    assert train.train(str(tiny_model_dir), pairs, SETTINGS, out_dir=tmp_path / "b", save_every=1, stop_after=2,
+                       progress=False) is None
+    partial = next((tmp_path / "b").glob("*.partial"))
+    assert json.loads((partial / train.STATE / train.PROGRESS).read_text())["step"] == 2
+    resumed = train.train(str(tiny_model_dir), pairs, SETTINGS, out_dir=tmp_path / "b", save_every=1, progress=False)
+    assert resumed.losses[:2] == whole.losses[:2] and resumed.losses == pytest.approx(whole.losses, abs=1e-6)
+    assert not partial.exists()
+
+
+def test_an_empty_or_untrained_adapter_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    with pytest.raises(RuntimeError, match="no adapter_model.safetensors"):
+        distill.check_adapter(folder)
+    save_file({"x.lora_A.weight": torch.ones(2, 4), "x.lora_B.weight": torch.zeros(4, 0)},
+              str(folder / "adapter_model.safetensors"))
+    with pytest.raises(RuntimeError, match="empty LoRA adapter.*ZeRO-3"):
+        distill.check_adapter(folder)
+    save_file({"x.lora_A.weight": torch.ones(2, 4), "x.lora_B.weight": torch.zeros(4, 2)},
+              str(folder / "adapter_model.safetensors"))
+    with pytest.raises(RuntimeError, match="every LoRA B matrix is zero"):
+        distill.check_adapter(folder)
+    save_file({"x.lora_A.weight": torch.ones(2, 4), "x.lora_B.weight": torch.ones(4, 2)},
+              str(folder / "adapter_model.safetensors"))
+    distill.check_adapter(folder)
+
+
+def test_bad_pairs_and_settings_name_the_file_line_and_field(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text('{"id": "1", "prompt": "p", "completion": "c"}\n{"id": "2", "prompt": "p"}\n')
+    with pytest.raises(ValueError, match=rf"{f}, line 2: no 'completion' field"):
+        train.read_pairs(f)
+    f.write_text('{"id": "1", "prompt": "p", "completion": "c"}\nnot json\n')
+    with pytest.raises(ValueError, match=rf"{f}, line 2: not JSON"):
+        train.read_pairs(f)
+    with pytest.raises(ValueError, match=r"unknown keys \['rank'\]"):
+        train.parse_settings('{"rank": 4}')
+    assert train.parse_settings('{"r": 4, "target_modules": ["q_proj"]}').target_modules == ("q_proj",)
+
+
+def test_the_module_runs_from_the_command_line(tiny_model_dir, tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(p) + "\n" for p in _pairs(2)))
+    settings = json.dumps({"r": 4, "alpha": 8, "steps": 1, "batch_size": 2})
+    proc = subprocess.run([sys.executable, "-m", "s2d_utils.train", "--model", str(tiny_model_dir), "--pairs", str(f),
+                           "--settings", settings, "--out-dir", str(tmp_path / "out"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["steps"] == 1 and Path(record["adapter_dir"]).is_dir()
+
+
+def test_the_accelerate_configs_parse_and_name_their_strategy():
+    import yaml
+
+    configs = {p.stem: yaml.safe_load(p.read_text()) for p in (paths.ROOT / "configs" / "accelerate").glob("*.yaml")}
+    assert {k: v["distributed_type"] for k, v in configs.items()} == {"one_gpu": "NO", "fsdp": "FSDP",
+                                                                       "zero3": "DEEPSPEED"}
+    assert configs["zero3"]["deepspeed_config"]["zero_stage"] == 3
+
+
+def test_more_processes_launch_the_entry_point_and_return_the_adapter_the_notebook_would_use(tiny_lm, tmp_path,
+                                                                                          monkeypatch):
+    """S2D_TRAIN_PROCESSES=2: `finetune` hands the pairs to `accelerate launch -m s2d_utils.train` and
+    returns the adapter it wrote, in the folder the in-kernel loop would have used. On this CPU-only
+    machine accelerate starts a single process (several CPU processes need MPI), so what two
+    processes compute is left to a GPU machine; the log records how many ran."""
+    monkeypatch.setenv("S2D_TRAIN_PROCESSES", "2")
+    result = distill.finetune(tiny_lm, _pairs(), SETTINGS, out_dir=tmp_path / "launched", progress=False)
+    log = json.loads((result.adapter_dir / "train_log.json").read_text())
+    assert log["processes"] >= 1 and result.steps == 3 and not result.reused
+    monkeypatch.setenv("S2D_TRAIN_PROCESSES", "1")
+    local = distill.finetune(tiny_lm, _pairs(), SETTINGS, out_dir=tmp_path / "local", progress=False)
+    assert local.adapter_dir.name == result.adapter_dir.name
+    assert local.losses == pytest.approx(result.losses, abs=2e-4)
+    monkeypatch.setenv("S2D_TRAIN_PROCESSES", "two")
+    with pytest.raises(ValueError, match="S2D_TRAIN_PROCESSES='two'"):
+        distill.finetune(tiny_lm, _pairs(), SETTINGS, out_dir=tmp_path / "x", progress=False)
