@@ -67,17 +67,22 @@ class Choice:
 
 def choose(points: Sequence[RoutePoint], system2_correct: Sequence[bool], student_correct: Sequence[bool],
            system2_tokens: float) -> Choice:
-    """The threshold that keeps the routed accuracy within System 2's 95% Wilson interval at the
-    fewest tokens, with a McNemar test against System 2, and whether routing beats the better
-    fixed point (it must cost fewer tokens than System 2 and be more accurate than the student)."""
+    """The threshold that keeps the routed accuracy within System 2's 95% Wilson interval, and not
+    significantly below System 2 (exact McNemar, same inputs), at the fewest tokens; whether routing
+    beats the better fixed point (fewer tokens than System 2 alone, ``system2_tokens``, and more
+    accurate than the student)."""
     n = len(system2_correct)
     s2_acc = sum(system2_correct) / n
     lo, hi = wilson(sum(system2_correct), n)
     student_acc = sum(student_correct) / n
-    within = [p for p in points if p.accuracy >= lo]
+    def keeps(point: RoutePoint) -> bool:  # within the CI, and not significantly below System 2 on the same inputs
+        return point.accuracy >= lo and (point.accuracy >= s2_acc or mcnemar_p(point.correct, system2_correct) >= 0.05)
+
+    within = [p for p in points if keeps(p)]
     if not within:
         return Choice(None, s2_acc, (lo, hi), None, False,
-                      f"No threshold keeps the accuracy within System 2's 95% CI ({100 * lo:.1f}-{100 * hi:.1f}%).")
+                      f"No threshold keeps the accuracy within System 2's 95% CI ({100 * lo:.1f}-{100 * hi:.1f}%) "
+                      "without falling significantly below System 2.")
     best = min(within, key=lambda p: (p.tokens, -p.accuracy))
     p = mcnemar_p(best.correct, system2_correct)
     beats = best.tokens < system2_tokens and best.accuracy > student_acc and 0 < best.student_share < 1
@@ -87,7 +92,8 @@ def choose(points: Sequence[RoutePoint], system2_correct: Sequence[bool], studen
         verdict = "only System 2 itself is within its CI: routing does not beat the better fixed point"
     elif beats:
         verdict = (f"routing answers {100 * best.student_share:.0f}% of inputs with the student at "
-                   f"{best.tokens:.1f} tokens per input instead of System 2's {system2_tokens:.1f}")
+                   f"{best.tokens:.1f} tokens per input (its own plus System 2's where called) instead of System 2's "
+                   f"{system2_tokens:.1f}")
     else:
         verdict = "routing does not beat the better fixed point"
     sentence = (f"Threshold {best.threshold:.3g}: accuracy {100 * best.accuracy:.1f}% vs System 2 "
@@ -271,7 +277,7 @@ def analyse(metrics: dict[str, dict], blocks=None) -> list[MethodRouting]:
         n = len(student)
         st, s2t = rows[b.distilled]["tokens"], rows[b.system2]["tokens"]
         points = route_curve(conf, student, system2, [st] * n, [s2t] * n)
-        choice = choose(points, system2, student, st + s2t)
+        choice = choose(points, system2, student, s2t)
         out.append(MethodRouting(b.label, b.distilled, b.system2, n, tuple(points), fixed, choice,
                                  calibration(conf, student), None))
     return out

@@ -39,13 +39,17 @@ def test_the_cache_key_carries_the_backend_identity(tiny_lm):
     assert len({fp32, bf16, served}) == 3
 
 
-def test_a_distilled_student_generates_locally_whatever_the_setting(tiny_lm, monkeypatch):
-    monkeypatch.setenv("S2D_BACKEND", "openai")
-    monkeypatch.setenv("S2D_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens: connecting would fail
+def test_a_distilled_student_follows_the_setting_to_the_server(tiny_lm, monkeypatch):
+    """Local setting: every model, student or not, generates here. Served: a student goes to the
+    server too (as its LoRA adapter; tests/test_served.py), so a dead server fails for it as well."""
     student = dataclasses.replace(tiny_lm, adapter="results/checkpoints/some-adapter")
-    assert backend_for(student) is LOCAL
-    with pytest.raises(ServerError, match=r"http://127\.0\.0\.1:9/v1: no OpenAI-compatible server answers"):
-        backend_for(tiny_lm)
+    monkeypatch.setenv("S2D_BACKEND", "local")
+    assert backend_for(student) is LOCAL and backend_for(tiny_lm) is LOCAL
+    monkeypatch.setenv("S2D_BACKEND", "openai")
+    monkeypatch.setenv("S2D_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens: connecting fails
+    for lm in (student, tiny_lm):
+        with pytest.raises(ServerError, match=r"http://127\.0\.0\.1:9/v1: no OpenAI-compatible server answers"):
+            backend_for(lm)
 
 
 def _response(text, reason, completion, prompt=None):

@@ -129,7 +129,7 @@ def test_hub_models_packages_and_folders(tmp_path, monkeypatch):
     blocker.write_text("")
     [f] = preflight.check_writable(blocker / "results")
     assert not f.ok and "S2D_RESULTS" in f.fix
-    assert not preflight.run("gpu")[0].ok
+    assert not preflight.run("tpu")[0].ok
 
 
 def test_make_reproduce_runs_the_preflight_before_any_notebook():

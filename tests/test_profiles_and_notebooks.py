@@ -11,7 +11,7 @@ def test_profiles_validate_and_name_what_is_valid():
     assert profiles.model_for("cpu") == "qwen2.5-coder-0.5b-instruct"
     assert profiles.model_for("smoke") == "smollm2-135m-instruct"
     assert profiles.model_for("cpu", "some/model") == "some/model"
-    with pytest.raises(ValueError, match=r"PROFILE='fast': expected one of \['cpu', 'paper', 'smoke'\]"):
+    with pytest.raises(ValueError, match=r"PROFILE='fast': expected one of \['cpu', 'gpu', 'paper', 'smoke'\]"):
         profiles.rar_sizes("coin_flip", "fast")
     with pytest.raises(ValueError, match=r"method='nope': expected one of \[.*'rar'.*\]"):
         profiles.sizes("nope", "gsm8k", "cpu")

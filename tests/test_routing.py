@@ -39,7 +39,7 @@ def test_choose_finds_the_cheapest_threshold_within_system2s_ci_and_says_when_ro
     student, system2, st, s2t = _case()
     conf = [0.9 if c else 0.1 for c in student]
     points = routing.route_curve(conf, student, system2, st, s2t)
-    choice = routing.choose(points, system2, student, 4 + sum(s2t) / len(s2t))
+    choice = routing.choose(points, system2, student, sum(s2t) / len(s2t))
     assert choice.point.threshold == 0.9 and choice.beats_fixed_points
     assert "routing answers" in choice.sentence and choice.p_vs_system2 is not None
     flat = routing.route_curve([0.5] * len(student), student, system2, st, s2t)
