@@ -31,6 +31,7 @@ def test_update_readme_rewrites_only_the_blocks(tmp_path):
     for table, _, _ in report.README_TABLES:
         (tmp_path / "figures" / f"{table}.md").write_text(f"# title\n\n| a |\n|---|\n| {table} |\n")
     (tmp_path / "figures" / f"{report.SUMMARY_FILE}.md").write_text("# claims\n\n| claim | verdict |\n")
+    (tmp_path / "figures" / "routing.md").write_text("# routing\n\n| method | threshold |\n")
     run = {k: 1.0 for k in ("hf_tokens_per_s", "engine_tokens_per_s", "speedup", "gemm_ceiling_tokens_per_s",
                             "greedy_identical", "prefill_tokens_per_s", "lora_train_tokens_per_s", "peak_rss_gb")}
     (tmp_path / "figures" / report.BENCH_FILE).write_text(json.dumps(
