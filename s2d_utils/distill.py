@@ -109,6 +109,34 @@ def adapter_key(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: Lo
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+def read_trained(out: Path, reused: bool = True) -> TrainResult | None:
+    """The `TrainResult` of an adapter folder already trained (its ``train_log.json``), else None."""
+    log_file = out / "train_log.json"
+    if not log_file.exists():
+        return None
+    log = json.loads(log_file.read_text())
+    return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), reused)
+
+
+def with_lora(model, settings: LoraSettings):
+    """``model`` wrapped with fresh LoRA layers (peft) as ``settings`` say (the in-notebook loop and
+    `s2d_utils.train` alike; seed the torch RNG first: it draws the A matrices)."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(
+        task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules)))
+
+
+def optimizer(model, settings: LoraSettings, total: int):
+    """AdamW over the trainable (LoRA) parameters and its linear decay to 0 over ``total`` steps."""
+    import torch
+
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
+                              weight_decay=0.0)
+    return optim, torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / max(total, 1))
+
+
 def adapter_dir(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings, name: str,
                 out_dir: Path | None = None) -> Path:
     """Where the adapter for these pairs and settings lives: ``<checkpoints>/<name slug>-<adapter_key>``
@@ -126,16 +154,13 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
     its dropout, cache and eval settings are restored even if training fails.
     """
     import torch
-    from peft import LoraConfig, get_peft_model
     from tqdm import tqdm
 
     if not pairs:
         raise ValueError(f"{name}: no training pairs (the filter kept nothing); cannot fine-tune")
     out = adapter_dir(base, pairs, settings, name, out_dir)
-    log_file = out / "train_log.json"
-    if log_file.exists():
-        log = json.loads(log_file.read_text())
-        return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), True)
+    if (done := read_trained(out)) is not None:
+        return done
 
     processes = train_processes()
     if processes > 1:  # data parallel / FSDP / ZeRO-3 in processes of their own
@@ -151,9 +176,7 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
     inner.config.use_cache = False
     if checkpointing:
         inner.activation_checkpointing_enable({"use_reentrant": False})
-    model = get_peft_model(inner, LoraConfig(
-        task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules)))
+    model = with_lora(inner, settings)
     try:
         model.train()
         return _train(base, model, pairs, settings, out, name, progress)
@@ -200,9 +223,7 @@ def launch(base: LoadedModel, pairs: Sequence[dict], settings: LoraSettings, nam
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:8])} ... failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    out = adapter_dir(base, pairs, settings, name, out_dir)
-    log = json.loads((out / "train_log.json").read_text())
-    return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), False)
+    return read_trained(adapter_dir(base, pairs, settings, name, out_dir), reused=False)
 
 
 CHECKPOINT_TOKENS = 2048  # padded tokens per step above which activations are recomputed, not kept
@@ -273,9 +294,7 @@ def _train(base: LoadedModel, model, pairs, settings: LoraSettings, out: Path, n
     device = next(model.parameters()).device
     data = [_tokenize(base, p) for p in pairs]
     total = training_steps(len(data), settings)
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
-                              weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / max(total, 1))  # linear decay
+    optim, sched = optimizer(model, settings, total)
     pad = base.tokenizer.pad_token_id
     losses, tokens, step = [], 0, 0
     t0 = time.perf_counter()

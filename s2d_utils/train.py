@@ -79,7 +79,6 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     (a test of resuming) before the last step."""
     import torch
     from accelerate import Accelerator
-    from peft import LoraConfig, get_peft_model
     from tqdm import tqdm
 
     from .models import load_model
@@ -90,23 +89,17 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     # the base is read on the CPU and placed by accelerate (one device per process, or sharded by FSDP)
     base = load_model(model_name, device="cpu", dtype=dtype)
     out = distill.adapter_dir(base, pairs, settings, name, out_dir)
-    if (out / "train_log.json").exists():
-        log = json.loads((out / "train_log.json").read_text())
-        return distill.TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"],
-                                   tuple(log["losses"]), True)
+    if (done := distill.read_trained(out)) is not None:
+        return done
     partial = out.with_name(out.name + ".partial")
     data = [distill._tokenize(base, p) for p in pairs]
     total = distill.training_steps(len(data), settings)
     torch.manual_seed(settings.seed)  # the LoRA A matrices' initialization, as in `distill.finetune`
     inner = base.model
     inner.config.use_cache = False
-    model = get_peft_model(inner, LoraConfig(
-        task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules)))
+    model = distill.with_lora(inner, settings)
     model.train()
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
-                              weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / max(total, 1))
+    optim, sched = distill.optimizer(model, settings, total)
     model, optim, sched = accelerator.prepare(model, optim, sched)
 
     done = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
