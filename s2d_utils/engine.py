@@ -323,7 +323,9 @@ def _prefill_chunks(prompts: list[tuple[int, ...]]) -> Iterator[list[tuple[int, 
         yield chunk
 
 
-MIN_SHARED = 64  # tokens: prompts sharing a shorter prefix (e.g. just a chat template) are prefilled whole
+MIN_SHARED = 16  # tokens: prompts sharing a shorter prefix are prefilled whole. 16 lets the chat template
+# header (system prompt, ~30 tokens with Qwen) be shared: measured 38 s instead of 55-60 s for System 1 on
+# 100 coin-flip prompts of 56 tokens (0.5B model, 2 cores), identical greedy outputs
 
 
 def _common(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:

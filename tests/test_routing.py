@@ -59,3 +59,42 @@ def test_calibration_reports_the_error_and_the_bins_too_small_to_count():
 def test_mismatched_lengths_are_named():
     with pytest.raises(ValueError, match="system2_correct: 1 values for 2 inputs"):
         routing.route_curve([0.1, 0.2], [True, False], [True], [1, 1], [2, 2])
+
+
+def _one_by_one(lm, trace):
+    """The teacher-forced probability of a trace's last output, one prompt alone, no shared prefix."""
+    import torch
+
+    from s2d_utils.generation import render
+    from s2d_utils.routing import _messages
+
+    call = trace.calls[-1]
+    tok = lm.tokenizer
+    prompt = tok(render(lm, _messages(call.prompt)), add_special_tokens=False)["input_ids"]
+    answer = tok(call.output, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with torch.inference_mode():
+        logits = lm.model(input_ids=torch.tensor([prompt + answer])).logits[0].float()
+    logprobs = torch.log_softmax(logits, -1)[len(prompt) - 1 : -1]
+    return float(logprobs.gather(-1, torch.tensor(answer)[:, None]).sum().exp())
+
+
+def test_answer_confidence_with_a_shared_prefix_equals_each_prompt_alone(tiny_qwen, tmp_path):
+    """The batch runs the prompts' common prefix (the chat header) once and pads the rest; every
+    input's confidence must still be what its prompt alone gives, whatever the batch it lands in."""
+    from s2d_utils.routing import answer_confidence
+    from s2d_utils.traces import Call, Trace
+
+    prompts = ["Is the coin heads up?", "Name a capital city in Europe, please, in one word.", "2+2?",
+               "Which element has the symbol Fe? Answer briefly."]
+    outputs = ["Yes.", "Paris", "4", "Iron is the element."]
+    traces = [[Trace(input_id=str(i), sample=0, calls=(Call("answer", p, o, 3, "stop"),), answer=o)]
+              for i, (p, o) in enumerate(zip(prompts, outputs))]
+    got = answer_confidence(tiny_qwen, traces, batch_size=3, cache_dir=tmp_path)
+    want = [_one_by_one(tiny_qwen, ts[0]) for ts in traces]
+    # a random model's answers are improbable (~1e-15): compare log-probabilities
+    import math
+
+    assert [math.log(g) for g in got] == pytest.approx([math.log(w) for w in want], abs=1e-3)
+    assert len({round(math.log(w), 1) for w in want}) == len(want)  # the check can tell inputs apart
+    # cached: a second call computes nothing and returns the same numbers
+    assert answer_confidence(tiny_qwen, traces, batch_size=2, cache_dir=tmp_path) == got
