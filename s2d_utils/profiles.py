@@ -124,10 +124,11 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
     "rar": {
         "last_letter": {
             "smoke": _RAR_SMOKE,
-            # the 0.5B model decodes ~80-100 tokens/s here (GEMM-bound): 100 test questions and
-            # 32 unlabeled ones keep a cold run near 15 minutes (measured: see the README)
+            # the 0.5B model decodes ~70 tokens/s here (GEMM-bound): 100 test questions and 32
+            # unlabeled ones keep a cold run under 20 minutes (measured: see the README); batch 4
+            # (12 steps still cover 3 epochs of what the vote keeps, at half the memory)
             "cpu": RarSizes(n_train=32, n_test=100, samples=8, n_answer=1, system1_tokens=48, rar1_tokens=128,
-                            rephrase_tokens=64, answer_tokens=64, min_steps=12),
+                            rephrase_tokens=64, answer_tokens=64, lora_batch=4, min_steps=12),
             # all 200 unlabeled and 200 test questions the task has; three epochs, at least 12 steps
             "gpu": RarSizes(n_train=200, n_test=200, samples=8, n_answer=1, system1_tokens=128, rar1_tokens=512,
                             rephrase_tokens=256, answer_tokens=256, min_steps=12),
@@ -137,9 +138,11 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
         },
         "coin_flip": {
             "smoke": _RAR_SMOKE,
-            # 64 unlabeled inputs (issue 18: 32 kept 6, i.e. 3 optimizer steps); floor of 12 steps
-            "cpu": RarSizes(n_train=64, n_test=100, samples=8, n_answer=1, system1_tokens=64, rar1_tokens=128,
-                            rephrase_tokens=64, answer_tokens=64, min_steps=12),
+            # 64 unlabeled inputs (issue 18: 32 kept 6, i.e. 3 optimizer steps) with 4 samples each
+            # (8 took 17.5 of the notebook's 34 minutes: sampling is half its time), 80 test
+            # questions; one epoch at batch 4, floor of 12 steps
+            "cpu": RarSizes(n_train=64, n_test=80, samples=4, n_answer=1, system1_tokens=64, rar1_tokens=128,
+                            rephrase_tokens=64, answer_tokens=64, epochs=1, lora_batch=4, min_steps=12),
             # the paper's 1,333 test questions, 2,000 of its 20,000 unlabeled ones; 100 steps as in the paper
             "gpu": RarSizes(n_train=2000, n_test=1333, samples=8, n_answer=1, system1_tokens=256, rar1_tokens=512,
                             rephrase_tokens=256, answer_tokens=256, steps=100),
@@ -172,10 +175,11 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
         "gsm8k": {
             "smoke": CotSizes(n_train=4, n_test=4, samples=10, shots=2, system1_tokens=6, cot_tokens=12,
                               student_tokens=6, max_steps=2, lora_batch=4),
-            # 2 CPU cores decode ~70 tokens/s at 0.5B: maj@1 on 100 test questions (one sample each),
-            # maj@5/10 on the first 10; 12 unlabeled questions x 10 samples; CoT capped at 320 tokens
-            # (at 160, a third of the zero-shot samples were cut before their answer); floor 12 steps
-            "cpu": CotSizes(n_train=12, n_test=100, samples=10, n_test_k=10, cot_tokens=320, min_steps=12),
+            # 2 CPU cores decode ~70 tokens/s at 0.5B and a CoT is ~200 tokens: maj@1 on 100 test
+            # questions (one sample each), maj@5/10 only on the first 4 (illustrative); 8 unlabeled
+            # questions x 10 samples; CoT capped at 320 tokens (at 160, a third of the zero-shot
+            # samples were cut before their answer); batch 4, floor 12 steps
+            "cpu": CotSizes(n_train=8, n_test=100, samples=10, n_test_k=4, cot_tokens=320, lora_batch=4, min_steps=12),
             # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10
             "gpu": CotSizes(n_train=2000, n_test=1319, samples=10, n_test_k=200, system1_tokens=32, cot_tokens=512,
                             student_tokens=32, min_steps=100),
@@ -189,9 +193,10 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
         "sycophancy": {
             "smoke": S2aSizes(n_train=4, n_test=6, samples=2, unbiased_share=0.5, system1_tokens=12, rewrite_tokens=16,
                               answer_tokens=12, usc_tokens=12, max_steps=2, lora_batch=4),
-            # 2 CPU cores: 200 test questions (a quarter bare, so the unbiased column has 50), 24
-            # unlabeled inputs with 10 samples each (the paper's own fallback size for USC), floor 12 steps
-            "cpu": S2aSizes(n_train=24, n_test=200, samples=10, unbiased_share=0.25, min_steps=12),
+            # 2 CPU cores: 200 test questions (a quarter bare; with the facts' second pass 64 are
+            # unbiased), 16 unlabeled inputs with 10 samples each (the paper's own fallback size for
+            # USC); batch 4, floor 12 steps (3 epochs over 16 pairs)
+            "cpu": S2aSizes(n_train=16, n_test=200, samples=10, unbiased_share=0.25, lora_batch=4, min_steps=12),
             # the analog's whole train split (139 questions; SycophancyEval's answer.jsonl as DATA_SOURCE
             # gives thousands), 200 test inputs (a quarter unbiased), USC over 20 samples; three epochs
             # over the kept pairs, at least 24 steps (350 steps over ~100 pairs would be 28 epochs)
