@@ -176,10 +176,11 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             "smoke": CotSizes(n_train=4, n_test=4, samples=10, shots=2, system1_tokens=6, cot_tokens=12,
                               student_tokens=6, max_steps=2, lora_batch=4),
             # 2 CPU cores decode ~70 tokens/s at 0.5B and a CoT is ~200 tokens: maj@1 on 100 test
-            # questions (one sample each), maj@5/10 only on the first 4 (illustrative); 8 unlabeled
-            # questions x 10 samples; CoT capped at 320 tokens (at 160, a third of the zero-shot
-            # samples were cut before their answer); batch 4, floor 12 steps
-            "cpu": CotSizes(n_train=8, n_test=100, samples=10, n_test_k=4, cot_tokens=320, lora_batch=4, min_steps=12),
+            # questions (one sample each), maj@5/10 only on the first 4 (illustrative); 12 unlabeled
+            # questions x 10 samples (the plurality vote drops ties at the top, and a claim needs a
+            # student trained on 8 kept inputs); CoT capped at 320 tokens (at 160, a third of the
+            # zero-shot samples were cut before their answer); batch 4, floor 12 steps
+            "cpu": CotSizes(n_train=12, n_test=100, samples=10, n_test_k=4, cot_tokens=320, lora_batch=4, min_steps=12),
             # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10
             "gpu": CotSizes(n_train=2000, n_test=1319, samples=10, n_test_k=200, system1_tokens=32, cot_tokens=512,
                             student_tokens=32, min_steps=100),
