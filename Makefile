@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # Jupyter takes .venv's "python3" kernel before a user-level one of the same name
 export JUPYTER_PREFER_ENV_PATH ?= 1
 
-.PHONY: reproduce preflight readme test test-fast lab nbstripout bench clean-results
+.PHONY: reproduce record preflight readme test test-fast lab nbstripout bench clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml models/smollm2-135m-instruct.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ reproduce: $(if $(filter cpu,$(PROFILE)),$(VENV)/.qwen,$(VENV)/.installed)
 	  echo "   $$name: $$(( $$(date +%s) - start )) s"; \
 	done
 	@echo "tables and figures: figures/   executed notebooks: results/executed/"
+	$(PY) -m s2d_utils.report
+
+# `make record` (cold: after `make clean-results`) or `make record WARM=1` (a rerun from the cache):
+# `make reproduce` under benchmarks/peak_rss.py, its times and peak memory into figures/reproduce_cpu.json
+record: $(VENV)/.installed
+	@mkdir -p results
+	bash -o pipefail -c '$(PY) benchmarks/peak_rss.py -- $(MAKE) reproduce PROFILE=$(PROFILE) 2>&1 | tee results/reproduce.log'
+	$(PY) benchmarks/record_run.py --profile $(PROFILE) $(if $(WARM),--warm) results/reproduce.log
 	$(PY) -m s2d_utils.report
 
 readme: $(VENV)/.installed

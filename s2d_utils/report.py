@@ -414,8 +414,47 @@ def readme_routing(root: Path | None = None) -> str:
     return f"{body}\n\n![Routing: accuracy vs #Tokens and calibration](figures/fig_routing.png)"
 
 
+RUN_FILE = "reproduce_cpu.json"  # written by benchmarks/record_run.py after a `make reproduce`
+
+
+def readme_run(root: Path | None = None) -> str:
+    """The README's record of one cold `make reproduce` (and its warm rerun) against the limits."""
+    path = (root or paths.ROOT) / "figures" / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run `make reproduce` under benchmarks/peak_rss.py, then benchmarks/record_run.py")
+    data = json.loads(path.read_text())
+    cold, warm, lim = data["cold"], data.get("warm", {}), data["limits"]
+    total = sum(cold["notebook_s"].values())
+    lines = [f"One uninterrupted cold `make reproduce` (profile {data['profile']}, commit {data['commit']}, "
+             f"{data['date']}, {data['machine']}, nothing else running): **{total / 60:.1f} minutes** for the "
+             f"notebooks (limit {lim['cold_total_s'] / 60:.0f}); peak resident memory **{cold['peak_process_gb']:.2f} GB** "
+             f"in one process, {cold['peak_tree_gb']:.2f} GB for the whole process tree (limit {lim['peak_rss_gb']:.0f} GB).",
+             "", "| notebook | cold (s) | its slowest stages (s) | warm rerun (s) |", "|---|---|---|---|"]
+    over_cold, over_warm = [], []
+    for name, sec in cold["notebook_s"].items():
+        stages = sorted(cold.get("stage_s", {}).get(name, {}).items(), key=lambda kv: -kv[1])[:3]
+        w = warm.get("notebook_s", {}).get(name)
+        if sec > lim["notebook_cold_s"]:
+            over_cold.append(name)
+        if w is not None and w > lim["notebook_warm_s"]:
+            over_warm.append(name)
+        mark = lambda v, limit: f"**{v}**" if v is not None and v > limit else ("" if v is None else str(v))
+        lines.append(f"| {name} | {mark(sec, lim['notebook_cold_s'])} | "
+                     + (", ".join(f"{k} {v}" for k, v in stages) or "") + f" | {mark(w, lim['notebook_warm_s'])} |")
+    verdict = [f"the whole run {'within' if total <= lim['cold_total_s'] else 'over'} its limit",
+               ("every notebook within " if not over_cold else f"{', '.join(over_cold)} over ")
+               + f"{lim['notebook_cold_s'] // 60} minutes cold"]
+    if warm:
+        verdict.append(("every notebook within " if not over_warm else f"{', '.join(over_warm)} over ")
+                       + f"{lim['notebook_warm_s'] // 60} minutes warm")
+    verdict.append(f"memory {'within' if cold['peak_process_gb'] <= lim['peak_rss_gb'] else 'over'} its limit")
+    lines += ["", "Against the limits (bold: over): " + "; ".join(verdict) + f". From `figures/{RUN_FILE}`, written by "
+              "`benchmarks/record_run.py` from the run's log and manifests."]
+    return "\n".join(lines)
+
+
 README_BLOCKS = {"summary": readme_summary, "results": readme_results, "routing": readme_routing,
-                 "bench": readme_bench}
+                 "bench": readme_bench, "run": readme_run}
 
 
 def update_readme(path: Path | None = None) -> bool:

@@ -36,3 +36,58 @@ def test_gemm_ceiling_counts_every_weight_product_of_a_decode_step(tiny_lm):
     model = tiny_lm.model
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert sum(c * i * o for c, i, o in gemm_ceiling.weight_shapes(model.config)) == linear
+
+
+RUN_LOG = """== 01_rar_last_letter (profile cpu)
+Executing:  4%|  | 1/23 [00:00<00:16,  1.33cell/s]\r   01_rar_last_letter: 1170 s
+== 02_rar_coin_flip (profile cpu)
+   02_rar_coin_flip: 1300 s
+== 06_summary (profile cpu)
+   06_summary: 4 s
+tables and figures: figures/
+
+peak resident memory
+    7.91 GB  /work/.venv/bin/python -m ipykernel_launcher -f /tmp/kernel.json
+    2.10 GB  /work/.venv/bin/python -m s2d_utils.report
+    9.30 GB  whole process tree at one moment (sampled)
+"""
+
+
+def _record_run():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import record_run
+
+    return record_run
+
+
+def test_record_run_reads_the_notebook_times_and_the_peaks_of_a_reproduce_log():
+    run = _record_run().parse_log(RUN_LOG)
+    assert run["profile"] == "cpu"
+    assert run["notebook_s"] == {"01_rar_last_letter": 1170, "02_rar_coin_flip": 1300, "06_summary": 4}
+    assert run["peak_process_gb"] == 7.91 and run["peak_tree_gb"] == 9.30
+
+
+def test_record_run_refuses_a_log_without_times_or_memory():
+    import pytest
+
+    rr = _record_run()
+    with pytest.raises(ValueError, match="no notebook times"):
+        rr.parse_log("peak resident memory\n    1.00 GB  x\n")
+    with pytest.raises(ValueError, match="no peak memory"):
+        rr.parse_log("   01_a: 3 s\n")
+
+
+def test_the_readme_run_block_marks_what_is_over_its_limit(tmp_path, monkeypatch):
+    from s2d_utils import report
+
+    rr = _record_run()
+    monkeypatch.setattr(rr, "ROOT", tmp_path)  # no manifests there: stages empty
+    out = tmp_path / "figures" / report.RUN_FILE
+    out.parent.mkdir()
+    rr.record(RUN_LOG, out)
+    rr.record(RUN_LOG.replace(": 1170 s", ": 90 s").replace(": 1300 s", ": 130 s"), out, warm=True)
+    text = report.readme_run(tmp_path)
+    assert "| 02_rar_coin_flip | **1300** |  | **130** |" in text and "| 01_rar_last_letter | 1170 |  | 90 |" in text
+    assert "**41.2 minutes**" in text and "**7.91 GB**" in text
+    assert ("the whole run within its limit; 02_rar_coin_flip over 20 minutes cold; "
+            "02_rar_coin_flip over 2 minutes warm; memory within its limit") in text

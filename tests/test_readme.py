@@ -37,6 +37,10 @@ def test_update_readme_rewrites_only_the_blocks(tmp_path):
     (tmp_path / "figures" / report.BENCH_FILE).write_text(json.dumps(
         {"models": {"m": run}, "batch_size": 128,
          "workload": {"prompts": 1, "samples": 1, "max_new_tokens": 1, "threads": 2, "date": "d", "machine": "x"}}))
+    (tmp_path / "figures" / report.RUN_FILE).write_text(json.dumps(
+        {"profile": "cpu", "commit": "abc", "date": "d", "machine": "x", "limits": {
+            "cold_total_s": 5400, "notebook_cold_s": 1200, "notebook_warm_s": 120, "peak_rss_gb": 8.0},
+         "cold": {"notebook_s": {"01_a": 60}, "peak_process_gb": 1.0, "peak_tree_gb": 1.5, "stage_s": {}}}))
     readme = tmp_path / "README.md"
     blocks = "\n".join(f"{report._marks(b)[0]}\nstale 99.9%\n{report._marks(b)[1]}\nbetween" for b in report.README_BLOCKS)
     readme.write_text(f"intro\n{blocks}\nafter\n")
