@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMITS = {"cold_total_s": 90 * 60, "notebook_cold_s": 20 * 60, "notebook_warm_s": 2 * 60, "peak_rss_gb": 8.0}
 
 _NOTEBOOK = re.compile(r"^\s+(\d\d_[A-Za-z0-9_]+): (\d+) s\s*$")
+_STARTED = re.compile(r"^== (\d\d_[A-Za-z0-9_]+) \(profile")
 _PEAK = re.compile(r"^\s+([\d.]+) GB\s+(.*)$")
 
 
@@ -35,6 +36,7 @@ def parse_log(text: str) -> dict:
     """Per-notebook seconds, the peak memory lines and the profile, from a reproduce log."""
     text = text.replace("\r", "\n")
     seconds = {m.group(1): int(m.group(2)) for m in map(_NOTEBOOK.match, text.splitlines()) if m}
+    started = [m.group(1) for m in map(_STARTED.match, text.splitlines()) if m]
     profile = re.search(r"\(profile (\w+)\)", text)
     peaks = []
     if "peak resident memory" in text:
@@ -50,6 +52,7 @@ def parse_log(text: str) -> dict:
     tree = [gb for gb, what in peaks if what.startswith("whole process tree")]
     process = [gb for gb, what in peaks if not what.startswith("whole process tree")]
     return {"profile": profile.group(1) if profile else None, "notebook_s": seconds,
+            "unfinished": [name for name in started if name not in seconds],
             "peak_process_gb": max(process) if process else None, "peak_tree_gb": tree[0] if tree else None}
 
 
@@ -81,9 +84,13 @@ def _commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def record(log_text: str, out: Path, warm: bool = False) -> dict:
+def record(log_text: str, out: Path, warm: bool = False, stopped_after: int | None = None) -> dict:
+    """``stopped_after``: seconds the unfinished notebook (one the run was stopped in) had run."""
     run = parse_log(log_text)
     profile = run.pop("profile") or "cpu"
+    if run["unfinished"] and stopped_after is None:
+        raise ValueError(f"{run['unfinished']} did not finish: give --stopped-after SECONDS (how long it ran)")
+    run["stopped_after_s"] = stopped_after if run["unfinished"] else None
     if warm:
         if not out.exists():
             raise FileNotFoundError(f"{out}: record the cold run first")
@@ -101,9 +108,11 @@ def main() -> int:
     ap.add_argument("log", type=Path, help="the output of `benchmarks/peak_rss.py -- make reproduce`")
     ap.add_argument("--warm", action="store_true", help="the log is a rerun from the cache: add its times")
     ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--stopped-after", type=int, default=None,
+                    help="the run was stopped in a notebook: how many seconds that notebook had run")
     args = ap.parse_args()
     out = ROOT / "figures" / f"reproduce_{args.profile}.json"
-    data = record(args.log.read_text(errors="replace"), out, warm=args.warm)
+    data = record(args.log.read_text(errors="replace"), out, warm=args.warm, stopped_after=args.stopped_after)
     print(f"{out}: {json.dumps(data)[:400]}")
     return 0
 

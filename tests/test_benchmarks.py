@@ -91,3 +91,22 @@ def test_the_readme_run_block_marks_what_is_over_its_limit(tmp_path, monkeypatch
     assert "**41.2 minutes**" in text and "**7.91 GB**" in text
     assert ("the whole run within its limit; 02_rar_coin_flip over 20 minutes cold; "
             "02_rar_coin_flip over 2 minutes warm; memory within its limit") in text
+
+
+def test_a_run_stopped_in_a_notebook_is_recorded_as_unfinished_and_over(tmp_path, monkeypatch):
+    import pytest
+
+    from s2d_utils import report
+
+    rr = _record_run()
+    monkeypatch.setattr(rr, "ROOT", tmp_path)
+    log = RUN_LOG.replace("tables and figures: figures/", "== 07_slow (profile cpu)\nExecuting: 10%")
+    out = tmp_path / "figures" / report.RUN_FILE
+    out.parent.mkdir()
+    with pytest.raises(ValueError, match="07_slow.*did not finish"):
+        rr.record(log, out)
+    rr.record(log, out, stopped_after=3000)
+    text = report.readme_run(tmp_path)
+    assert "**stopped in 07_slow after 3000 s**" in text and "| 07_slow | **stopped after 3000** | | |" in text
+    assert "**91.2 minutes** by then" in text and "the whole run over its limit" in text
+    assert "07_slow over 20 minutes cold" in text.replace("02_rar_coin_flip, ", "")
