@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import re
 import subprocess
@@ -74,8 +75,6 @@ def _machine() -> str:
             name = platform.processor() or platform.machine()
     except OSError:
         name = platform.processor() or platform.machine()
-    import os
-
     return f"{name}, {os.cpu_count()} cores"
 
 

@@ -336,6 +336,38 @@ def _common(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
     return i
 
 
+def common_prefix(prompts) -> int:
+    """Tokens every prompt begins with, leaving each at least one of its own (0 for fewer than two)."""
+    if len(prompts) < 2:
+        return 0
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        n = _common(prompts[0], p, n)
+    return max(n, 0)
+
+
+def prefill_prefix(model, prefix, device: str):
+    """A transformers cache holding ``prefix``'s K/V (one row), for `repeat_prefix`."""
+    from transformers import DynamicCache
+
+    base = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([list(prefix)], device=device), past_key_values=base, use_cache=True,
+              logits_to_keep=1)
+    return base
+
+
+def repeat_prefix(model, base, rows: int):
+    """A fresh cache with ``base``'s one row of K/V copied for ``rows`` rows (what a batch of prompts
+    sharing that prefix continues from)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    for i, layer in enumerate(base.layers):
+        cache.update(layer.keys.expand(rows, -1, -1, -1).contiguous(), layer.values.expand(rows, -1, -1, -1).contiguous(), i)
+    return cache
+
+
 def shared_prefix_groups(prompts, min_shared: int | None = None) -> list[tuple[int, list[tuple[int, ...]]]]:
     """Cluster distinct prompts by a common token prefix of at least ``min_shared`` tokens.
 
@@ -390,23 +422,19 @@ def _prefill(model, decoder: "Decoder", prompts: list[tuple[int, ...]], pad_id: 
     for shared, members in shared_prefix_groups(prompts):
         base = None
         if shared:
-            base = DynamicCache(config=model.config)
-            with torch.inference_mode():
-                model(input_ids=torch.tensor([members[0][:shared]], device=device), past_key_values=base,
-                      use_cache=True, logits_to_keep=1)
+            base = prefill_prefix(model, members[0][:shared], device)
             stats.prefill_tokens += shared
             stats.prefix_reused_tokens += shared * (len(members) - 1)
         rests = [m[shared:] for m in members]
         done = 0
         for chunk in _prefill_chunks(rests):
             ids, mask, width = left_pad(chunk, pad_id, device)
-            cache = DynamicCache(config=model.config)
             position = (mask.cumsum(-1) - 1).clamp(min=0) + shared
             if base is not None:
-                for i, layer in enumerate(base.layers):
-                    cache.update(layer.keys.expand(len(chunk), -1, -1, -1).contiguous(),
-                                 layer.values.expand(len(chunk), -1, -1, -1).contiguous(), i)
+                cache = repeat_prefix(model, base, len(chunk))
                 mask = torch.cat([mask.new_ones((len(chunk), shared)), mask], dim=-1)
+            else:
+                cache = DynamicCache(config=model.config)
             with torch.inference_mode():
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
                                use_cache=True, logits_to_keep=1).logits[:, -1, :]

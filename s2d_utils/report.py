@@ -437,6 +437,10 @@ def readme_run(root: Path | None = None) -> str:
              f"in one process, {cold['peak_tree_gb']:.2f} GB for the whole process tree (limit {lim['peak_rss_gb']:.0f} GB).",
              "", "| notebook | cold (s) | its slowest stages (s) | warm rerun (s) |", "|---|---|---|---|"]
     over_cold, over_warm = [], []
+
+    def mark(v, limit):
+        return "" if v is None else (f"**{v}**" if v > limit else str(v))
+
     for name, sec in cold["notebook_s"].items():
         stages = sorted(cold.get("stage_s", {}).get(name, {}).items(), key=lambda kv: -kv[1])[:3]
         w = warm.get("notebook_s", {}).get(name)
@@ -444,9 +448,8 @@ def readme_run(root: Path | None = None) -> str:
             over_cold.append(name)
         if w is not None and w > lim["notebook_warm_s"]:
             over_warm.append(name)
-        mark = lambda v, limit: f"**{v}**" if v is not None and v > limit else ("" if v is None else str(v))
-        lines.append(f"| {name} | {mark(sec, lim['notebook_cold_s'])} | "
-                     + (", ".join(f"{k} {v}" for k, v in stages) or "") + f" | {mark(w, lim['notebook_warm_s'])} |")
+        lines.append(f"| {name} | {mark(sec, lim['notebook_cold_s'])} | " + ", ".join(f"{k} {v}" for k, v in stages)
+                     + f" | {mark(w, lim['notebook_warm_s'])} |")
     for name in unfinished:
         over_cold.append(name)
         lines.append(f"| {name} | **stopped after {stopped}** | | |")

@@ -156,20 +156,6 @@ def _messages(prompt: str):
     return prompt
 
 
-def _common_prefix(prompts: list[list[int]]) -> int:
-    """Tokens every prompt begins with, leaving each at least one of its own (0 for fewer than two)."""
-    if len(prompts) < 2:
-        return 0
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - 1
-    for p in prompts[1:]:
-        i = 0
-        while i < n and p[i] == first[i]:
-            i += 1
-        n = i
-    return max(n, 0)
-
-
 def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[float]:
     """Per input, the probability the model gives its own greedy answer: the product of its
     next-token probabilities over the last call's output tokens (and the end-of-turn token when the
@@ -186,6 +172,7 @@ def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[f
     import torch
 
     from . import paths
+    from .engine import common_prefix, prefill_prefix, repeat_prefix
     from .generation import render
 
     folder = paths.ensure(Path(cache_dir) if cache_dir else paths.CACHE / "confidence")
@@ -212,16 +199,10 @@ def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[f
     pad = tok.pad_token_id
     # prefix caching, as in generation: the tokens every prompt begins with (the chat template's
     # header; a judge's system prompt) run once, and each batch attends to their K/V
-    shared = _common_prefix([p for _, p, _ in jobs])
+    shared = common_prefix([p for _, p, _ in jobs])
     jobs.sort(key=lambda j: len(j[1]) + len(j[2]))  # similar lengths together: less padding
+    base = prefill_prefix(model, jobs[0][1][:shared], device) if shared else None
     with torch.inference_mode():
-        base = None
-        if shared:
-            from transformers import DynamicCache
-
-            base = DynamicCache(config=model.config)
-            model(input_ids=torch.tensor([jobs[0][1][:shared]], device=device), past_key_values=base, use_cache=True,
-                  logits_to_keep=1)
         for start in range(0, len(jobs), batch_size):
             chunk = [(key, p[shared:], a) for key, p, a in jobs[start : start + batch_size]]
             width = max(len(p) + len(a) for _, p, a in chunk)
@@ -234,14 +215,8 @@ def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[f
             position = (mask.cumsum(-1) - 1).clamp(min=0) + shared
             extra = {}
             if base is not None:
-                from transformers import DynamicCache
-
-                cache = DynamicCache(config=model.config)
-                for i, layer in enumerate(base.layers):
-                    cache.update(layer.keys.expand(len(chunk), -1, -1, -1).contiguous(),
-                                 layer.values.expand(len(chunk), -1, -1, -1).contiguous(), i)
                 mask = torch.cat([mask.new_ones((len(chunk), shared)), mask], dim=-1)
-                extra = {"past_key_values": cache, "use_cache": True}
+                extra = {"past_key_values": repeat_prefix(model, base, len(chunk)), "use_cache": True}
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position.to(device),
                            logits_to_keep=keep, **extra).logits  # [rows, keep, vocab]: only the answers' predictions
             logprobs = torch.log_softmax(logits.float(), -1)
