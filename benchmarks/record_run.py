@@ -51,10 +51,12 @@ def parse_log(text: str) -> dict:
     if not peaks:
         raise ValueError("no peak memory in the log: run `make reproduce` under benchmarks/peak_rss.py")
     tree = [gb for gb, what in peaks if what.startswith("whole process tree")]
-    process = [gb for gb, what in peaks if not what.startswith("whole process tree")]
+    notebooks = {what.split(None, 1)[1]: gb for gb, what in peaks if what.startswith("notebook ")}
+    process = [gb for gb, what in peaks if not what.startswith(("whole process tree", "notebook "))]
     return {"profile": profile.group(1) if profile else None, "notebook_s": seconds,
             "unfinished": [name for name in started if name not in seconds],
-            "peak_process_gb": max(process) if process else None, "peak_tree_gb": tree[0] if tree else None}
+            "peak_process_gb": max(process) if process else None, "peak_tree_gb": tree[0] if tree else None,
+            "peak_notebook_gb": notebooks}
 
 
 def _stages(profile: str) -> dict:
@@ -94,7 +96,8 @@ def record(log_text: str, out: Path, warm: bool = False, stopped_after: int | No
         if not out.exists():
             raise FileNotFoundError(f"{out}: record the cold run first")
         data = json.loads(out.read_text())
-        data["warm"] = {"notebook_s": run["notebook_s"], "peak_process_gb": run["peak_process_gb"]}
+        data["warm"] = {"notebook_s": run["notebook_s"], "peak_process_gb": run["peak_process_gb"],
+                        "peak_notebook_gb": run["peak_notebook_gb"]}
     else:
         data = {"profile": profile, "commit": _commit(), "date": datetime.date.today().isoformat(),
                 "machine": _machine(), "limits": LIMITS, "cold": {**run, "stage_s": _stages(profile)}}

@@ -282,7 +282,8 @@ def kv_token_budget(model) -> int:
     return max(1, kv_budget_bytes(model) // per_token)
 
 
-def token_budget_groups(jobs: list[list[int]], slots: int, max_new_tokens: int, budget: int) -> list[list[int]]:
+def token_budget_groups(jobs: list[list[int]], slots: int, max_new_tokens: int, budget: int,
+                        root: int = 0) -> list[list[int]]:
     """Split ``jobs`` (in order) into consecutive runs whose K/V buffers fit ``budget`` tokens.
 
     An engine run holds one K/V copy of each distinct prompt it serves (up to ``slots`` of them,
@@ -290,7 +291,8 @@ def token_budget_groups(jobs: list[list[int]], slots: int, max_new_tokens: int, 
     tokens. Judge prompts of 1-2k tokens would make that gigabytes; grouping keeps memory bounded
     whatever the prompt lengths. A single job always forms a group, even over budget. The jobs
     arrive sorted by prompt length, so groups are of similar lengths; per-sample seeds make the
-    grouping invisible in the results.
+    grouping invisible in the results. ``root``: tokens every job begins with, which a run holds
+    once for all its prompts (`engine.run_root`).
     """
     groups: list[list[int]] = []
     cur: list[int] = []
@@ -301,7 +303,7 @@ def token_budget_groups(jobs: list[list[int]], slots: int, max_new_tokens: int, 
         n_distinct = len(distinct | {key})
         width = max(longest, len(toks))
         rows = min(slots, len(cur) + 1)
-        need = min(slots, n_distinct) * width + rows * max_new_tokens
+        need = root + min(slots, n_distinct) * (width - root) + rows * max_new_tokens
         if cur and need > budget:
             groups.append(cur)
             cur, distinct, longest = [], set(), 0
@@ -331,7 +333,8 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
     stops = stop_token_ids(lm)
     decoder = _decoder_for(lm.model)
     if decoder is not None:
-        for group in token_budget_groups(jobs, batch_size, max_new_tokens, kv_token_budget(lm.model)):
+        groups = token_budget_groups(jobs, batch_size, max_new_tokens, kv_token_budget(lm.model), engine.run_root(jobs))
+        for group in groups:
             run = engine.RunStats()
             try:
                 for j, toks, reason in engine.run_continuous(lm.model, decoder, [jobs[j] for j in group], sample_group(group),

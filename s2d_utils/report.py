@@ -435,7 +435,10 @@ def readme_run(root: Path | None = None) -> str:
         head += f"**{total / 60:.1f} minutes** for the notebooks (limit {lim['cold_total_s'] / 60:.0f})"
     lines = [head + f"; peak resident memory **{cold['peak_process_gb']:.2f} GB** "
              f"in one process, {cold['peak_tree_gb']:.2f} GB for the whole process tree (limit {lim['peak_rss_gb']:.0f} GB).",
-             "", "| notebook | cold (s) | its slowest stages (s) | warm rerun (s) |", "|---|---|---|---|"]
+             ""]
+    peaks = cold.get("peak_notebook_gb") or {}  # older records have no per-notebook memory
+    lines += (["| notebook | cold (s) | its slowest stages (s) | warm rerun (s) | peak memory (GB) |", "|---|---|---|---|---|"]
+              if peaks else ["| notebook | cold (s) | its slowest stages (s) | warm rerun (s) |", "|---|---|---|---|"])
     over_cold, over_warm = [], []
 
     def mark(v, limit):
@@ -448,8 +451,10 @@ def readme_run(root: Path | None = None) -> str:
             over_cold.append(name)
         if w is not None and w > lim["notebook_warm_s"]:
             over_warm.append(name)
+        peak = peaks.get(name)
         lines.append(f"| {name} | {mark(sec, lim['notebook_cold_s'])} | " + ", ".join(f"{k} {v}" for k, v in stages)
-                     + f" | {mark(w, lim['notebook_warm_s'])} |")
+                     + f" | {mark(w, lim['notebook_warm_s'])} |"
+                     + (f" {mark(round(peak, 2), lim['peak_rss_gb']) if peak is not None else ''} |" if peaks else ""))
     for name in unfinished:
         over_cold.append(name)
         lines.append(f"| {name} | **stopped after {stopped}** | | |")

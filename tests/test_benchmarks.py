@@ -21,6 +21,18 @@ def test_peak_rss_sees_a_child_process_allocation():
     assert 0.4 <= largest < 2.0, out.stdout
 
 
+def test_peak_rss_gives_each_notebook_the_peak_of_the_processes_working_for_it():
+    # papermill names the notebook on its command line and starts the kernel as its child: the
+    # child's 400 MB count for the notebook, the parent's few MB for nothing else
+    child = "import time; b = bytearray(400_000_000); time.sleep(1.0)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    out = subprocess.run([sys.executable, str(SCRIPT), "--", sys.executable, "-c", parent, "notebooks/07_fake.ipynb"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    (line,) = [ln for ln in out.stdout.splitlines() if "notebook " in ln]
+    assert line.split()[-1] == "07_fake" and 0.4 <= float(line.split()[0]) < 2.0, out.stdout
+
+
 def test_peak_rss_passes_the_exit_code_on():
     out = subprocess.run([sys.executable, str(SCRIPT), "--", sys.executable, "-c", "raise SystemExit(3)"],
                          capture_output=True, text=True, timeout=60)
@@ -49,6 +61,8 @@ tables and figures: figures/
 peak resident memory
     7.91 GB  /work/.venv/bin/python -m ipykernel_launcher -f /tmp/kernel.json
     2.10 GB  /work/.venv/bin/python -m s2d_utils.report
+    7.91 GB  notebook 01_rar_last_letter
+    8.50 GB  notebook 02_rar_coin_flip
     9.30 GB  whole process tree at one moment (sampled)
 """
 
@@ -65,6 +79,7 @@ def test_record_run_reads_the_notebook_times_and_the_peaks_of_a_reproduce_log():
     assert run["profile"] == "cpu"
     assert run["notebook_s"] == {"01_rar_last_letter": 1170, "02_rar_coin_flip": 1300, "06_summary": 4}
     assert run["peak_process_gb"] == 7.91 and run["peak_tree_gb"] == 9.30
+    assert run["peak_notebook_gb"] == {"01_rar_last_letter": 7.91, "02_rar_coin_flip": 8.50}
 
 
 def test_record_run_refuses_a_log_without_times_or_memory():
@@ -87,7 +102,8 @@ def test_the_readme_run_block_marks_what_is_over_its_limit(tmp_path, monkeypatch
     rr.record(RUN_LOG, out)
     rr.record(RUN_LOG.replace(": 1170 s", ": 90 s").replace(": 1300 s", ": 130 s"), out, warm=True)
     text = report.readme_run(tmp_path)
-    assert "| 02_rar_coin_flip | **1300** |  | **130** |" in text and "| 01_rar_last_letter | 1170 |  | 90 |" in text
+    assert "| 02_rar_coin_flip | **1300** |  | **130** | **8.5** |" in text
+    assert "| 01_rar_last_letter | 1170 |  | 90 | 7.91 |" in text and "| 06_summary | 4 |  | 4 |  |" in text
     assert "**41.2 minutes**" in text and "**7.91 GB**" in text
     assert ("the whole run within its limit; 02_rar_coin_flip over 20 minutes cold; "
             "02_rar_coin_flip over 2 minutes warm; memory within its limit") in text

@@ -119,6 +119,39 @@ def test_answer_loss_equals_the_models_own_loss(tiny_lm):
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
+def test_a_step_cut_into_micro_batches_has_the_whole_batchs_gradient(tiny_lm, monkeypatch):
+    """Gradient accumulation over passes of at most MICRO_TOKENS padded tokens: the same loss and
+    the same LoRA gradients as one pass over the whole batch (float64: only the sums' order differs)."""
+    import copy
+
+    import torch
+
+    model = distill.with_lora(copy.deepcopy(tiny_lm.model).double(), distill.LoraSettings(dropout=0.0))
+    for name, p in model.named_parameters():  # B starts at zero: make the A gradients non-trivial too
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    g = torch.Generator().manual_seed(3)
+    batch = []
+    for n_prompt, n_answer in ((9, 3), (4, 1), (12, 5), (6, 2)):  # uneven rows and answers
+        ids = torch.randint(5, 200, (n_prompt + n_answer,), generator=g).tolist()
+        batch.append((ids, [-100] * n_prompt + ids[n_prompt:]))
+
+    def grads(limit):
+        monkeypatch.setattr(distill, "MICRO_TOKENS", limit)
+        model.zero_grad()
+        loss, tokens = distill.accumulate(model, batch, pad=0, device="cpu")
+        return loss, tokens, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    assert distill.micro_batches(batch, 10**9) == [[0, 1, 2, 3]]
+    assert distill.micro_batches(batch, 34) == [[0, 1], [2, 3]]  # 2 x 12 and 2 x 17 fit; 3 x 17 would not
+    whole, parts = grads(10**9), grads(16)
+    assert len(distill.micro_batches(batch, 16)) == 4  # one row a pass
+    assert abs(whole[0] - parts[0]) < 1e-12 and whole[1] == parts[1] == sum(len(i) for i, _ in batch)
+    for name, grad in whole[2].items():
+        torch.testing.assert_close(parts[2][name], grad, rtol=1e-10, atol=1e-12)
+    assert any(grad.abs().sum() > 0 for grad in whole[2].values())
+
+
 def test_a_student_attached_to_the_loaded_base_answers_as_the_merged_one_and_leaves_the_base_as_it_was(
         tiny_lm, tmp_path, monkeypatch):
     """Issue 21: the adapter goes onto the base already in memory (no second copy, no merge into its

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from s2d_utils import engine
+from s2d_utils import engine, generation
 from s2d_utils.generation import generate
 
 PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
@@ -172,6 +172,40 @@ def test_prefix_caching_computes_the_same_samples_and_skips_the_shared_prefill(f
     saved = shared.stats.prefix_reused_tokens
     assert saved > 3 * 60  # three of the four prompts reused the head's K/V
     monkeypatch.setattr(engine, "MIN_SHARED", 10**9)  # no sharing: every prompt prefilled whole
+    monkeypatch.setattr(engine, "ROOT_MIN", 10**9)
     whole = generate(lm, prompts, n=2, batch_size=8, **SAMPLING)
     assert whole.stats.prefix_reused_tokens == 0
     assert whole == shared
+
+
+@pytest.mark.parametrize("fixture", ["tiny_lm", "tiny_qwen"])
+def test_a_root_shared_by_every_prompt_is_held_once_and_changes_no_sample(fixture, request, monkeypatch):
+    # 8-shot-like prompts: a long common head (the exemplars), then groups that share a question
+    # (nested sharing after the root), prompts that share nothing more, and uneven lengths
+    lm = request.getfixturevalue(fixture)
+    lm = dataclasses.replace(lm, model=copy.deepcopy(lm.model).double())
+    monkeypatch.setenv("S2D_ENGINE", "fast")
+    monkeypatch.setattr(engine, "ROOT_MIN", 32)
+    monkeypatch.setattr(engine, "MIN_SHARED", 8)
+    head = "Examples follow. " + " ".join(f"example{i}" for i in range(40))
+    question = "Question: " + " ".join(f"q{i}" for i in range(12))
+    prompts = [f"{head}\n{question} part {c}" for c in ("one", "two")] + [f"{head}\nQ: {t}" for t in ("a b c", "x")]
+    rooted = generate(lm, prompts, n=3, batch_size=5, **SAMPLING)
+    runs = rooted.stats.engine_runs
+    assert runs and all(r.root_tokens >= 32 for r in runs)  # every run held the head once
+    # the model's own forward, prompt by prompt, samples the same tokens: the root changed nothing
+    monkeypatch.setenv("S2D_ENGINE", "hf")
+    assert generate(lm, prompts, n=3, batch_size=5, **SAMPLING) == rooted
+    # and the engine without the root (every prompt's K/V whole in its slot) agrees too
+    monkeypatch.setenv("S2D_ENGINE", "fast")
+    monkeypatch.setattr(engine, "ROOT_MIN", 10**9)
+    flat = generate(lm, prompts, n=3, batch_size=5, **SAMPLING)
+    assert all(r.root_tokens == 0 for r in flat.stats.engine_runs)
+    assert flat == rooted
+
+
+def test_budget_groups_count_the_root_once():
+    jobs = [[7] * 100 + [i] * 10 for i in range(8)]  # 8 prompts of 110 tokens sharing 100
+    # without the root: 8 x 110 + 8 x 20 = 1040 tokens; with it: 100 + 8 x 10 + 8 x 20 = 340
+    assert len(generation.token_budget_groups(jobs, 8, 20, 400)) > 1
+    assert generation.token_budget_groups(jobs, 8, 20, 400, root=100) == [list(range(8))]
