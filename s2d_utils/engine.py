@@ -16,8 +16,7 @@ forward. It computes the same function, with the work a 2-core CPU cannot afford
   `ROOT_MIN` tokens) is held once and read by all rows in one [Hkv, rows x group, d] x [d, root]
   product per layer, a third part of the same merged softmax; the prefix slots hold only what
   follows it. Measured on the 0.5B model, 48 GSM8k 8-shot CoT prompts (root 1,286 tokens), 96
-  greedy tokens: 214 s without, 133 s with, identical outputs on 48/48 (benchmarks/ has no copy:
-  the command is in the issue 18 note).
+  greedy tokens: 214 s without, 133 s with, identical outputs on 48/48 (`benchmarks/bench_root.py`).
 - preallocated K/V buffers, written in place. transformers' DynamicCache appends with
   ``torch.cat``, copying the whole cache of every layer at every step.
 - grouped-query attention without materializing repeated K/V heads: the queries of a KV group

@@ -424,11 +424,13 @@ def model_key(lm: LoadedModel, identity: dict[str, str]) -> str:
     return f"{lm.fingerprint}|{json.dumps(identity, sort_keys=True)}"
 
 
-def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature: float = 0.0,
+def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int | Sequence[int] = 1, temperature: float = 0.0,
              top_p: float = 1.0, max_new_tokens: int = 128, seed: int = 0, batch_size: int = 32,
              cache: GenerationCache | None | str = "default", progress: bool = True,
              desc: str = "generate", backend=None) -> Generations:
-    """Generate ``n`` completions for each prompt (see the module docstring for the contract).
+    """Generate ``n`` completions for each prompt (see the module docstring for the contract);
+    ``n`` may also be one count per prompt (maj@k on some questions, one sample on the rest: one
+    call keeps the batch full where two would each end in a thin tail).
 
     ``backend``: None takes the one the settings choose (`backend_for`); or a `LocalBackend`,
     a `served.OpenAIBackend`, ...
@@ -437,7 +439,10 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
 
     from tqdm import tqdm
 
-    if n < 1 or max_new_tokens < 1 or batch_size < 1:
+    counts = [n] * len(prompts) if isinstance(n, int) else [int(c) for c in n]
+    if len(counts) != len(prompts):
+        raise ValueError(f"n has {len(counts)} counts for {len(prompts)} prompts: give one per prompt, or one int")
+    if any(c < 1 for c in counts) or max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"n={n}, max_new_tokens={max_new_tokens}, batch_size={batch_size}: each must be >= 1")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"temperature={temperature} must be >= 0 and top_p={top_p} in (0, 1]")
@@ -448,13 +453,12 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
     params = {"temperature": float(temperature), "top_p": 1.0 if greedy else float(top_p),
               "max_new_tokens": int(max_new_tokens), "seed": 0 if greedy else int(seed)}
     rendered = [render(lm, p) for p in prompts]
-    n_compute = 1 if greedy else n
     mkey = model_key(lm, backend.identity(lm))
-    keys = [[sample_key(mkey, r, params, i) for i in range(n_compute)] for r in rendered]
+    keys = [[sample_key(mkey, r, params, i) for i in range(1 if greedy else c)] for r, c in zip(rendered, counts)]
     found = store.get_many(k for ks in keys for k in ks) if store is not None else {}
     todo = [(p, i) for p, ks in enumerate(keys) for i, k in enumerate(ks) if k not in found]
-    stats = GenerationStats(requested=len(prompts) * n_compute, cached=len(prompts) * n_compute - len(todo),
-                            backend=backend.kind)
+    requested = sum(len(ks) for ks in keys)
+    stats = GenerationStats(requested=requested, cached=requested - len(todo), backend=backend.kind)
 
     if todo:
         limit = context_window(lm)
@@ -499,10 +503,10 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int = 1, temperature
             bar.close()
     stats.seconds = time.perf_counter() - t0
     out = Generations()
-    for ks in keys:
+    for ks, c in zip(keys, counts):
         samples = [found[k] for k in ks]
         if greedy:
-            samples = samples * n
+            samples = samples * c
         out.append([Completion(s.text, s.n_tokens, s.finish_reason) for s in samples])
     out.stats = stats
     return out

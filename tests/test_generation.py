@@ -55,6 +55,21 @@ def test_samples_do_not_depend_on_batch_composition(tiny_lm, engine):
     assert other_seed[0] != alone[0]
 
 
+def test_one_count_per_prompt_draws_what_separate_calls_draw(tiny_lm):
+    # maj@k on the first prompts, one sample on the rest, in one call (05's test sampling)
+    one_call = generate(tiny_lm, PROMPTS, n=[3, 1, 2, 1], cache=None, progress=False, batch_size=4, **SAMPLING)
+    assert [len(cs) for cs in one_call] == [3, 1, 2, 1]
+    assert one_call.stats.requested == 7
+    for prompt, count, cs in zip(PROMPTS, [3, 1, 2, 1], one_call):
+        assert generate(tiny_lm, [prompt], n=count, cache=None, progress=False, **SAMPLING)[0] == cs
+    greedy = generate(tiny_lm, PROMPTS[:2], n=[2, 1], cache=None, progress=False, max_new_tokens=5)
+    assert [len(cs) for cs in greedy] == [2, 1] and greedy[0][0] == greedy[0][1]
+    with pytest.raises(ValueError, match="n has 1 counts for 2 prompts"):
+        generate(tiny_lm, PROMPTS[:2], n=[2], cache=None)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        generate(tiny_lm, PROMPTS[:2], n=[2, 0], cache=None)
+
+
 def test_token_counts_limits_and_greedy_copies(tiny_lm, engine):
     outs = generate(tiny_lm, PROMPTS, n=2, cache=None, progress=False, max_new_tokens=5)
     for a, b in outs:

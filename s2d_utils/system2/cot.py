@@ -68,15 +68,14 @@ def cot_few_shot(lm: LoadedModel, examples: Sequence[Example], task: ModuleType,
     return single_call(lm, examples, task, [few_shot(e, shots, cot=True) for e in examples], "cot", **kw)
 
 
-def sample_test(run: Callable[[Sequence[Example], int], list[list[Trace]]], examples: Sequence[Example],
+def sample_test(run: Callable[[Sequence[Example], int | list[int]], list[list[Trace]]], examples: Sequence[Example],
                 samples: int, n_k: int | None = None) -> list[list[Trace]]:
     """Test-time samples: ``samples`` per question for the first ``n_k`` questions (maj@k), one for
-    the rest (maj@1). ``run(examples, n)`` runs a program with n samples per input. Samples are
-    seeded per (prompt, index), so each question's first sample is the same either way."""
+    the rest (maj@1), in one call: ``run(examples, n)`` runs a program with n samples per input (one
+    count per input here). Samples are seeded per (prompt, index), so each question's first sample
+    is the same either way."""
     n_k = len(examples) if n_k is None else min(n_k, len(examples))
-    many = run(examples[:n_k], samples) if n_k else []
-    once = run(examples[n_k:], 1) if n_k < len(examples) else []
-    return [*many, *once]
+    return run(examples, [samples] * n_k + [1] * (len(examples) - n_k))
 
 
 def evaluate_k(name: str, examples: Sequence[Example], traces: list[list[Trace]], task: ModuleType,
