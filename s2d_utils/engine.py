@@ -381,12 +381,13 @@ def common_prefix(prompts) -> int:
     return max(n, 0)
 
 
-def prefill_prefix(model, prefix, device: str, past=None, offset: int = 0):
+def prefill_prefix(model, prefix, device: str, past=None):
     """A transformers cache holding ``prefix``'s K/V (one row), for `repeat_prefix`; with ``past``
-    (a one-row cache of ``offset`` tokens, left unchanged) ``prefix`` continues it."""
+    (a one-row cache, left unchanged) ``prefix`` continues it."""
     from transformers import DynamicCache
 
     base = DynamicCache(config=model.config) if past is None else repeat_prefix(model, past, 1)
+    offset = base.get_seq_length()
     positions = torch.arange(offset, offset + len(prefix), device=device)[None]
     with torch.inference_mode():
         model(input_ids=torch.tensor([list(prefix)], device=device), past_key_values=base, use_cache=True,
@@ -463,7 +464,7 @@ def _prefill(model, decoder: "Decoder", prompts: list[tuple[int, ...]], pad_id: 
     for shared, members in shared_prefix_groups([p[R:] for p in prompts]):
         base = root
         if shared:
-            base = prefill_prefix(model, members[0][:shared], device, past=root, offset=R)
+            base = prefill_prefix(model, members[0][:shared], device, past=root)
             stats.prefill_tokens += shared
             stats.prefix_reused_tokens += shared * (len(members) - 1)
         offset = R + shared
