@@ -51,6 +51,7 @@ class Generated:
     text: str
     n_tokens: int
     finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+    logprob: float | None = None  # the model's log-probability of the tokens (and the stop token), if known
 
 
 class Backend(Protocol):

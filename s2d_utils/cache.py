@@ -33,6 +33,9 @@ class CachedSample:
     text: str
     n_tokens: int
     finish_reason: str
+    # the model's log-probability (temperature 1) of the generated tokens, the stop token included
+    # when it stopped there; None where the backend gave none (a server) or the sample predates it
+    logprob: float | None = None
 
 
 def sample_key(fingerprint: str, rendered_prompt: str, params: Mapping[str, object], index: int) -> str:
@@ -63,7 +66,7 @@ class GenerationCache:
                 self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 self._db.execute(
                     "CREATE TABLE samples (key TEXT PRIMARY KEY, text TEXT NOT NULL, n_tokens INTEGER NOT NULL,"
-                    " finish_reason TEXT NOT NULL, created REAL NOT NULL)"
+                    " finish_reason TEXT NOT NULL, created REAL NOT NULL, logprob REAL)"
                 )
                 self._db.executemany(
                     "INSERT INTO meta VALUES (?, ?)", [("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION))]
@@ -76,6 +79,10 @@ class GenerationCache:
             raise CacheError(
                 f"{self.path}: cache schema version {meta.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
             )
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(samples)")}
+        if "logprob" not in columns:  # a cache from before log-probabilities: its samples read as None
+            with self._db:
+                self._db.execute("ALTER TABLE samples ADD COLUMN logprob REAL")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedSample]:
         """Return the stored samples among ``keys`` (missing keys are absent from the result)."""
@@ -85,10 +92,10 @@ class GenerationCache:
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT key, text, n_tokens, finish_reason FROM samples WHERE key IN ({marks})", chunk
+                f"SELECT key, text, n_tokens, finish_reason, logprob FROM samples WHERE key IN ({marks})", chunk
             )
-            for key, text, n_tokens, finish in rows:
-                found[key] = CachedSample(text, int(n_tokens), finish)
+            for key, text, n_tokens, finish, logprob in rows:
+                found[key] = CachedSample(text, int(n_tokens), finish, None if logprob is None else float(logprob))
         return found
 
     def put_many(self, items: Mapping[str, CachedSample]) -> None:
@@ -96,8 +103,9 @@ class GenerationCache:
         now = time.time()
         with self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?)",
-                [(k, s.text, s.n_tokens, s.finish_reason, now) for k, s in items.items()],
+                "INSERT OR REPLACE INTO samples (key, text, n_tokens, finish_reason, created, logprob)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(k, s.text, s.n_tokens, s.finish_reason, now, s.logprob) for k, s in items.items()],
             )
 
     def __len__(self) -> int:

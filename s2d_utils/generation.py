@@ -49,6 +49,10 @@ class Completion:
     text: str
     n_tokens: int
     finish_reason: str  # "stop": ended with end-of-turn; "length": hit max_new_tokens
+    # the model's log-probability (temperature 1) of these tokens, the stop token included when it
+    # stopped there: what `routing.answer_confidence` needs, known without a second forward pass
+    # (None from a server, or from a cache written before it was recorded)
+    logprob: float | None = None
 
 
 @dataclass
@@ -317,15 +321,29 @@ def token_budget_groups(jobs: list[list[int]], slots: int, max_new_tokens: int, 
 
 def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperature: float, top_p: float,
               max_new_tokens: int, batch_size: int, stats: GenerationStats | None = None):
-    """Yield (job index, generated tokens, finish reason) as jobs finish, by the fastest path."""
+    """Yield (job index, generated tokens, finish reason, log-probability) as jobs finish, by the
+    fastest path. The log-probability is the model's (temperature 1) over the generated tokens and
+    the stop token when it stopped there, taken from the logits the tokens were drawn from."""
     import torch
 
     from . import engine
 
     generators = [torch.Generator().manual_seed(s) for s in seeds]
+    steps: list[list[float]] = [[] for _ in jobs]  # each job's per-token log-probabilities, in order
 
     def sample(logits, job_indices):
-        return _sample_rows(logits, temperature, top_p, [generators[j] for j in job_indices])
+        chosen = _sample_rows(logits, temperature, top_p, [generators[j] for j in job_indices])
+        scores = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        logp = (scores.gather(-1, chosen[:, None]).squeeze(-1) - scores.logsumexp(-1)).tolist()
+        for j, lp in zip(job_indices, logp):
+            steps[j].append(lp)
+        return chosen
+
+    def done(j, toks, reason):
+        # the fallback keeps sampling rows that already stopped: only the first tokens (+ stop) count
+        used = steps[j][: len(toks) + (reason == "stop")]
+        steps[j] = []
+        return j, toks, reason, float(sum(used))
 
     def sample_group(group):
         return lambda logits, idx: sample(logits, [group[i] for i in idx])
@@ -340,7 +358,7 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
                 for j, toks, reason in engine.run_continuous(lm.model, decoder, [jobs[j] for j in group], sample_group(group),
                                                              max_new_tokens, stops, batch_size,
                                                              lm.tokenizer.pad_token_id, lm.device, run):
-                    yield group[j], toks, reason
+                    yield done(group[j], toks, reason)
             finally:
                 if stats is not None:
                     stats.prefill_tokens += run.prefill_tokens
@@ -353,7 +371,7 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
         results = _decode_batch(lm, [jobs[j] for j in chunk], lambda lg, rows: sample(lg, [chunk[r] for r in rows]),
                                 max_new_tokens, stops)
         for j, (toks, reason) in zip(chunk, results):
-            yield j, toks, reason
+            yield done(j, toks, reason)
 
 
 class LocalBackend:
@@ -367,10 +385,10 @@ class LocalBackend:
 
     def run(self, lm: LoadedModel, jobs: Sequence[Job], sampling: Sampling, batch_size: int,
             stats: GenerationStats | None = None):
-        for j, toks, reason in _run_jobs(lm, [list(job.tokens) for job in jobs], [job.seed for job in jobs],
-                                         float(sampling.temperature), float(sampling.top_p), sampling.max_new_tokens,
-                                         batch_size, stats):
-            yield j, Generated(lm.tokenizer.decode(toks, skip_special_tokens=True), len(toks), reason)
+        for j, toks, reason, logprob in _run_jobs(lm, [list(job.tokens) for job in jobs], [job.seed for job in jobs],
+                                                  float(sampling.temperature), float(sampling.top_p),
+                                                  sampling.max_new_tokens, batch_size, stats):
+            yield j, Generated(lm.tokenizer.decode(toks, skip_special_tokens=True), len(toks), reason, logprob)
 
 
 LOCAL = LocalBackend()
@@ -492,7 +510,7 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int | Sequence[int] 
         try:
             for j, out in backend.run(lm, jobs, sampling, batch_size, stats):
                 p, i = todo[j]
-                pending[keys[p][i]] = CachedSample(out.text, out.n_tokens, out.finish_reason)
+                pending[keys[p][i]] = CachedSample(out.text, out.n_tokens, out.finish_reason, out.logprob)
                 stats.generated_tokens += out.n_tokens
                 stats.computed += 1
                 bar.update(1)
@@ -507,6 +525,6 @@ def generate(lm: LoadedModel, prompts: Sequence[Prompt], n: int | Sequence[int] 
         samples = [found[k] for k in ks]
         if greedy:
             samples = samples * c
-        out.append([Completion(s.text, s.n_tokens, s.finish_reason) for s in samples])
+        out.append([Completion(s.text, s.n_tokens, s.finish_reason, s.logprob) for s in samples])
     out.stats = stats
     return out

@@ -159,12 +159,14 @@ def _messages(prompt: str):
 def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[float]:
     """Per input, the probability the model gives its own greedy answer: the product of its
     next-token probabilities over the last call's output tokens (and the end-of-turn token when the
-    call stopped there), teacher-forced on the exact prompt it saw. Inputs with several traces
-    (a judge's two orders) get the mean. The output is re-tokenized from its text, which for the
-    short answers of a student is the token sequence it generated.
+    call stopped there). Inputs with several traces (a judge's two orders) get the mean.
 
-    Cached per model fingerprint in ``<results>/cache/confidence/`` (one JSON file), so a rerun
-    computes nothing it has computed before.
+    A call that carries its log-probability (`Call.logprob`: the engine records it from the logits
+    each token was drawn from) costs nothing more. Otherwise (a sample cached before that, a
+    server) the output is teacher-forced on the exact prompt it saw, re-tokenized from its text
+    (for the short answers of a student, the token sequence it generated); those results are cached
+    per model fingerprint in ``<results>/cache/confidence/`` (one JSON file), so a rerun computes
+    nothing it has computed before.
     """
     import hashlib
     import json
@@ -185,6 +187,9 @@ def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[f
         keys = []
         for t in ts:
             call = t.calls[-1]
+            if call.logprob is not None:
+                keys.append(call.logprob)
+                continue
             text = render(lm, _messages(call.prompt))
             key = hashlib.sha256(f"{text}\0{call.output}\0{call.finish_reason}".encode()).hexdigest()[:32]
             keys.append(key)
@@ -194,6 +199,8 @@ def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[f
                     answer = answer + [tok.eos_token_id]
                 jobs.append((key, tok(text, add_special_tokens=False)["input_ids"], answer))
         keys_per_input.append(keys)
+    if not jobs:
+        return [_mean_confidence(keys, known) for keys in keys_per_input]
     model = lm.model
     device = next(model.parameters()).device
     pad = tok.pad_token_id
@@ -227,11 +234,19 @@ def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[f
                 rows = logprobs[r, keep - len(a) - 1 : keep - 1]  # position i predicts token i + 1
                 target = torch.tensor(a, device=rows.device)
                 known[key] = float(rows.gather(-1, target[:, None]).sum().exp())
-    if jobs:
-        tmp = store.with_suffix(".partial")
-        tmp.write_text(json.dumps(known))
-        tmp.replace(store)
-    return [sum(known[k] for k in keys) / len(keys) if keys else 0.0 for keys in keys_per_input]
+    tmp = store.with_suffix(".partial")
+    tmp.write_text(json.dumps(known))
+    tmp.replace(store)
+    return [_mean_confidence(keys, known) for keys in keys_per_input]
+
+
+def _mean_confidence(keys, known: dict[str, float]) -> float:
+    """The mean probability over an input's calls: a float key is the call's own log-probability,
+    a string the confidence cache's key."""
+    import math
+
+    probs = [math.exp(k) if isinstance(k, float) else known[k] for k in keys]
+    return sum(probs) / len(probs) if probs else 0.0
 
 
 # ----- the routing notebook (07): every method whose student was trained -----

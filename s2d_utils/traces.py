@@ -20,6 +20,7 @@ class Call:
     output: str
     n_tokens: int
     finish_reason: str
+    logprob: float | None = None  # the model's log-probability of its output (`generation.Completion`)
 
 
 @dataclass(frozen=True)

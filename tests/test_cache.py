@@ -48,3 +48,23 @@ def test_foreign_sqlite_and_other_versions_are_refused(tmp_path):
     db.close()
     with pytest.raises(CacheError, match="schema version '99'"):
         GenerationCache(newer)
+
+
+def test_log_probabilities_round_trip_and_an_older_cache_gains_the_column(tmp_path):
+    """A cache written before samples carried log-probabilities opens, its samples read with
+    logprob None (the confidence then falls back to a forward pass), and new ones store theirs."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE TABLE samples (key TEXT PRIMARY KEY, text TEXT NOT NULL, n_tokens INTEGER NOT NULL,"
+               " finish_reason TEXT NOT NULL, created REAL NOT NULL)")
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [("magic", "s2d-generation-cache"), ("schema_version", "1")])
+    db.execute("INSERT INTO samples VALUES ('old', 'hello', 2, 'stop', 0)")
+    db.commit()
+    db.close()
+    with GenerationCache(path) as c:
+        assert c.get_many(["old"]) == {"old": CachedSample("hello", 2, "stop", None)}
+        c.put_many({"new": CachedSample("x", 1, "length", -1.25)})
+    with GenerationCache(path) as c:
+        assert c.get_many(["old", "new"]) == {"old": CachedSample("hello", 2, "stop"),
+                                              "new": CachedSample("x", 1, "length", -1.25)}

@@ -98,3 +98,73 @@ def test_answer_confidence_with_a_shared_prefix_equals_each_prompt_alone(tiny_qw
     assert len({round(math.log(w), 1) for w in want}) == len(want)  # the check can tell inputs apart
     # cached: a second call computes nothing and returns the same numbers
     assert answer_confidence(tiny_qwen, traces, batch_size=2, cache_dir=tmp_path) == got
+
+
+def _teacher_forced(lm, prompt: list[int], tokens: list[int]) -> float:
+    """The model's log-probability of ``tokens`` after ``prompt``, one sequence, no cache."""
+    import torch
+
+    with torch.inference_mode():
+        logits = lm.model(input_ids=torch.tensor([prompt + tokens])).logits[0].float()
+    logprobs = torch.log_softmax(logits, -1)[len(prompt) - 1 : -1]
+    return float(logprobs.gather(-1, torch.tensor(tokens)[:, None]).sum())
+
+
+@pytest.mark.parametrize("path", ["engine", "fallback"])
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_generation_records_the_log_probability_a_forward_pass_gives(tiny_qwen, monkeypatch, path, temperature):
+    """The log-probability the generation records from the logits it drew each token from equals the
+    teacher-forced one over the same tokens (the stop token included when it stopped there), on the
+    engine and on the fallback decoder (which keeps sampling rows that already stopped), greedy and
+    sampled (the record is at temperature 1 either way)."""
+    from s2d_utils import generation
+
+    lm = tiny_qwen
+    tok = lm.tokenizer
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in
+               ("Is the coin heads up?", "Name a capital city in Europe, please.", "2+2?")]
+    if path == "fallback":
+        monkeypatch.setattr(generation, "_decoder_for", lambda model: None)
+    # a stop token the model does emit: the first sampled token of the second prompt's rows
+    probe = {j: t for j, t, _, _ in generation._run_jobs(lm, prompts, [1, 2, 3], temperature, 0.95, 4, 8)}
+    stop = probe[1][1] if len(probe[1]) > 1 else probe[1][0]
+    monkeypatch.setattr(generation, "stop_token_ids", lambda lm: {stop})
+    jobs = prompts * 4  # 12 rows: the fallback keeps a stopped row until 3 have stopped
+    got = list(generation._run_jobs(lm, jobs, list(range(1, 13)), temperature, 0.95, 6, 12))
+    assert sorted(j for j, *_ in got) == list(range(len(jobs)))
+    assert any(reason == "stop" for _, _, reason, _ in got)
+    assert any(reason == "length" for _, _, reason, _ in got)
+    for j, toks, reason, logprob in got:
+        want = _teacher_forced(lm, jobs[j], toks + ([stop] if reason == "stop" else []))
+        assert logprob == pytest.approx(want, abs=1e-4), (j, toks, reason)
+
+
+def test_answer_confidence_takes_a_calls_own_log_probability_without_a_forward_pass(tiny_qwen, tmp_path, monkeypatch):
+    """Generated answers carry their log-probability through the cache into the traces, and the
+    confidence of such a call is its exp, with no model call; one without falls back to the forward."""
+    import math
+
+    from s2d_utils import system2
+    from s2d_utils.cache import GenerationCache
+    from s2d_utils.routing import answer_confidence
+    from s2d_utils.tasks import Example, last_letter
+    from s2d_utils.traces import Call, Trace
+
+    examples = [Example(str(i), q, "ab", {}) for i, q in enumerate(["Take the last letters of: Ada Bob", "Hi there"])]
+    with GenerationCache(tmp_path / "g.sqlite") as store:
+        traces = system2.system1(tiny_qwen, examples, last_letter, max_new_tokens=5, cache=store, progress=False)
+        again = system2.system1(tiny_qwen, examples, last_letter, max_new_tokens=5, cache=store, progress=False)
+    assert all(ts[0].calls[-1].logprob is not None for ts in traces)
+    assert [ts[0].calls[-1].logprob for ts in again] == [ts[0].calls[-1].logprob for ts in traces]  # from the cache
+
+    def no_forward(*a, **k):
+        raise AssertionError("a forward pass for a call that carries its log-probability")
+
+    with monkeypatch.context() as m:
+        m.setattr(type(tiny_qwen.model), "__call__", no_forward)
+        got = answer_confidence(tiny_qwen, traces, cache_dir=tmp_path / "conf")
+    assert got == [math.exp(ts[0].calls[-1].logprob) for ts in traces]
+    assert not list((tmp_path / "conf").glob("*.json"))  # nothing to cache
+    # without it (a sample from an older cache, a server), the forward pass answers
+    bare = [[Trace(ts[0].input_id, 0, (Call("answer", ts[0].calls[-1].prompt, "ab", 2, "stop"),), "ab")] for ts in traces]
+    assert 0 < answer_confidence(tiny_qwen, bare, cache_dir=tmp_path / "conf")[0] < 1

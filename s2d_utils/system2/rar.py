@@ -77,9 +77,9 @@ def two_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, 
     for e, rp, cs in zip(examples, r_prompts, rephrasings):
         traces = []
         for c in cs:
-            first = Call("rephrase", rp, c.text, c.n_tokens, c.finish_reason)
+            first = Call("rephrase", rp, c.text, c.n_tokens, c.finish_reason, c.logprob)
             for a in answers[j]:
-                second = Call("respond", a_prompts[j], a.text, a.n_tokens, a.finish_reason)
+                second = Call("respond", a_prompts[j], a.text, a.n_tokens, a.finish_reason, a.logprob)
                 traces.append(Trace(e.id, len(traces), (first, second), parse(task, a.text, a.finish_reason, e, extract_mode)))
             j += 1
         out.append(traces)
