@@ -20,7 +20,7 @@ adapter merged in) always generates locally: the server serves the base model.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence
 
 KINDS = ("local", "openai")
@@ -51,7 +51,7 @@ class Generated:
     text: str
     n_tokens: int
     finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
-    logprob: float | None = None  # the model's log-probability of the tokens (and the stop token), if known
+    logprob: float | None = field(default=None, compare=False)  # the model's log-probability of the tokens (and the stop token), if known
 
 
 class Backend(Protocol):

@@ -14,7 +14,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -35,7 +35,7 @@ class CachedSample:
     finish_reason: str
     # the model's log-probability (temperature 1) of the generated tokens, the stop token included
     # when it stopped there; None where the backend gave none (a server) or the sample predates it
-    logprob: float | None = None
+    logprob: float | None = field(default=None, compare=False)
 
 
 def sample_key(fingerprint: str, rendered_prompt: str, params: Mapping[str, object], index: int) -> str:

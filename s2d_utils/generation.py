@@ -51,8 +51,9 @@ class Completion:
     finish_reason: str  # "stop": ended with end-of-turn; "length": hit max_new_tokens
     # the model's log-probability (temperature 1) of these tokens, the stop token included when it
     # stopped there: what `routing.answer_confidence` needs, known without a second forward pass
-    # (None from a server, or from a cache written before it was recorded)
-    logprob: float | None = None
+    # (None from a server, or from a cache written before it was recorded). Not part of a sample's
+    # identity in comparisons: it rounds with the batch the sample was drawn in, the tokens do not
+    logprob: float | None = field(default=None, compare=False)
 
 
 @dataclass

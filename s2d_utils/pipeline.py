@@ -115,9 +115,11 @@ def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PR
     distill.train_processes()  # a bad setting fails here, not after System 2 has run
     sizes = profiles.sizes(method, task.NAME, PROFILE)
     model = profiles.model_for(PROFILE, MODEL)
+    dtype = profiles.dtype_for(PROFILE)
     manifest = report.Manifest(notebook, {**params, "model": model, "sizes": sizes.as_dict()})
     with manifest.stage("load model"):
-        lm = load_model(model, device=DEVICE, weights=settings.kind == "local")
+        lm = load_model(model, device=DEVICE, dtype=dtype, weights=settings.kind == "local")
+    manifest.parameters["dtype"] = lm.dtype
     with manifest.stage("connect backend"):
         manifest.backend = backend_for(lm).identity(lm)
     manifest.model_fingerprint = lm.fingerprint

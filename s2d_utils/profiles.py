@@ -24,6 +24,13 @@ PROFILE_MODELS = {
     "gpu": "Qwen/Qwen2.5-7B-Instruct",
     "paper": "meta-llama/Llama-2-70b-chat-hf",
 }
+# The weights' dtype per profile ("auto": fp32 on CPU, bf16 on CUDA; `models.load_model`). The cpu
+# profile runs bf16: on CPUs with native bf16 products (AVX512_BF16, AMX) they are ~3x fp32's
+# (`benchmarks/gemm_ceiling.py` prints both), and one dtype everywhere keeps the profile's numbers
+# the same on every machine. ``S2D_DTYPE`` overrides (e.g. float32 on a CPU without bf16 products,
+# where bf16 is emulated and slower; its samples and students are cached apart).
+PROFILE_DTYPES = {"smoke": "auto", "cpu": "bfloat16", "gpu": "auto", "paper": "auto"}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -175,12 +182,12 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
         "gsm8k": {
             "smoke": CotSizes(n_train=4, n_test=4, samples=10, shots=2, system1_tokens=6, cot_tokens=12,
                               student_tokens=6, max_steps=2, lora_batch=4),
-            # 2 CPU cores decode ~70 tokens/s at 0.5B and a CoT is ~200 tokens: maj@1 on 100 test
-            # questions (one sample each), maj@5/10 only on the first 4 (illustrative); 12 unlabeled
-            # questions x 10 samples (the plurality vote drops ties at the top, and a claim needs a
-            # student trained on 8 kept inputs); CoT capped at 320 tokens (at 160, a third of the
-            # zero-shot samples were cut before their answer); batch 4, floor 12 steps
-            "cpu": CotSizes(n_train=12, n_test=100, samples=10, n_test_k=4, cot_tokens=320, lora_batch=4, min_steps=12),
+            # a CoT is ~130-150 tokens here: maj@1 on 100 test questions (one sample each), maj@5/10
+            # only on the first 4 (illustrative); 30 unlabeled questions x 10 samples (the plurality
+            # vote kept 4 of 12 in fp32, and a claim needs a student trained on 8 kept inputs); CoT
+            # capped at 320 tokens (at 160, a third of the zero-shot samples were cut before their
+            # answer); batch 4, floor 12 steps
+            "cpu": CotSizes(n_train=30, n_test=100, samples=10, n_test_k=4, cot_tokens=320, lora_batch=4, min_steps=12),
             # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10
             "gpu": CotSizes(n_train=2000, n_test=1319, samples=10, n_test_k=200, system1_tokens=32, cot_tokens=512,
                             student_tokens=32, min_steps=100),
@@ -239,6 +246,17 @@ def model_for(profile: str, model: str | None = None) -> str:
     """The notebook's ``MODEL`` if given, else the profile's model."""
     _choose("PROFILE", profile, PROFILES)
     return model if model is not None else PROFILE_MODELS[profile]
+
+
+def dtype_for(profile: str) -> str:
+    """The weights' dtype for ``profile``: ``S2D_DTYPE`` if set, else `PROFILE_DTYPES`."""
+    import os
+
+    _choose("PROFILE", profile, PROFILES)
+    dtype = os.environ.get("S2D_DTYPE") or PROFILE_DTYPES[profile]
+    if dtype not in DTYPES:
+        raise ValueError(f"S2D_DTYPE={dtype!r}: expected one of {list(DTYPES)}")
+    return dtype
 
 
 def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:

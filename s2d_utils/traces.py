@@ -8,7 +8,7 @@ The paper's #Tokens for an input is the sum of generated tokens over its trace's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Call:
     output: str
     n_tokens: int
     finish_reason: str
-    logprob: float | None = None  # the model's log-probability of its output (`generation.Completion`)
+    logprob: float | None = field(default=None, compare=False)  # the model's log-probability of its output (`generation.Completion`)
 
 
 @dataclass(frozen=True)

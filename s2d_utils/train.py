@@ -74,9 +74,9 @@ def parse_settings(text: str | None) -> distill.LoraSettings:
 
 def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, name: str = "distill",
           out_dir: Path | None = None, save_every: int = 0, stop_after: int | None = None,
-          progress: bool = True) -> distill.TrainResult | None:
+          progress: bool = True, dtype: str = "auto") -> distill.TrainResult | None:
     """Train one student (see the module docstring); returns None when stopped by ``stop_after``
-    (a test of resuming) before the last step."""
+    (a test of resuming) before the last step. ``dtype``: the base's, as the notebook loaded it."""
     import torch
     from accelerate import Accelerator
     from tqdm import tqdm
@@ -85,7 +85,8 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
 
     accelerator = Accelerator()
     device = "cpu" if accelerator.device.type == "cpu" else "cuda"
-    dtype = "float32" if device == "cpu" else "bfloat16"  # as `load_model` would pick for the notebooks
+    if dtype == "auto":
+        dtype = "float32" if device == "cpu" else "bfloat16"  # as `load_model` picks for the notebooks
     # the base is read on the CPU and placed by accelerate (one device per process, or sharded by FSDP)
     base = load_model(model_name, device="cpu", dtype=dtype)
     out = distill.adapter_dir(base, pairs, settings, name, out_dir)
@@ -161,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: never)")
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop as if killed
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--dtype", default="auto", help="the base's dtype (auto: float32 on CPU, bfloat16 on GPUs)")
     args = parser.parse_args(argv)
     result = train(args.model, read_pairs(args.pairs), parse_settings(args.settings), args.name, args.out_dir,
-                   args.save_every, args.stop_after, not args.no_progress)
+                   args.save_every, args.stop_after, not args.no_progress, args.dtype)
     if result is not None:
         print(json.dumps({"adapter_dir": str(result.adapter_dir), "steps": result.steps, "losses": list(result.losses)}))
     return 0

@@ -1,0 +1,67 @@
+"""bf16 weights on the CPU: the cpu profile's dtype (its products run ~3x fp32's on CPUs with native
+bf16 instructions; `benchmarks/gemm_ceiling.py`). The engine, the fallback, a LoRA step and a
+merged student must work in it as they do in fp32."""
+
+import pytest
+import torch
+
+from s2d_utils import distill, engine, profiles
+from s2d_utils.generation import generate, render
+from s2d_utils.models import load_model
+from s2d_utils.tasks import coin_flip
+
+PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
+           "A coin is heads up. Ann flips the coin. Is the coin still heads up?", "hi"]
+
+
+@pytest.fixture(scope="module", params=["tiny_model_dir", "tiny_qwen_dir"])
+def bf16_lm(request):
+    return load_model(str(request.getfixturevalue(request.param)), device="cpu", dtype="bfloat16")
+
+
+def test_the_cpu_profile_runs_bf16_and_s2d_dtype_overrides_it(monkeypatch):
+    monkeypatch.delenv("S2D_DTYPE", raising=False)
+    assert profiles.dtype_for("cpu") == "bfloat16"
+    assert profiles.dtype_for("smoke") == "auto"  # the tests' fp32
+    monkeypatch.setenv("S2D_DTYPE", "float32")
+    assert profiles.dtype_for("cpu") == "float32"
+    monkeypatch.setenv("S2D_DTYPE", "fp8")
+    with pytest.raises(ValueError, match="S2D_DTYPE='fp8'"):
+        profiles.dtype_for("cpu")
+
+
+@pytest.mark.parametrize("path", ["fast", "hf"])
+def test_bf16_greedy_on_the_cpu_equals_model_generate_in_bf16(bf16_lm, monkeypatch, path):
+    """The engine keeps its softmax statistics in fp32 and the fallback runs the model's own
+    forward: in bf16, greedy must still give what transformers' bf16 `generate` gives."""
+    monkeypatch.setenv("S2D_ENGINE", path)
+    lm = bf16_lm
+    assert lm.dtype == "bfloat16" and engine.supports(lm.model)
+    outs = generate(lm, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=3)
+    for prompt, (c,) in zip(PROMPTS, outs):
+        ids = lm.tokenizer(render(lm, prompt), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            ref = lm.model.generate(**ids, max_new_tokens=16, do_sample=False,
+                                    pad_token_id=lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
+        ref = [t for t in ref.tolist() if t != lm.tokenizer.eos_token_id]
+        assert c.text == lm.tokenizer.decode(ref, skip_special_tokens=True)
+        assert c.logprob is not None and c.logprob < 0
+
+
+def test_a_lora_step_on_a_bf16_base_trains_and_the_student_loads_in_bf16(bf16_lm, tmp_path):
+    """LoRA's own weights train in fp32 on the bf16 base (peft's adapter dtype), the base is left
+    as it was, and the merged student loads in the base's dtype, under its own adapter key."""
+    lm = bf16_lm
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    examples = coin_flip.load("train", n=4, seed=1)
+    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
+    settings = distill.LoraSettings(max_steps=2, batch_size=4)
+    result = distill.finetune(lm, pairs, settings, out_dir=tmp_path, progress=False)
+    assert result.steps == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+    distill.check_adapter(result.adapter_dir)  # not empty: B matrices moved off zero
+    after = lm.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    student = distill.load_distilled(lm, result)
+    assert student.dtype == "bfloat16" and student.fingerprint != lm.fingerprint
+    fp32 = load_model(lm.path, device="cpu", dtype="float32")
+    assert distill.adapter_key(fp32, pairs, settings) != distill.adapter_key(lm, pairs, settings)
