@@ -508,7 +508,9 @@ def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable
         students = (f"students on {where} (the server could not load their LoRA adapters)" if local
                     else "students as LoRA adapters on the same server")
         where = f"a {exp.manifest.backend['server']} server ({exp.manifest.backend['served_model']}), {students}"
-    base_notes = [f"ours: {lm.name} on {where}, profile {exp.profile}, seed {exp.seed}; paper: {report.PAPER_MODEL}.",
+    dtype = exp.manifest.backend.get("dtype") or lm.dtype  # a server's, where one generated
+    base_notes = [f"ours: {lm.name} ({dtype} weights) on {where}, profile {exp.profile}, seed {exp.seed}; "
+                  f"paper: {report.PAPER_MODEL}.",
                   "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
                   "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "
                   "token cap stopped (a cut completion counts only if it states its answer in the strict form)."]
