@@ -332,7 +332,8 @@ def routing_markdown(results: Sequence[MethodRouting], profile: str, model: str)
         lines.append(f"| {r.label} | {r.n} | {100 * s2_acc:.1f}%, {s2_tok:.1f} | {100 * st_acc:.1f}%, {st_tok:.1f} | "
                      + " | ".join(cells) + f" | {ece} |")
         notes.append(f"{r.label}: {c.sentence} {r.calibration.sentence}")
-    lines += ["", "- Confidence: the probability the distilled student gives its own greedy answer (teacher-forced). "
+    lines += ["", "- Confidence: the probability the distilled student gives its own greedy answer (the product of its "
+              "next-token probabilities, recorded as it generated). "
               "The router answers with the student where confidence >= the threshold and takes System 2's cached "
               "answer elsewhere; #Tokens = the student's tokens on every input plus System 2's where it was called "
               "(each row's mean #Tokens). Correctness under each notebook's first parse rule.",
