@@ -395,6 +395,26 @@ def model_name_problem(name_or_path: str) -> str | None:
     return f"not an embedded model {sorted(EMBEDDED)}, not an existing folder, not a hub id (owner/name)"
 
 
+def _contiguous_input(module, args):
+    return (args[0].contiguous(), *args[1:])
+
+
+def contiguous_head(model) -> None:
+    """Hand the LM head a contiguous input, always.
+
+    transformers gives it the last positions as a view (``logits_to_keep``: [rows, 1, hidden],
+    not contiguous). For bf16 weights that do not require grad (a merged student; any base after
+    LoRA training froze it), torch's matmul then broadcasts the weight to every row and oneDNN
+    tries to materialize it (rows x vocab x hidden: 27 GB for 100 rows of a 0.5B model), fails to
+    allocate, and falls back to a batched product many times slower (or, for fewer rows,
+    allocates gigabytes). A contiguous input folds into one matrix product. The copy is the
+    kept positions' hidden states only."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and not getattr(head, "_s2d_contiguous", False):
+        head.register_forward_pre_hook(_contiguous_input)
+        head._s2d_contiguous = True
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter: str | Path | None = None,
                dtype: str = "auto", device_map: str | None = "auto", weights: bool = True) -> LoadedModel:
     """Load a causal LM and tokenizer; return them with the model's fingerprint.
@@ -452,6 +472,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
 
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         model.eval()
+        contiguous_head(model)
         return model
 
     common = dict(path=str(path), adapter=str(adapter) if adapter is not None else None)

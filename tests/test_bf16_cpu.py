@@ -65,3 +65,27 @@ def test_a_lora_step_on_a_bf16_base_trains_and_the_student_loads_in_bf16(bf16_lm
     assert student.dtype == "bfloat16" and student.fingerprint != lm.fingerprint
     fp32 = load_model(lm.path, device="cpu", dtype="float32")
     assert distill.adapter_key(fp32, pairs, settings) != distill.adapter_key(lm, pairs, settings)
+
+
+def test_the_lm_head_gets_a_contiguous_input_for_a_frozen_bf16_model(bf16_lm):
+    """transformers hands the LM head a [rows, 1, hidden] view; for frozen bf16 weights torch's matmul
+    would then broadcast the weight to every row (27 GB for 100 rows of the 0.5B model: measured,
+    it failed to allocate and fell back to a product many times slower). `load_model` makes the
+    head's input contiguous: the products fold into one matrix product, with the same logits."""
+    lm = bf16_lm
+    seen = []
+    head = lm.model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    ids = torch.randint(0, lm.model.config.vocab_size, (6, 9))
+    try:
+        for p in lm.model.parameters():
+            p.requires_grad_(False)
+        with torch.inference_mode():
+            kept = lm.model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+            full = lm.model(input_ids=ids).logits[:, -1]
+    finally:
+        handle.remove()
+        for p in lm.model.parameters():
+            p.requires_grad_(True)
+    assert seen == [True, True]
+    assert torch.allclose(kept.float(), full.float(), atol=1e-2)
