@@ -105,6 +105,11 @@ def _tokenize(lm: LoadedModel, pair: dict[str, str]) -> tuple[list[int], list[in
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids  # loss on answer tokens only
 
 
+def _load_dtype(base: LoadedModel) -> str:
+    """The dtype to load another copy of ``base`` in (a student, a training process): its own."""
+    return "auto" if base.dtype == "unknown" else base.dtype
+
+
 def adapter_key(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings) -> str:
     key = {"base": base.fingerprint, "pairs": list(pairs), "settings": asdict(settings)}
     if base.dtype not in ("float32", "unknown"):  # a bf16 base trains another student (fp32 keys as they were)
@@ -225,7 +230,7 @@ def launch(base: LoadedModel, pairs: Sequence[dict], settings: LoraSettings, nam
         pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs))
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
                *(["--config_file", config] if config else []), "-m", "s2d_utils.train", "--model", base.name,
-               "--dtype", base.dtype if base.dtype != "unknown" else "auto",
+               "--dtype", _load_dtype(base),
                "--pairs", str(pairs_file), "--name", name, "--settings", json.dumps(asdict(settings)),
                "--out-dir", str(out_dir or paths.CHECKPOINTS), "--save-every", str(save_every), "--no-progress"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -442,4 +447,4 @@ def load_distilled(base: LoadedModel, result: TrainResult | Path, weights: bool 
     ``weights=False``: the weights load on first use (a student a server generates for as an adapter)."""
     adapter = result.adapter_dir if isinstance(result, TrainResult) else Path(result)
     return load_model(base.name, device=base.device, adapter=adapter, device_map=base.device_map,
-                      dtype=base.dtype if base.dtype != "unknown" else "auto", weights=weights)
+                      dtype=_load_dtype(base), weights=weights)

@@ -334,7 +334,7 @@ def _run_jobs(lm: LoadedModel, jobs: list[list[int]], seeds: list[int], temperat
 
     def sample(logits, job_indices):
         chosen = _sample_rows(logits, temperature, top_p, [generators[j] for j in job_indices])
-        scores = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        scores = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 for bf16, fp64 stays
         logp = (scores.gather(-1, chosen[:, None]).squeeze(-1) - scores.logsumexp(-1)).tolist()
         for j, lp in zip(job_indices, logp):
             steps[j].append(lp)

@@ -22,6 +22,12 @@ class Call:
     finish_reason: str
     logprob: float | None = field(default=None, compare=False)  # the model's log-probability of its output (`generation.Completion`)
 
+    @classmethod
+    def of(cls, name: str, prompt: str, completion) -> "Call":
+        """The call that produced ``completion`` (a `generation.Completion`) from ``prompt``."""
+        c = completion
+        return cls(name, prompt, c.text, c.n_tokens, c.finish_reason, c.logprob)
+
 
 @dataclass(frozen=True)
 class Trace:

@@ -63,7 +63,7 @@ def single_call(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, 
     outs = generate(lm, prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                     seed=seed, **gen)
     return [
-        [Trace(e.id, i, (Call(call, p, c.text, c.n_tokens, c.finish_reason, c.logprob),), parse(task, c.text, c.finish_reason, e, extract_mode))
+        [Trace(e.id, i, (Call.of(call, p, c),), parse(task, c.text, c.finish_reason, e, extract_mode))
          for i, c in enumerate(cs)]
         for e, p, cs in zip(examples, prompts, outs)
     ]

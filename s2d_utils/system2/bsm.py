@@ -102,7 +102,7 @@ class Judges:
 
 def _single(lm, examples, task, prompts, call, max_new_tokens, **gen) -> list[list[Trace]]:
     outs = generate(lm, prompts, max_new_tokens=max_new_tokens, **gen)
-    return [[Trace(e.id, 0, (Call(call, json.dumps(p), c.text, c.n_tokens, c.finish_reason, c.logprob),),
+    return [[Trace(e.id, 0, (Call.of(call, json.dumps(p), c),),
                    parse(task, c.text, c.finish_reason, e))] for e, p, (c,) in zip(examples, prompts, outs)]
 
 
@@ -178,11 +178,11 @@ def bsm(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, branc
     solves = generate(lm, jobs, max_new_tokens=solve_tokens, desc=f"{desc}: solve", **gen) if jobs else []
     per: list[list[Call]] = [[] for _ in examples]
     for i, p, (c,) in zip(owners, jobs, solves):
-        per[i].append(Call("solve", p, c.text, c.n_tokens, c.finish_reason, c.logprob))
+        per[i].append(Call.of("solve", p, c))
     out = []
     for e, bp, (b,), calls in zip(examples, b_prompts, branches, per):
         verdict = merge([parse_scores(c.output) for c in calls])
-        out.append([Trace(e.id, 0, (Call("branch", bp, b.text, b.n_tokens, b.finish_reason, b.logprob), *calls), verdict)])
+        out.append([Trace(e.id, 0, (Call.of("branch", bp, b), *calls), verdict)])
     return out
 
 

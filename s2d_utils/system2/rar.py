@@ -77,9 +77,9 @@ def two_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, 
     for e, rp, cs in zip(examples, r_prompts, rephrasings):
         traces = []
         for c in cs:
-            first = Call("rephrase", rp, c.text, c.n_tokens, c.finish_reason, c.logprob)
+            first = Call.of("rephrase", rp, c)
             for a in answers[j]:
-                second = Call("respond", a_prompts[j], a.text, a.n_tokens, a.finish_reason, a.logprob)
+                second = Call.of("respond", a_prompts[j], a)
                 traces.append(Trace(e.id, len(traces), (first, second), parse(task, a.text, a.finish_reason, e, extract_mode)))
             j += 1
         out.append(traces)

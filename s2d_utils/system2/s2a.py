@@ -81,8 +81,8 @@ def s2a(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, n: in
         traces = []
         for c in cs:
             a = answers[j][0]
-            calls = (Call("rewrite", rp, c.text, c.n_tokens, c.finish_reason, c.logprob),
-                     Call("answer", a_prompts[j], a.text, a.n_tokens, a.finish_reason, a.logprob))
+            calls = (Call.of("rewrite", rp, c),
+                     Call.of("answer", a_prompts[j], a))
             traces.append(Trace(e.id, len(traces), calls, parse(task, a.text, a.finish_reason, e)))
             j += 1
         out.append(traces)
