@@ -219,21 +219,31 @@ def launch(base: LoadedModel, pairs: Sequence[dict], settings: LoraSettings, nam
            processes: int, config: str | None = None, save_every: int = 50) -> TrainResult:
     """Train with ``accelerate launch --num_processes N -m s2d_utils.train`` (``config``, else
     ``S2D_ACCELERATE_CONFIG``: one of configs/accelerate/*.yaml or the user's own) and return the
-    adapter it wrote: the folder `finetune` would have written, found there by the notebooks."""
+    adapter it wrote: the folder `finetune` would have written, found there by the notebooks.
+    Without a GPU and a config, torchrun starts the N processes (data parallel over gloo)."""
     import subprocess
     import sys
     import tempfile
 
+    import torch
+
     config = config or os.environ.get("S2D_ACCELERATE_CONFIG") or None
+    env = dict(os.environ)
+    if config or torch.cuda.is_available():
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+                    *(["--config_file", config] if config else [])]
+    else:
+        # no GPU: accelerate launches several CPU processes only through MPI; torchrun starts them
+        # and accelerate joins them over gloo (ACCELERATE_USE_CPU), each with its share of the cores
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+        env.update(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // processes)))
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = Path(tmp) / "pairs.jsonl"
         pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-               *(["--config_file", config] if config else []), "-m", "s2d_utils.train", "--model", base.name,
-               "--dtype", _load_dtype(base),
+        cmd = [*launcher, "-m", "s2d_utils.train", "--model", base.name, "--dtype", _load_dtype(base),
                "--pairs", str(pairs_file), "--name", name, "--settings", json.dumps(asdict(settings)),
                "--out-dir", str(out_dir or paths.CHECKPOINTS), "--save-every", str(save_every), "--no-progress"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:8])} ... failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return read_trained(adapter_dir(base, pairs, settings, name, out_dir), reused=False)

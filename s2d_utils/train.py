@@ -17,7 +17,8 @@ is the same student:
 What differs: the loss is the model's own forward with ``labels`` (the same value as
 `distill.answer_loss`, tests/test_distill.py shows it; data-parallel wrappers and FSDP need the
 forward to go through them). With N processes each takes rows ``rank::N`` of a step's batch and
-gradients are averaged over processes (each process's loss is a mean over its own answer tokens).
+weighs its loss by its share of the step's answer tokens, so the averaged gradient is the one
+process's gradient of the same batch (tests/test_train.py runs two processes on the CPU).
 
 Checkpoints: every ``--save-every`` steps the optimizer, scheduler, adapter and RNG state go to
 ``<adapter folder>.partial/state`` (`accelerate.Accelerator.save_state`); a run started again with
@@ -101,7 +102,11 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     model = distill.with_lora(inner, settings)
     model.train()
     optim, sched = distill.optimizer(model, settings, total)
-    model, optim, sched = accelerator.prepare(model, optim, sched)
+    # the scheduler stays out of `prepare`: accelerate would step it once per process at every step
+    # (it assumes the batch grows with the processes; here a step's batch is split among them), so
+    # with 8 processes the learning rate would reach 0 after an eighth of the steps, then turn negative
+    model, optim = accelerator.prepare(model, optim)
+    accelerator.register_for_checkpointing(sched)
 
     done = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
     if (partial / STATE / PROGRESS).exists():  # resume
@@ -116,17 +121,24 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     for k, rows in enumerate(distill.step_batches(len(data), settings)):
         if k < step:
             continue  # done before the checkpoint we resumed from
-        mine = rows[rank::world] or rows[:1]  # a process without a row of its own repeats the first
+        mine, weight = rows[rank::world], 1.0
+        if not mine:  # fewer rows than processes: run one with weight 0, so the collectives still meet
+            mine, weight = rows[:1], 0.0
         ids, mask, labels = distill.collate([data[i] for i in mine], pad)
         dev = accelerator.device
-        loss = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
-        accelerator.backward(loss)
+        mean = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
+        # the step's loss is the mean over all its answer tokens, as in the notebook's loop: this
+        # process's share is its token-summed loss over the step's answer-token count; the
+        # data-parallel wrappers average gradients over processes, hence the factor ``world``
+        n_mine = weight * float((labels[:, 1:] != -100).sum())
+        n_step = float(accelerator.reduce(torch.tensor(n_mine, device=dev), reduction="sum"))
+        share = mean * (n_mine / n_step)
+        accelerator.backward(share * world)
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
-        mean = accelerator.reduce(loss.detach(), reduction="mean")
-        losses.append(round(float(mean), 5))
-        tokens += int(accelerator.reduce(mask.sum().to(dev), reduction="sum"))
+        losses.append(round(float(accelerator.reduce(share.detach(), reduction="sum")), 5))
+        tokens += int(accelerator.reduce((weight * mask.sum()).to(dev), reduction="sum"))
         step += 1
         bar.update(1)
         if save_every and step % save_every == 0 and step < total:

@@ -103,20 +103,38 @@ def test_the_accelerate_configs_parse_and_name_their_strategy():
     assert configs["zero3"]["deepspeed_config"]["zero_stage"] == 3
 
 
-def test_more_processes_launch_the_entry_point_and_return_the_adapter_the_notebook_would_use(tiny_lm, tmp_path,
-                                                                                          monkeypatch):
-    """S2D_TRAIN_PROCESSES=2: `finetune` hands the pairs to `accelerate launch -m s2d_utils.train` and
-    returns the adapter it wrote, in the folder the in-kernel loop would have used. On this CPU-only
-    machine accelerate starts a single process (several CPU processes need MPI), so what two
-    processes compute is left to a GPU machine; the log records how many ran."""
+def _adapter_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_two_processes_train_the_student_one_process_trains(tiny_lm, tmp_path, monkeypatch):
+    """S2D_TRAIN_PROCESSES=2: `finetune` launches the entry point on two processes (torchrun and
+    gloo on this CPU; `accelerate launch` where there are GPUs) and returns the adapter they wrote,
+    in the folder the in-kernel loop would have used. Data parallel must not change the student:
+    with 5 pairs in batches of 4, one step has rows of unequal length split 2 + 2 and another a
+    single row (the second process runs a row of weight 0), so a per-process mean, or a repeated
+    row, gives other losses and weights. Dropout is off: each process draws its own masks."""
+    import torch
+
+    settings = distill.LoraSettings(r=4, alpha=8, steps=3, batch_size=4, learning_rate=1e-2, dropout=0.0)
+    pairs = _pairs(5)
+    pairs[0] = dict(pairs[0], completion=pairs[0]["completion"] * 6)  # rows with unequal answer tokens
     monkeypatch.setenv("S2D_TRAIN_PROCESSES", "2")
-    result = distill.finetune(tiny_lm, _pairs(), SETTINGS, out_dir=tmp_path / "launched", progress=False)
-    log = json.loads((result.adapter_dir / "train_log.json").read_text())
-    assert log["processes"] >= 1 and result.steps == 3 and not result.reused
+    two = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "launched", progress=False)
+    log = json.loads((two.adapter_dir / "train_log.json").read_text())
+    assert log["processes"] == 2 and two.steps == 3 and not two.reused
     monkeypatch.setenv("S2D_TRAIN_PROCESSES", "1")
-    local = distill.finetune(tiny_lm, _pairs(), SETTINGS, out_dir=tmp_path / "local", progress=False)
-    assert local.adapter_dir.name == result.adapter_dir.name
-    assert local.losses == pytest.approx(result.losses, abs=2e-4)
+    one = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "local", progress=False)
+    assert one.adapter_dir.name == two.adapter_dir.name and one.tokens == two.tokens
+    assert one.losses == pytest.approx(two.losses, abs=1e-4)
+    a, b = _adapter_weights(one.adapter_dir), _adapter_weights(two.adapter_dir)
+    assert a.keys() == b.keys()
+    moved = [k for k in a if "lora_B" in k and a[k].abs().max() > 1e-4]
+    assert moved, "the students did not train"
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-5), k
     monkeypatch.setenv("S2D_TRAIN_PROCESSES", "two")
     with pytest.raises(ValueError, match="S2D_TRAIN_PROCESSES='two'"):
-        distill.finetune(tiny_lm, _pairs(), SETTINGS, out_dir=tmp_path / "x", progress=False)
+        distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "x", progress=False)
