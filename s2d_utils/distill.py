@@ -143,7 +143,7 @@ def optimizer(model, settings: LoraSettings, total: int):
 
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
                               weight_decay=0.0)
-    return optim, torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / max(total, 1))
+    return optim, torch.optim.lr_scheduler.LambdaLR(optim, lambda s: max(0.0, 1.0 - s / max(total, 1)))
 
 
 def adapter_dir(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings, name: str,

@@ -157,7 +157,8 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     if accelerator.is_main_process:
         log = {"steps": step, "examples": len(data), "tokens": tokens, "seconds": time.perf_counter() - t0,
                "losses": losses, "settings": asdict(settings), "base": base.name,
-               "base_fingerprint": base.fingerprint, "processes": world}
+               "base_fingerprint": base.fingerprint, "processes": world,
+               "distributed": accelerator.distributed_type.value}
         unwrapped = accelerator.unwrap_model(model)
         result = distill.publish(out, lambda tmp: unwrapped.save_pretrained(str(tmp), state_dict=state), pairs, log)
     accelerator.wait_for_everyone()

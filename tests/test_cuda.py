@@ -7,7 +7,7 @@ what these have run on).
 import pytest
 import torch
 
-from s2d_utils import distill, engine, generation
+from s2d_utils import distill, engine, generation, paths
 from s2d_utils.generation import generate, render
 from s2d_utils.models import load_model
 from s2d_utils.tasks import coin_flip
@@ -134,3 +134,21 @@ def test_bf16_engine_greedy_agrees_with_model_generate_in_bf16(tiny_model_dir, m
 def test_the_kv_budget_on_a_gpu_follows_its_free_memory(cuda_lm):
     free, _ = torch.cuda.mem_get_info(torch.device(cuda_lm.device))
     assert generation.kv_budget_bytes(cuda_lm.model) >= min(int(generation.GPU_KV_SHARE * free), 1 << 30) // 2
+
+
+def test_the_entry_point_under_fsdp_writes_the_student_the_kernel_trains(cuda_lm, tmp_path):
+    """`accelerate launch` with configs/accelerate/fsdp.yaml (FSDP2, one process on this GPU): the
+    LoRA model is sharded, its adapter gathered from the shards, saved, checked not to be empty,
+    and it is the student the in-kernel loop trains (same losses step by step)."""
+    import json
+
+    settings = distill.LoraSettings(r=4, alpha=8, steps=2, batch_size=4, dropout=0.0)
+    examples = coin_flip.load("train", n=4, seed=1)
+    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
+    local = distill.finetune(cuda_lm, pairs, settings, out_dir=tmp_path / "local", progress=False)
+    sharded = distill.launch(cuda_lm, pairs, settings, "distill", tmp_path / "fsdp", processes=1,
+                             config=str(paths.ROOT / "configs" / "accelerate" / "fsdp.yaml"))
+    log = json.loads((sharded.adapter_dir / "train_log.json").read_text())
+    assert log["distributed"] == "FSDP" and sharded.adapter_dir.name == local.adapter_dir.name
+    distill.check_adapter(sharded.adapter_dir)
+    assert sharded.losses == pytest.approx(local.losses, abs=1e-3)

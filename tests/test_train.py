@@ -124,7 +124,7 @@ def test_two_processes_train_the_student_one_process_trains(tiny_lm, tmp_path, m
     monkeypatch.setenv("S2D_TRAIN_PROCESSES", "2")
     two = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "launched", progress=False)
     log = json.loads((two.adapter_dir / "train_log.json").read_text())
-    assert log["processes"] == 2 and two.steps == 3 and not two.reused
+    assert log["processes"] == 2 and log["distributed"] == "MULTI_CPU" and two.steps == 3 and not two.reused
     monkeypatch.setenv("S2D_TRAIN_PROCESSES", "1")
     one = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "local", progress=False)
     assert one.adapter_dir.name == two.adapter_dir.name and one.tokens == two.tokens
