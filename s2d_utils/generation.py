@@ -248,15 +248,17 @@ def select_rows(cache, idx) -> None:
     """Keep rows ``idx`` of every layer of a `DynamicCache`, each layer indexed on its own device.
 
     A model split over devices (``device_map``) keeps each layer's K/V where the layer runs;
-    `DynamicCache.batch_select_indices` would index them all with ``idx`` where it lies.
+    `DynamicCache.batch_select_indices` would index them all with ``idx`` where it lies. Each layer
+    selects its own rows (its `batch_select_indices`: layers with state beyond keys and values
+    select that too), with ``idx`` moved to the device of the layer's tensors.
     """
+    import torch
+
     moved: dict = {}
     for layer in cache.layers:
-        keys = getattr(layer, "keys", None)
-        if keys is None or keys.numel() == 0:
-            continue
-        i = moved.setdefault(keys.device, idx.to(keys.device))
-        layer.keys, layer.values = keys.index_select(0, i), layer.values.index_select(0, i)
+        device = next((v.device for v in vars(layer).values() if torch.is_tensor(v) and v.numel()), None)
+        if device is not None:  # a layer that holds nothing yet has no rows to keep
+            layer.batch_select_indices(moved.setdefault(device, idx.to(device)))
 
 
 KV_BUDGET_MB = os.environ.get("S2D_KV_BUDGET_MB")  # K/V buffers of one engine run; unset: from the device
@@ -266,7 +268,8 @@ GPU_KV_SHARE = 0.5  # on a GPU: half of the memory free when the run starts
 
 def kv_budget_bytes(model) -> int:
     """The K/V budget of one engine run: ``S2D_KV_BUDGET_MB`` if set; on CUDA, `GPU_KV_SHARE` of the
-    device's free memory (a 1 GiB budget would hold a few thousand tokens of an 8B model); on CPU
+    device's free memory, counting what this process has cached but not allocated as free (a 1 GiB
+    budget would hold a few thousand tokens of an 8B model); on CPU
     `CPU_KV_BUDGET_BYTES`."""
     import torch
 
@@ -275,6 +278,9 @@ def kv_budget_bytes(model) -> int:
     device = next(model.parameters()).device
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
+        # blocks this process's allocator keeps reserved but holds nothing in (the last run's K/V)
+        # count as used for the driver; they are free to this process
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return max(CPU_KV_BUDGET_BYTES // 4, int(GPU_KV_SHARE * free))
     return CPU_KV_BUDGET_BYTES
 

@@ -201,6 +201,55 @@ def test_rows_are_selected_layer_by_layer_as_the_cache_itself_would(tiny_lm):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
 
 
+def test_rows_are_selected_by_each_layer_itself_state_beyond_keys_and_values_included():
+    """A layer type with more state than keys and values (transformers' indexed layers; recurrent
+    ones) selects it in its own `batch_select_indices`: `select_rows` must call it, not index
+    keys and values itself. A layer that holds nothing yet is left alone."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from s2d_utils.generation import select_rows
+
+    class Extra(DynamicLayer):
+        def batch_select_indices(self, indices):
+            super().batch_select_indices(indices)
+            self.extra = self.extra[indices]
+
+    full, empty = Extra(), DynamicLayer()
+    full.keys, full.values = torch.arange(3.0)[:, None, None, None], -torch.arange(3.0)[:, None, None, None]
+    full.extra, full.is_initialized = torch.tensor([10, 11, 12]), True
+
+    class Cache:
+        layers = [full, empty]
+
+    select_rows(Cache(), torch.tensor([2, 0]))
+    assert full.extra.tolist() == [12, 10] and full.keys.flatten().tolist() == [2.0, 0.0]
+    assert full.values.flatten().tolist() == [-2.0, -0.0]
+
+
+def test_the_kv_budget_on_a_gpu_counts_this_process_s_cached_free_blocks(tiny_lm, monkeypatch):
+    """On CUDA the budget is a share of the free memory, where blocks this process's allocator keeps
+    reserved but unused (the last run's K/V) count as free: otherwise every run after the first
+    would get about half the budget of the one before. (CUDA faked: the arithmetic only.)"""
+    import torch
+
+    from s2d_utils import generation
+
+    import types
+
+    gib = 1 << 30
+    monkeypatch.setattr(generation, "KV_BUDGET_MB", None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 30 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 18 * gib)
+
+    class OnGpu:  # only its first parameter's device is read
+        def parameters(self):
+            yield types.SimpleNamespace(device=torch.device("cuda", 0))
+
+    assert generation.kv_budget_bytes(OnGpu()) == int(generation.GPU_KV_SHARE * (10 + 12) * gib)
+
+
 def test_the_kv_budget_is_a_setting_or_follows_the_device(tiny_lm, monkeypatch):
     from s2d_utils import generation
 
