@@ -180,8 +180,7 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
     # recompute each layer's activations in the backward pass instead of keeping them: same
     # gradients, about a quarter more compute, and a fraction of the memory (~2.5 GB at batch 8).
     # Short batches (RaR, CoT answers: < 2k tokens a step) keep their activations: they are small.
-    longest = max(len(_tokenize(base, p)[0]) for p in pairs)
-    checkpointing = longest * min(settings.batch_size, len(pairs)) > CHECKPOINT_TOKENS
+    checkpointing = needs_checkpointing([_tokenize(base, p) for p in pairs], settings)
     inner.config.use_cache = False
     if checkpointing:
         inner.activation_checkpointing_enable({"use_reentrant": False})
@@ -204,6 +203,12 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
             p.requires_grad_(False)
         del model
         free_memory()
+
+
+def needs_checkpointing(data: Sequence[tuple[list[int], list[int]]], settings: LoraSettings) -> bool:
+    """Whether a step's padded tokens (longest tokenized pair x rows) exceed `CHECKPOINT_TOKENS`:
+    then activations are recomputed in the backward pass instead of kept."""
+    return max(len(ids) for ids, _ in data) * min(settings.batch_size, len(data)) > CHECKPOINT_TOKENS
 
 
 def train_processes() -> int:

@@ -415,6 +415,29 @@ def contiguous_head(model) -> None:
         head._s2d_contiguous = True
 
 
+FIT_SHARE = 0.8  # a model goes whole on one GPU when its weights take at most this share of its free memory
+
+
+def placement(config, device: str, torch_dtype, device_map):
+    """The ``device_map`` a CUDA load uses: "auto" becomes ``{"": device}`` when the weights fit on
+    ``device`` (at most `FIT_SHARE` of its free memory, the rest for K/V and activations).
+    accelerate's "auto" balances every model over every visible GPU: a 7B model on an 8-GPU machine
+    would be cut in 8, which the fast engine declines, and ``DEVICE="cuda:1"`` would be ignored.
+    Any other map is the caller's and is kept."""
+    import torch
+
+    if device_map != "auto":
+        return device_map
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        shape = AutoModelForCausalLM.from_config(config)
+    need = sum(p.numel() for p in shape.parameters()) * torch_dtype.itemsize
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return {"": device} if need <= FIT_SHARE * free else "auto"
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter: str | Path | None = None,
                dtype: str = "auto", device_map: str | None = "auto", weights: bool = True) -> LoadedModel:
     """Load a causal LM and tokenizer; return them with the model's fingerprint.
@@ -423,8 +446,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
     or a Hugging Face hub id (needs hub access or a warm HF cache).
     ``adapter``: a peft LoRA adapter folder, applied on top (for the distilled System 1).
     ``dtype``: "auto" = fp32 on CPU (bf16 matmuls are slow on most CPUs), bf16 on CUDA.
-    ``device_map``: on CUDA, how accelerate spreads the model over the GPUs ("auto": every visible
-    GPU, as a 70B model needs); None puts it whole on ``device``.
+    ``device_map``: on CUDA, how accelerate spreads the model over the GPUs ("auto": whole on
+    ``device`` when it fits there (`placement`), else over every visible GPU, as a 70B model
+    needs); None puts it whole on ``device``.
     ``weights=False``: tokenizer and config now, weights on first use of ``.model`` (a model a
     server generates for: the prompts are rendered here, the weights wait for fine-tuning).
     """
@@ -458,7 +482,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto", adapter:
     if adapter is not None:
         ident = (ident or f"{name_or_path}@{getattr(AutoConfig.from_pretrained(path), '_commit_hash', None) or 'hub'}")
         ident += f"+lora@{adapter_hash(adapter)}"
-    placed_map = device_map if device.startswith("cuda") else None
+    placed_map = placement(AutoConfig.from_pretrained(path), device, torch_dtype, device_map) \
+        if device.startswith("cuda") else None
+    device_map = placed_map
 
     def load_weights():
         if device.startswith("cuda") and device_map is not None:

@@ -73,6 +73,34 @@ def parse_settings(text: str | None) -> distill.LoraSettings:
     return distill.LoraSettings(**raw)
 
 
+def load_weights(base, accelerator, torch_dtype):
+    """The base's weights for this process, read so that N processes do not hold N full copies:
+
+    - FSDP with ``fsdp_cpu_ram_efficient_loading``: only process 0 reads them; the others build
+      the model on the meta device, and `prepare` broadcasts process 0's weights into the shards;
+    - DeepSpeed ZeRO-3 with ``zero3_init_flag``: `from_pretrained` partitions them as it reads
+      (nothing may move them afterwards, hence no ``.to``);
+    - otherwise each process reads them on the CPU (memory-mapped: processes share the page cache
+      when no dtype conversion is needed) and `prepare` moves them to its device.
+    """
+    import torch
+    from accelerate.utils import DistributedType
+    from transformers import AutoModelForCausalLM
+
+    from .models import contiguous_head
+
+    state = accelerator.state
+    plugin = getattr(state, "fsdp_plugin", None)
+    if (state.distributed_type == DistributedType.FSDP and plugin is not None
+            and plugin.cpu_ram_efficient_loading and accelerator.process_index != 0):
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(base.config, dtype=torch_dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch_dtype)
+    contiguous_head(model)
+    return model
+
+
 def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, name: str = "distill",
           out_dir: Path | None = None, save_every: int = 0, stop_after: int | None = None,
           progress: bool = True, dtype: str = "auto") -> distill.TrainResult | None:
@@ -80,16 +108,26 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     (a test of resuming) before the last step. ``dtype``: the base's, as the notebook loaded it."""
     import torch
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType
     from tqdm import tqdm
 
     from .models import load_model
 
     accelerator = Accelerator()
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # no DataLoader goes through `prepare` (the steps' rows come from `distill.step_batches`), so
+        # DeepSpeed's "auto" micro-batch cannot be inferred: one row a pass is what it accounts;
+        # and no gradient clipping, as in the notebook's loop (accelerate's default would be 1.0)
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds["train_micro_batch_size_per_gpu"] = 1
+        if ds.get("gradient_clipping", "auto") == "auto":
+            ds["gradient_clipping"] = 0.0
     device = "cpu" if accelerator.device.type == "cpu" else "cuda"
     if dtype == "auto":
         dtype = "float32" if device == "cpu" else "bfloat16"  # as `load_model` picks for the notebooks
-    # the base is read on the CPU and placed by accelerate (one device per process, or sharded by FSDP)
-    base = load_model(model_name, device="cpu", dtype=dtype)
+    # tokenizer, config and fingerprint first: an adapter already trained loads no weights at all
+    base = load_model(model_name, device="cpu", dtype=dtype, weights=False)
     out = distill.adapter_dir(base, pairs, settings, name, out_dir)
     if (done := distill.read_trained(out)) is not None:
         return done
@@ -97,8 +135,13 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     data = [distill._tokenize(base, p) for p in pairs]
     total = distill.training_steps(len(data), settings)
     torch.manual_seed(settings.seed)  # the LoRA A matrices' initialization, as in `distill.finetune`
-    inner = base.model
+    inner = load_weights(base, accelerator, getattr(torch, dtype))
     inner.config.use_cache = False
+    if distill.needs_checkpointing(data, settings):
+        # transformers' own checkpointing, as the notebook loop turns it on: it restores the RNG for
+        # the recomputation, so LoRA dropout draws the same masks twice (accelerate's FSDP option
+        # wraps layers with preserve_rng_state=False: other masks in backward than in forward)
+        inner.activation_checkpointing_enable({"use_reentrant": False})
     model = distill.with_lora(inner, settings)
     model.train()
     optim, sched = distill.optimizer(model, settings, total)

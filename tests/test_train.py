@@ -101,6 +101,10 @@ def test_the_accelerate_configs_parse_and_name_their_strategy():
     assert {k: v["distributed_type"] for k, v in configs.items()} == {"one_gpu": "NO", "fsdp": "FSDP",
                                                                        "zero3": "DEEPSPEED"}
     assert configs["zero3"]["deepspeed_config"]["zero_stage"] == 3
+    # weights partitioned as they load; no activation checkpointing that draws other dropout masks
+    assert configs["zero3"]["deepspeed_config"]["zero3_init_flag"] is True
+    assert configs["fsdp"]["fsdp_config"]["fsdp_activation_checkpointing"] is False
+    assert configs["fsdp"]["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is True
 
 
 def _adapter_weights(folder: Path) -> dict:
@@ -138,3 +142,41 @@ def test_two_processes_train_the_student_one_process_trains(tiny_lm, tmp_path, m
     monkeypatch.setenv("S2D_TRAIN_PROCESSES", "two")
     with pytest.raises(ValueError, match="S2D_TRAIN_PROCESSES='two'"):
         distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "x", progress=False)
+
+
+def test_only_process_0_reads_the_weights_under_fsdp_ram_efficient_loading(tiny_model_dir):
+    """FSDP with ``fsdp_cpu_ram_efficient_loading``: the other processes build the model on the meta
+    device (prepare broadcasts process 0's weights), so 8 processes do not hold 8 copies of a 70B
+    model in CPU memory; without it, or on process 0, the weights are read."""
+    import types
+
+    import torch
+    from accelerate.utils import DistributedType
+
+    from s2d_utils.models import load_model
+
+    base = load_model(str(tiny_model_dir), device="cpu", weights=False)
+
+    def accelerator(kind, rank, efficient=True):
+        plugin = types.SimpleNamespace(cpu_ram_efficient_loading=efficient)
+        return types.SimpleNamespace(state=types.SimpleNamespace(distributed_type=kind, fsdp_plugin=plugin),
+                                     process_index=rank)
+
+    devices = lambda m: {p.device.type for p in m.parameters()}  # noqa: E731
+    assert devices(train.load_weights(base, accelerator(DistributedType.FSDP, 1), torch.float32)) == {"meta"}
+    assert devices(train.load_weights(base, accelerator(DistributedType.FSDP, 0), torch.float32)) == {"cpu"}
+    assert devices(train.load_weights(base, accelerator(DistributedType.FSDP, 1, False), torch.float32)) == {"cpu"}
+    assert devices(train.load_weights(base, accelerator(DistributedType.MULTI_CPU, 1), torch.float32)) == {"cpu"}
+
+
+def test_an_adapter_already_trained_is_returned_without_reading_the_weights(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    first = train.train(str(tiny_model_dir), _pairs(), SETTINGS, out_dir=tmp_path, progress=False)
+
+    def refuse(*a, **k):
+        raise AssertionError("the weights were read for an adapter that exists")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    again = train.train(str(tiny_model_dir), _pairs(), SETTINGS, out_dir=tmp_path, progress=False)
+    assert again.adapter_dir == first.adapter_dir and again.reused
