@@ -20,9 +20,9 @@ forward to go through them). With N processes each takes rows ``rank::N`` of a s
 weighs its loss by its share of the step's answer tokens, so the averaged gradient is the one
 process's gradient of the same batch (tests/test_train.py runs two processes on the CPU).
 
-Checkpoints: every ``--save-every`` steps the optimizer, scheduler, adapter and RNG state go to
-``<adapter folder>.partial/state`` (`accelerate.Accelerator.save_state`); a run started again with
-the same arguments resumes from the last one. The saved adapter is checked not to be empty
+Checkpoints: every ``--save-every`` steps the LoRA weights, optimizer, scheduler and each
+process's RNG go to ``<adapter folder>.partial/state`` (`save_checkpoint`: gathered whole, never
+the frozen base); a run started again with the same arguments resumes from the last one. The saved adapter is checked not to be empty
 (`distill.check_adapter`; LoRA under DeepSpeed ZeRO-3 is known to save empty adapters).
 """
 
@@ -39,6 +39,7 @@ from . import distill
 
 STATE = "state"  # checkpoints inside the .partial folder
 PROGRESS = "progress.json"  # step, losses and tokens at the last checkpoint
+TRAINABLE = "trainable.pt"  # LoRA weights, optimizer and scheduler at the last checkpoint (no frozen base)
 
 
 def read_pairs(path: Path) -> list[dict]:
@@ -101,6 +102,82 @@ def load_weights(base, accelerator, torch_dtype):
     return model
 
 
+def trainable_state(accelerator, model) -> dict:
+    """The trainable (LoRA) tensors under their module names, whole, on the CPU: gathered from the
+    shards under FSDP and ZeRO-3 (every process must call), never the frozen base (a 70B model's
+    full state dict on process 0's CPU at each save)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        unwrapped = accelerator.unwrap_model(model)
+        return {n: safe_get_full_fp32_param(p).cpu() for n, p in unwrapped.named_parameters() if p.requires_grad}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    trainable = {n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+    whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                 ignore_frozen_params=True))
+    return {k: v for k, v in whole.items() if k in trainable}  # a tied LM head slips through ignore_frozen_params
+
+
+def save_checkpoint(accelerator, model, optim, sched, folder: Path, progress: dict) -> None:
+    """The state to resume from, without the frozen base: LoRA weights, optimizer (whole, gathered
+    from the shards), scheduler, each process's RNG (LoRA dropout) and ``progress``. Written into a
+    sibling folder, then renamed: a run killed while saving keeps the previous checkpoint."""
+    import shutil
+
+    import torch
+    from accelerate.utils import DistributedType
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        accelerator.save_state(str(tmp), exclude_frozen_parameters=True)
+    else:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        whole = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        weights = trainable_state(accelerator, model)
+        optimizer = get_optimizer_state_dict(model, optim, options=whole)
+        if accelerator.is_main_process:
+            torch.save({"weights": weights, "optimizer": optimizer, "scheduler": sched.state_dict()}, tmp / TRAINABLE)
+    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    torch.save(rng, tmp / f"rng_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / PROGRESS).write_text(json.dumps(progress))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator, model, optim, sched, folder: Path) -> dict:
+    """Restore what `save_checkpoint` wrote; returns its progress."""
+    import torch
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        accelerator.load_state(str(folder))
+    else:
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        saved = torch.load(folder / TRAINABLE, weights_only=False)  # our own file: LoRA tensors, plain state
+        whole = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(model, saved["weights"], options=whole)
+        set_optimizer_state_dict(model, optim, saved["optimizer"], options=whole)
+        sched.load_state_dict(saved["scheduler"])
+    rng = torch.load(folder / f"rng_{accelerator.process_index}.pt", weights_only=False)
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return json.loads((folder / PROGRESS).read_text())
+
+
 def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, name: str = "distill",
           out_dir: Path | None = None, save_every: int = 0, stop_after: int | None = None,
           progress: bool = True, dtype: str = "auto") -> distill.TrainResult | None:
@@ -149,12 +226,12 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     # (it assumes the batch grows with the processes; here a step's batch is split among them), so
     # with 8 processes the learning rate would reach 0 after an eighth of the steps, then turn negative
     model, optim = accelerator.prepare(model, optim)
-    accelerator.register_for_checkpointing(sched)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        accelerator.register_for_checkpointing(sched)  # saved by accelerate's save_state there
 
     done = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
     if (partial / STATE / PROGRESS).exists():  # resume
-        accelerator.load_state(str(partial / STATE))
-        done = json.loads((partial / STATE / PROGRESS).read_text())
+        done = load_checkpoint(accelerator, model, optim, sched, partial / STATE)
     step, losses, tokens = done["step"], list(done["losses"]), done["tokens"]
     rank, world = accelerator.process_index, accelerator.num_processes
     pad = base.tokenizer.pad_token_id
@@ -185,17 +262,14 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
         step += 1
         bar.update(1)
         if save_every and step % save_every == 0 and step < total:
-            accelerator.save_state(str(partial / STATE))
-            if accelerator.is_main_process:
-                (partial / STATE / PROGRESS).write_text(json.dumps(
-                    {"step": step, "losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0}))
-            accelerator.wait_for_everyone()
+            save_checkpoint(accelerator, model, optim, sched, partial / STATE,
+                            {"step": step, "losses": losses, "tokens": tokens, "seconds": time.perf_counter() - t0})
         if stop_after is not None and step >= stop_after and step < total:
             bar.close()
             return None
     bar.close()
     accelerator.wait_for_everyone()
-    state = accelerator.get_state_dict(model)  # gathered from every shard (FSDP, ZeRO-3), on every process
+    state = trainable_state(accelerator, model)  # the LoRA weights, gathered from every shard
     result = None
     if accelerator.is_main_process:
         log = {"steps": step, "examples": len(data), "tokens": tokens, "seconds": time.perf_counter() - t0,

@@ -43,6 +43,10 @@ def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_student(tiny_model
                        progress=False) is None
     partial = next((tmp_path / "b").glob("*.partial"))
     assert json.loads((partial / train.STATE / train.PROGRESS).read_text())["step"] == 2
+    import torch
+
+    saved = torch.load(partial / train.STATE / train.TRAINABLE, weights_only=False)
+    assert saved["weights"] and all("lora_" in k for k in saved["weights"]), "a checkpoint holds the frozen base"
     resumed = train.train(str(tiny_model_dir), pairs, SETTINGS, out_dir=tmp_path / "b", save_every=1, progress=False)
     assert resumed.losses[:2] == whole.losses[:2] and resumed.losses == pytest.approx(whole.losses, abs=1e-6)
     assert not partial.exists()
@@ -180,3 +184,33 @@ def test_an_adapter_already_trained_is_returned_without_reading_the_weights(tiny
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
     again = train.train(str(tiny_model_dir), _pairs(), SETTINGS, out_dir=tmp_path, progress=False)
     assert again.adapter_dir == first.adapter_dir and again.reused
+
+
+def test_two_processes_stopped_after_a_checkpoint_resume_to_the_student_of_one_go(tiny_model_dir, tmp_path):
+    """The checkpoint of a data-parallel run (LoRA weights and optimizer gathered whole, scheduler,
+    each process's RNG; no frozen weights) resumes on two processes to exactly the student two
+    processes train in one go."""
+    import os
+
+    settings = {"r": 4, "alpha": 8, "steps": 3, "batch_size": 4, "learning_rate": 1e-2, "dropout": 0.1}
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(p) + "\n" for p in _pairs(5)))
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+
+    def run(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "s2d_utils.train", "--model", str(tiny_model_dir), "--pairs", str(f), "--settings", json.dumps(settings),
+               "--out-dir", str(tmp_path / out), "--no-progress", *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    run("whole")
+    run("resumed", "--save-every", "1", "--stop-after", "2")
+    (partial,) = (tmp_path / "resumed").glob("*.partial")
+    assert sorted(p.name for p in (partial / train.STATE).iterdir()) == [train.PROGRESS, "rng_0.pt", "rng_1.pt",
+                                                                         train.TRAINABLE]
+    run("resumed", "--save-every", "1")
+    (whole,), (resumed,) = ([distill.read_trained(d) for d in (tmp_path / x).iterdir()] for x in ("whole", "resumed"))
+    assert not partial.exists() and resumed.losses == whole.losses and resumed.adapter_dir.name == whole.adapter_dir.name
+    a, b = _adapter_weights(whole.adapter_dir), _adapter_weights(resumed.adapter_dir)
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
