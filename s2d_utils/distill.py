@@ -233,6 +233,11 @@ def launch(base: LoadedModel, pairs: Sequence[dict], settings: LoraSettings, nam
     import torch
 
     config = config or os.environ.get("S2D_ACCELERATE_CONFIG") or None
+    if torch.cuda.is_available():
+        # the kernel keeps the base on its GPUs (it evaluates the students next); what its allocator
+        # holds cached beyond that (the last runs' K/V) goes back to the driver for the processes
+        free_memory()
+        torch.cuda.empty_cache()
     env = dict(os.environ)
     if config or torch.cuda.is_available():
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
@@ -428,10 +433,19 @@ def student_mode(base: LoadedModel) -> str:
     """How a student is evaluated here: ``S2D_STUDENT_MODE`` if set, else "attached" on CUDA (the
     adapter on the loaded base: no second copy of a large model) and "merged" on CPU (a merged copy
     the fast engine runs; the committed cpu tables were made this way)."""
-    mode = os.environ.get("S2D_STUDENT_MODE") or ("attached" if str(base.device).startswith("cuda") else "merged")
+    on_gpus = str(base.device).startswith("cuda") and not offloaded(base)
+    mode = os.environ.get("S2D_STUDENT_MODE") or ("attached" if on_gpus else "merged")
     if mode not in STUDENT_MODES:
         raise ValueError(f"S2D_STUDENT_MODE={mode!r}: expected one of {list(STUDENT_MODES)}")
     return mode
+
+
+def offloaded(base: LoadedModel) -> list[str]:
+    """The modules of ``base`` that its device map puts on the CPU or disk next to GPUs (accelerate
+    offloading): peft takes such a model's hooks off and places it anew when an adapter attaches,
+    and unloading the adapter does not put it back."""
+    device_map = getattr(base.model, "hf_device_map", None) if base.loaded else None
+    return sorted(k for k, v in (device_map or {}).items() if v in ("cpu", "disk"))
 
 
 @contextmanager
@@ -446,6 +460,11 @@ def attached(base: LoadedModel, result: TrainResult | Path) -> Iterator[LoadedMo
     from peft import PeftModel
 
     adapter = Path(result.adapter_dir if isinstance(result, TrainResult) else result)
+    if off := offloaded(base):
+        raise ValueError(f"{base.name}: its device map puts {', '.join(off[:3])}{' ...' if len(off) > 3 else ''} on "
+                         "the CPU or disk; peft would place the whole model anew to attach an adapter, and leave it "
+                         "so. Evaluate its students with S2D_STUDENT_MODE=merged, or give the base GPUs only "
+                         "(or serve it: README, 'At scale').")
     model = base.model
     peft_model = PeftModel.from_pretrained(model, str(adapter), adapter_name="student", is_trainable=False)
     peft_model.eval()

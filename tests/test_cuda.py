@@ -72,11 +72,19 @@ SPLIT = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "m
 
 @pytest.fixture(scope="module")
 def split_lm(tiny_model_dir):
-    """The tiny Llama with its first layer on cuda:0 and the rest on the CPU (accelerate's hooks
-    move activations between them), as a 70B model spreads over GPUs."""
-    lm = load_model(str(tiny_model_dir), device="cuda", dtype="float32", device_map=SPLIT)
-    assert len(set(lm.model.hf_device_map.values())) == 2
-    return lm
+    """The tiny Llama with its embeddings and first layer on cuda:0 and the rest running on the CPU:
+    a genuine split (K/V, hidden states and logits on two devices), as a 70B model spreads over
+    GPUs. (``load_model(device_map=SPLIT)`` would offload the "cpu" part instead: accelerate would
+    run it on cuda:0, and nothing would cross devices.)"""
+    from dataclasses import replace
+
+    from accelerate import dispatch_model
+
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype="float32", device_map=None)
+    model = dispatch_model(lm.model, device_map=SPLIT, main_device="cpu")  # "cpu" runs on the CPU
+    assert {p.device.type for p in model.model.layers[0].parameters()} == {"cuda"}
+    assert {p.device.type for p in model.model.layers[1].parameters()} == {"cpu"}
+    return replace(lm, model=model, device="cuda:0", device_map=SPLIT)
 
 
 def test_a_split_model_decodes_through_the_fallback_fan_out_and_compaction_included(split_lm):
@@ -109,10 +117,26 @@ def test_the_answer_loss_of_a_split_model_equals_its_own_loss_and_a_step_trains(
     result = distill.finetune(split_lm, pairs, distill.LoraSettings(max_steps=1, batch_size=4), out_dir=tmp_path,
                               progress=False)
     assert result.steps == 1 and result.losses[0] > 0
-    with distill.attached(split_lm, result) as student:
+    assert not any("lora" in k for k in split_lm.model.state_dict())
+    # peft would re-place a model with layers on the CPU to attach an adapter: refused, merged instead
+    assert distill.student_mode(split_lm) == "merged"
+    with pytest.raises(ValueError, match="on the CPU or disk"):
+        with distill.attached(split_lm, result):
+            pass
+
+
+def test_a_student_attached_on_the_gpu_leaves_the_base_as_it_was(cuda_lm, tmp_path):
+    examples = coin_flip.load("train", n=4, seed=1)
+    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
+    result = distill.finetune(cuda_lm, pairs, distill.LoraSettings(steps=2, batch_size=4, learning_rate=5e-3),
+                              out_dir=tmp_path, progress=False)
+    before = {k: v.clone() for k, v in cuda_lm.model.state_dict().items()}
+    assert distill.student_mode(cuda_lm) == "attached"
+    with distill.attached(cuda_lm, result) as student:
         outs = generate(student, PROMPTS, max_new_tokens=6, cache=None, progress=False)
         assert len(outs) == 3
-    assert not any("lora" in k for k in split_lm.model.state_dict())
+    after = cuda_lm.model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
 
 def test_bf16_engine_greedy_agrees_with_model_generate_in_bf16(tiny_model_dir, monkeypatch):

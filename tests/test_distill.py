@@ -3,6 +3,8 @@
 import gc
 import weakref
 
+import pytest
+
 from transformers import PreTrainedModel
 
 from s2d_utils import distill
@@ -186,7 +188,29 @@ def test_a_student_attached_to_the_loaded_base_answers_as_the_merged_one_and_lea
         assert torch.allclose(got, want, atol=1e-4), "attached and merged students must compute the same function"
         assert generate(student, prompts, max_new_tokens=8, cache=None, progress=False) == \
             generate(merged, prompts, max_new_tokens=8, cache=None, progress=False)
+    with pytest.raises(RuntimeError, match="mid-evaluation"):  # an evaluation that fails removes it too
+        with distill.attached(tiny_lm, result):
+            raise RuntimeError("mid-evaluation")
     assert type(tiny_lm.model).__name__ == "LlamaForCausalLM"
     assert not any("lora" in k for k in tiny_lm.model.state_dict())
     assert all(torch.equal(v, before_state[k]) for k, v in tiny_lm.model.state_dict().items())
     assert generate(tiny_lm, prompts, max_new_tokens=8, cache=None, progress=False) == before
+
+
+def test_an_offloaded_base_is_not_given_an_attached_student(tiny_lm, tmp_path, monkeypatch):
+    """A device map with layers on the CPU or disk beside GPUs: peft would re-place the whole model to
+    attach the adapter and leave it so. `attached` refuses with the modules named, and the default
+    mode for such a base is the merged copy."""
+    from dataclasses import replace
+
+    monkeypatch.delenv("S2D_STUDENT_MODE", raising=False)
+    gpu_base = replace(tiny_lm, device="cuda:0")
+    monkeypatch.setattr(tiny_lm.model, "hf_device_map", {"model.embed_tokens": 0, "model.layers.0": 0,
+                                                         "model.layers.1": "cpu", "lm_head": "disk"}, raising=False)
+    assert distill.offloaded(gpu_base) == ["lm_head", "model.layers.1"]
+    assert distill.student_mode(gpu_base) == "merged"
+    with pytest.raises(ValueError, match=r"lm_head, model.layers.1 on the CPU or disk.*S2D_STUDENT_MODE=merged"):
+        with distill.attached(gpu_base, tmp_path):
+            pass
+    monkeypatch.setattr(tiny_lm.model, "hf_device_map", {"model": 0, "lm_head": 1}, raising=False)
+    assert distill.offloaded(gpu_base) == [] and distill.student_mode(gpu_base) == "attached"
