@@ -79,6 +79,11 @@ def main() -> None:
     ap.add_argument("--json", default=str(Path(__file__).resolve().parents[1] / "figures" / "bench_generation.json"),
                     help="where to write the figures (default: figures/bench_generation.json, read by make readme)")
     ap.add_argument("--lora-steps", type=int, default=8)
+    ap.add_argument("--dtype", default="auto", help="the weights' dtype (auto: fp32 on CPU, bf16 on CUDA; the cpu "
+                    "profile runs bfloat16)")
+    ap.add_argument("--engine-only", action="store_true",
+                    help="only the rates a time estimate needs (prefill, engine, LoRA): no plain generate, "
+                         "no greedy agreement (benchmarks/estimate_time.py)")
     args = ap.parse_args()
     prompts = workload(args.prompts)
     print(f"workload: {len(prompts)} prompts x {args.samples} samples, T=0.7, top-p 0.95, "
@@ -86,21 +91,46 @@ def main() -> None:
     results = {}
     for name in args.models.split(","):
         print(f"\n== {name}")
-        results[name] = bench_model(load_model(name, device=args.device), prompts, args)
-    print("\nsummary (engine / plain model.generate, same workload, same process):")
-    for name, f in results.items():
-        print(f"  {name:32s} {f['speedup']:.2f}x   greedy identical {f['greedy_identical']:.0%}   "
-              f"LoRA {f['lora_train_tokens_per_s']:.0f} tokens/s")
+        results[name] = bench_model(load_model(name, device=args.device, dtype=args.dtype), prompts, args)
+    if not args.engine_only:
+        print("\nsummary (engine / plain model.generate, same workload, same process):")
+        for name, f in results.items():
+            print(f"  {name:32s} {f['speedup']:.2f}x   greedy identical {f['greedy_identical']:.0%}   "
+                  f"LoRA {f['lora_train_tokens_per_s']:.0f} tokens/s")
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
         if Path("/proc/cpuinfo").exists() else "?"
     record = {"models": results, "batch_size": args.batch_size,
               "workload": {"prompts": len(prompts), "samples": args.samples, "max_new_tokens": args.max_new_tokens,
                            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+                           "device": args.device, "dtype": args.dtype,
                            "machine": f"{cpu}, {os.cpu_count()} cores"}}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out} (the README's throughput table: make readme)")
+
+
+def lora_rate(lm, args) -> float:
+    """LoRA fine-tuning tokens/s of the distill step (last-letter pairs, batch 8)."""
+    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)}
+             for e in last_letter.load("train", n=32, seed=11)]
+    with tempfile.TemporaryDirectory() as tmp:
+        res = distill.finetune(lm, pairs, distill.LoraSettings(max_steps=args.lora_steps, batch_size=8),
+                               out_dir=Path(tmp), progress=False, name="bench")
+    return res.tokens_per_second
+
+
+def engine_rates(lm, prompts, args, figures: dict) -> dict:
+    """The engine's sampled tokens/s and the LoRA rate only (``--engine-only``)."""
+    t0 = time.perf_counter()
+    outs = generate(lm, prompts, n=args.samples, temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens,
+                    seed=0, batch_size=args.batch_size, cache=None, progress=False)
+    figures["engine_tokens_per_s"] = sum(c.n_tokens for cs in outs for c in cs) / (time.perf_counter() - t0)
+    figures["lora_train_tokens_per_s"] = lora_rate(lm, args)
+    print(f"prefill:                {figures['prefill_tokens_per_s']:.0f} tokens/s")
+    print(f"s2d engine:             {figures['engine_tokens_per_s']:.1f} tokens/s (batch {args.batch_size})")
+    print(f"LoRA fine-tuning:       {figures['lora_train_tokens_per_s']:.0f} tokens/s")
+    return figures
 
 
 def bench_model(lm, prompts, args) -> dict[str, float]:
@@ -112,6 +142,10 @@ def bench_model(lm, prompts, args) -> dict[str, float]:
     with torch.inference_mode():
         lm.model(**enc, logits_to_keep=1)
     figures["prefill_tokens_per_s"] = int(enc["attention_mask"].sum()) / (time.perf_counter() - t0)
+
+    figures["dtype"] = str(lm.model.dtype).removeprefix("torch.")
+    if args.engine_only:
+        return engine_rates(lm, prompts, args, figures)
 
     # (a) plain generate: probe each batch size on the first 8 prompts, run the best on everything
     best, best_rate = None, 0.0
@@ -149,13 +183,7 @@ def bench_model(lm, prompts, args) -> dict[str, float]:
     figures["greedy_identical"] = sum(same) / len(same)
     differing = [i for i, ok in enumerate(same) if not ok]
 
-    # LoRA fine-tuning throughput of the distill step
-    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)}
-             for e in last_letter.load("train", n=32, seed=11)]
-    with tempfile.TemporaryDirectory() as tmp:
-        res = distill.finetune(lm, pairs, distill.LoraSettings(max_steps=args.lora_steps, batch_size=8), out_dir=Path(tmp),
-                               progress=False, name="bench")
-    figures["lora_train_tokens_per_s"] = res.tokens_per_second
+    figures["lora_train_tokens_per_s"] = lora_rate(lm, args)
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
     print(f"prefill:                {figures['prefill_tokens_per_s']:.0f} tokens/s")

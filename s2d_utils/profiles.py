@@ -303,3 +303,21 @@ def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
     out["total"] = sum(out.values())
     out["calls"] = sum(n for n, _ in calls.values())
     return out
+
+
+# the five notebooks that generate and train, and the method and task each runs
+NOTEBOOK_TASKS = {"01_rar_last_letter": ("rar", "last_letter"), "02_rar_coin_flip": ("rar", "coin_flip"),
+                  "03_s2a_sycophancy": ("s2a", "sycophancy"), "04_bsm_llm_judge": ("bsm", "judge"),
+                  "05_cot_gsm8k": ("cot", "gsm8k")}
+
+
+def training_bound(method: str, task: str, profile: str) -> tuple[int, int]:
+    """(optimizer steps, rows a step) of one student when the filter keeps every unlabeled input
+    (BSM: each pair in both orders): an upper bound on a notebook's fine-tuning work."""
+    from .distill import LoraSettings, training_steps
+
+    z = sizes(method, task, profile)
+    pairs = z.n_train * (2 if method == "bsm" else 1)
+    settings = LoraSettings(epochs=z.epochs, batch_size=z.lora_batch, max_steps=z.max_steps, min_steps=z.min_steps,
+                            steps=z.steps)
+    return training_steps(pairs, settings), min(z.lora_batch, pairs)

@@ -472,8 +472,45 @@ def readme_run(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+ESTIMATE_FILE = "estimate_cpu.json"  # benchmarks/estimate_time.py's estimate beside a measured cold run
+
+
+def readme_estimate(root: Path | None = None) -> str:
+    """The README's wall-time estimate check: the estimate of the cpu profile from rates measured
+    here, beside the cold run of `figures/reproduce_cpu.json`; then the gpu profile's work."""
+    from . import profiles
+
+    path = (root or paths.ROOT) / "figures" / ESTIMATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run benchmarks/estimate_time.py --profile cpu --record ... --json {path}")
+    data = json.loads(path.read_text())
+    r, m = data["rates"], data["rates_measured"]
+    lines = ["| notebook | generation (cap) | prefill | fine-tuning | estimate | measured cold | measured / estimate |",
+             "|---|---|---|---|---|---|---|"]
+    ratios = []
+    for nb, e in data["notebooks"].items():
+        ratio = e["measured_s"] / e["total_s"]
+        ratios.append(ratio)
+        lines.append(f"| {nb} | {e['generation_s'] / 60:.1f} min | {e['prefill_s'] / 60:.1f} min | "
+                     f"{e['fine_tune_s'] / 60:.1f} min | {e['total_s'] / 60:.1f} min | {e['measured_s'] / 60:.1f} min | "
+                     f"{ratio:.0%} |")
+    lines += ["", f"Rates of {data['model']} ({m['dtype']}, {m['machine']}, {m['date']}): engine "
+              f"{r['engine_tokens_per_s']:.0f}, prefill {r['prefill_tokens_per_s']:.0f}, LoRA "
+              f"{r['lora_train_tokens_per_s']:.0f} tokens/s (`figures/rates_cpu.json`); measured: the cold run of "
+              f"`figures/reproduce_cpu.json` without model loading. The runs took {min(ratios):.0%} to "
+              f"{max(ratios):.0%} of the estimate: it is a ceiling (calls end before their cap; the engine "
+              "computes shared prompt prefixes once, the estimate for every call).",
+              "", "The `gpu` profile's work, from its sizes (every call at its cap; steps if the filter keeps every "
+              "input):", "", "| notebook | generated tokens (cap) | calls | fine-tuning steps x rows |", "|---|---|---|---|"]
+    for nb, (method, task) in profiles.NOTEBOOK_TASKS.items():
+        b = profiles.generation_budget(method, task, "gpu")
+        steps, rows = profiles.training_bound(method, task, "gpu")
+        lines.append(f"| {nb} | {b['total']:,} | {b['calls']:,} | {steps} x {rows} |")
+    return "\n".join(lines)
+
+
 README_BLOCKS = {"summary": readme_summary, "results": readme_results, "routing": readme_routing,
-                 "bench": readme_bench, "run": readme_run}
+                 "bench": readme_bench, "run": readme_run, "estimate": readme_estimate}
 
 
 def update_readme(path: Path | None = None) -> bool:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peak_rss.py"
@@ -126,3 +127,47 @@ def test_a_run_stopped_in_a_notebook_is_recorded_as_unfinished_and_over(tmp_path
     assert "**stopped in 07_slow after 3000 s**" in text and "| 07_slow | **stopped after 3000** | | |" in text
     assert "**91.2 minutes** by then" in text and "the whole run over its limit" in text
     assert "07_slow over 20 minutes cold" in text.replace("02_rar_coin_flip, ", "")
+
+
+def _estimate_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "estimate_time.py"
+    spec = importlib.util.spec_from_file_location("estimate_time", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_time_estimate_is_tokens_over_measured_rates():
+    from s2d_utils import profiles
+
+    est = _estimate_module()
+    rates = {"engine_tokens_per_s": 100.0, "prefill_tokens_per_s": 1000.0, "lora_train_tokens_per_s": 50.0}
+    got = est.estimate("rar", "coin_flip", "gpu", rates, prompt_tokens=60.0)
+    budget = profiles.generation_budget("rar", "coin_flip", "gpu")
+    assert got["generation_s"] == round(budget["total"] / 100.0, 1)
+    assert got["prefill_s"] == round(budget["calls"] * 60.0 / 1000.0, 1)
+    assert (got["train_steps"], profiles.training_bound("rar", "coin_flip", "gpu")) == (100, (100, 8))  # paper's 100
+    assert got["fine_tune_s"] == round(100 * 8 * (60.0 + est.ANSWER_TOKENS) / 50.0, 1)
+    assert got["total_s"] == pytest.approx(got["generation_s"] + got["prefill_s"] + got["fine_tune_s"], abs=0.2)
+
+
+def test_the_committed_estimate_follows_from_the_committed_rates_and_run():
+    """figures/estimate_cpu.json (the README's estimate block) recomputed from figures/rates_cpu.json
+    and figures/reproduce_cpu.json; the prompts' mean lengths are taken from it (counting them needs
+    the cpu profile's tokenizer, which the tests do not install)."""
+    import json
+
+    from s2d_utils import paths
+
+    est = _estimate_module()
+    figures = paths.ROOT / "figures"
+    committed = json.loads((figures / "estimate_cpu.json").read_text())
+    rates = json.loads((figures / "rates_cpu.json").read_text())["models"][committed["model"]]
+    measured = est.measured_without_loading(json.loads((figures / "reproduce_cpu.json").read_text()))
+    for nb, row in committed["notebooks"].items():
+        method, task = est.profiles.NOTEBOOK_TASKS[nb]
+        again = est.estimate(method, task, "cpu", rates, row["mean_prompt_tokens"])
+        assert {k: row[k] for k in again} == again, nb
+        assert row["measured_s"] == measured[nb] and row["total_s"] > row["measured_s"], nb

@@ -41,6 +41,11 @@ def test_update_readme_rewrites_only_the_blocks(tmp_path):
         {"profile": "cpu", "commit": "abc", "date": "d", "machine": "x", "limits": {
             "cold_total_s": 5400, "notebook_cold_s": 1200, "notebook_warm_s": 120, "peak_rss_gb": 8.0},
          "cold": {"notebook_s": {"01_a": 60}, "peak_process_gb": 1.0, "peak_tree_gb": 1.5, "stage_s": {}}}))
+    (tmp_path / "figures" / report.ESTIMATE_FILE).write_text(json.dumps(
+        {"model": "m", "rates": {"engine_tokens_per_s": 1, "prefill_tokens_per_s": 2, "lora_train_tokens_per_s": 3},
+         "rates_measured": {"date": "d", "machine": "x", "device": "cpu", "dtype": "bfloat16"},
+         "notebooks": {"01_a": {"generation_s": 60, "prefill_s": 30, "fine_tune_s": 30, "total_s": 120,
+                                "measured_s": 60}}}))
     readme = tmp_path / "README.md"
     blocks = "\n".join(f"{report._marks(b)[0]}\nstale 99.9%\n{report._marks(b)[1]}\nbetween" for b in report.README_BLOCKS)
     readme.write_text(f"intro\n{blocks}\nafter\n")
@@ -48,6 +53,7 @@ def test_update_readme_rewrites_only_the_blocks(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("\nafter\n") and "stale" not in text
     assert "| table1_coin_flip |" in text and "**1.00x**" in text and not report.update_readme(readme)
+    assert "| 01_a | 1.0 min | 0.5 min | 0.5 min | 2.0 min | 1.0 min | 50% |" in text
 
 
 def test_readme_sizes_and_constants_are_the_codes():
