@@ -480,5 +480,7 @@ def load_distilled(base: LoadedModel, result: TrainResult | Path, weights: bool 
     """The distilled System 1: ``base``'s checkpoint with the LoRA adapter merged in.
     ``weights=False``: the weights load on first use (a student a server generates for as an adapter)."""
     adapter = result.adapter_dir if isinstance(result, TrainResult) else Path(result)
-    return load_model(base.name, device=base.device, adapter=adapter, device_map=base.device_map,
+    # a base whole on one GPU: the merged copy goes wherever it fits next to it (`models.placement`)
+    whole = isinstance(base.device_map, dict) and set(base.device_map) == {""}
+    return load_model(base.name, device=base.device, adapter=adapter, device_map="auto" if whole else base.device_map,
                       dtype=_load_dtype(base), weights=weights)

@@ -94,7 +94,10 @@ def load_weights(base, accelerator, torch_dtype):
     plugin = getattr(state, "fsdp_plugin", None)
     if (state.distributed_type == DistributedType.FSDP and plugin is not None
             and plugin.cpu_ram_efficient_loading and accelerator.process_index != 0):
-        with torch.device("meta"):
+        from accelerate import init_empty_weights
+
+        # parameters on meta, buffers (rotary frequencies) real: accelerate copies those to the device
+        with init_empty_weights():
             model = AutoModelForCausalLM.from_config(base.config, dtype=torch_dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch_dtype)
@@ -155,13 +158,27 @@ def save_checkpoint(accelerator, model, optim, sched, folder: Path, progress: di
     accelerator.wait_for_everyone()
 
 
+def last_checkpoint(partial: Path) -> Path | None:
+    """The checkpoint to resume from: ``state``, or ``state.tmp`` when a run was killed between
+    removing the old one and renaming the new one (its progress file is written last)."""
+    for folder in (partial / STATE, partial / (STATE + ".tmp")):
+        if (folder / PROGRESS).exists():
+            return folder
+    return None
+
+
 def load_checkpoint(accelerator, model, optim, sched, folder: Path) -> dict:
     """Restore what `save_checkpoint` wrote; returns its progress."""
     import torch
     from accelerate.utils import DistributedType
 
+    processes = len(list(folder.glob("rng_*.pt")))
+    if processes != accelerator.num_processes:
+        raise RuntimeError(f"{folder}: a checkpoint of {processes} processes; resume it with as many "
+                           f"(this run has {accelerator.num_processes}), or delete {folder.parent} to start over")
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        accelerator.load_state(str(folder))
+        # the checkpoint holds no frozen weights (exclude_frozen_parameters): load it non-strictly
+        accelerator.load_state(str(folder), load_module_strict=False)
     else:
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                              set_optimizer_state_dict)
@@ -230,8 +247,8 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
         accelerator.register_for_checkpointing(sched)  # saved by accelerate's save_state there
 
     done = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
-    if (partial / STATE / PROGRESS).exists():  # resume
-        done = load_checkpoint(accelerator, model, optim, sched, partial / STATE)
+    if (checkpoint := last_checkpoint(partial)) is not None:  # resume
+        done = load_checkpoint(accelerator, model, optim, sched, checkpoint)
     step, losses, tokens = done["step"], list(done["losses"]), done["tokens"]
     rank, world = accelerator.process_index, accelerator.num_processes
     pad = base.tokenizer.pad_token_id
@@ -251,7 +268,7 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
         # process's share is its token-summed loss over the step's answer-token count; the
         # data-parallel wrappers average gradients over processes, hence the factor ``world``
         n_mine = weight * float((labels[:, 1:] != -100).sum())
-        n_step = float(accelerator.reduce(torch.tensor(n_mine, device=dev), reduction="sum"))
+        n_step = max(1.0, float(accelerator.reduce(torch.tensor(n_mine, device=dev), reduction="sum")))
         share = mean * (n_mine / n_step)
         accelerator.backward(share * world)
         optim.step()

@@ -167,8 +167,13 @@ def test_only_process_0_reads_the_weights_under_fsdp_ram_efficient_loading(tiny_
                                      process_index=rank)
 
     devices = lambda m: {p.device.type for p in m.parameters()}  # noqa: E731
-    assert devices(train.load_weights(base, accelerator(DistributedType.FSDP, 1), torch.float32)) == {"meta"}
-    assert devices(train.load_weights(base, accelerator(DistributedType.FSDP, 0), torch.float32)) == {"cpu"}
+    empty = train.load_weights(base, accelerator(DistributedType.FSDP, 1), torch.float32)
+    full = train.load_weights(base, accelerator(DistributedType.FSDP, 0), torch.float32)
+    assert devices(empty) == {"meta"} and devices(full) == {"cpu"}
+    # buffers are not broadcast: accelerate copies each process's own (the rotary frequencies) to its device
+    buffers = dict(full.named_buffers())
+    assert buffers and {n for n, _ in empty.named_buffers()} == set(buffers)
+    assert all(b.device.type == "cpu" and torch.equal(b, buffers[n]) for n, b in empty.named_buffers())
     assert devices(train.load_weights(base, accelerator(DistributedType.FSDP, 1, False), torch.float32)) == {"cpu"}
     assert devices(train.load_weights(base, accelerator(DistributedType.MULTI_CPU, 1), torch.float32)) == {"cpu"}
 
@@ -214,3 +219,46 @@ def test_two_processes_stopped_after_a_checkpoint_resume_to_the_student_of_one_g
     assert not partial.exists() and resumed.losses == whole.losses and resumed.adapter_dir.name == whole.adapter_dir.name
     a, b = _adapter_weights(whole.adapter_dir), _adapter_weights(resumed.adapter_dir)
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_a_run_killed_while_replacing_its_checkpoint_resumes_from_the_new_one(tmp_path):
+    """The new checkpoint is written as state.tmp, the old one removed, then state.tmp renamed: a kill
+    between the last two leaves only state.tmp, complete (its progress is written last)."""
+    import types
+
+    partial = tmp_path / "distill-x.partial"
+    assert train.last_checkpoint(partial) is None
+    (partial / (train.STATE + ".tmp")).mkdir(parents=True)
+    assert train.last_checkpoint(partial) is None  # progress not written yet: incomplete
+    (partial / (train.STATE + ".tmp") / train.PROGRESS).write_text("{}")
+    assert train.last_checkpoint(partial) == partial / (train.STATE + ".tmp")
+    (partial / train.STATE).mkdir()
+    (partial / train.STATE / train.PROGRESS).write_text("{}")
+    assert train.last_checkpoint(partial) == partial / train.STATE
+    # a checkpoint of one process cannot resume on two: said, with what to do
+    (partial / train.STATE / "rng_0.pt").write_bytes(b"")
+    two = types.SimpleNamespace(num_processes=2)
+    with pytest.raises(RuntimeError, match="a checkpoint of 1 processes; resume it with as many"):
+        train.load_checkpoint(two, None, None, None, partial / train.STATE)
+
+
+def test_deepspeed_checkpoints_leave_the_frozen_base_out_and_load_without_it(tmp_path):
+    """Under ZeRO-3 accelerate's save_state writes the checkpoint: without the frozen weights
+    (exclude_frozen_parameters), so loading must not be strict about them. (Accelerator faked:
+    DeepSpeed does not install here.)"""
+    import types
+
+    import torch
+    from accelerate.utils import DistributedType
+
+    calls = []
+    acc = types.SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=1, process_index=0,
+                                is_main_process=True, wait_for_everyone=lambda: None,
+                                save_state=lambda d, **kw: calls.append(("save", kw)),
+                                load_state=lambda d, **kw: calls.append(("load", kw)))
+    folder = tmp_path / "distill-x.partial" / train.STATE
+    train.save_checkpoint(acc, None, None, None, folder, {"step": 2})
+    assert sorted(p.name for p in folder.iterdir()) == [train.PROGRESS, "rng_0.pt"]
+    torch.manual_seed(5)
+    assert train.load_checkpoint(acc, None, None, None, folder) == {"step": 2}
+    assert calls == [("save", {"exclude_frozen_parameters": True}), ("load", {"load_module_strict": False})]
