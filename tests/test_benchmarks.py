@@ -171,3 +171,43 @@ def test_the_committed_estimate_follows_from_the_committed_rates_and_run():
         again = est.estimate(method, task, "cpu", rates, row["mean_prompt_tokens"])
         assert {k: row[k] for k in again} == again, nb
         assert row["measured_s"] == measured[nb] and row["total_s"] > row["measured_s"], nb
+
+
+def test_the_device_kit_holds_tiny_models_the_tests_can_use(tmp_path):
+    """benchmarks/device_kit.py (wheels left out: they need the network) saves the fixtures' tiny
+    models small enough to travel; they load, and the fixtures take them through S2D_TINY_MODELS."""
+    import json
+    import os
+
+    from s2d_utils.models import load_model
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import device_kit
+
+    kit = device_kit.build_kit(tmp_path / "kit", wheels=False)
+    for name in ("tiny-llama", "tiny-qwen2"):
+        assert json.loads((kit / name / "config.json").read_text())["dtype"] == "bfloat16"
+        lm = load_model(str(kit / name), device="cpu", dtype="float32")
+        assert lm.model.dtype == torch.float32 and lm.tokenizer.chat_template
+    assert device_kit.size_mb(kit) < 32
+    assert device_kit.pins() == ["transformers==5.23.0", "peft==0.21.2"]
+    env = dict(os.environ, S2D_TINY_MODELS=str(kit))
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/test_engine.py::test_engine_declines_what_it_does_not_implement"],
+                         cwd=SCRIPT.parents[1], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-2000:]
+
+
+def test_the_device_script_runs_the_gpu_tests_and_writes_their_log(tmp_path):
+    """benchmarks/device_check.sh, here without a GPU: every CUDA test is collected and skipped, and
+    the versions, log and JUnit XML land in $OUT."""
+    import os
+
+    root = SCRIPT.parents[1]
+    env = dict(os.environ, OUT=str(tmp_path), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "benchmarks/device_check.sh"], cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert {p.name for p in tmp_path.iterdir()} == {"versions.txt", "test_cuda.log", "test_cuda.xml"}
+    assert "torch" in (tmp_path / "versions.txt").read_text()
+    log = (tmp_path / "test_cuda.log").read_text()
+    assert " skipped" in log and "failed" not in log and "error" not in log.lower()

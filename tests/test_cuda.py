@@ -10,12 +10,15 @@ import torch
 from s2d_utils import distill, engine, generation, paths
 from s2d_utils.generation import generate, render
 from s2d_utils.models import load_model
-from s2d_utils.tasks import coin_flip
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
            "A coin is heads up. Ann flips the coin. Is the coin still heads up?", "hi"]
+# fine-tuning pairs written out (the task loaders need packages a bare GPU machine may not have)
+PAIRS = [{"id": f"coin-{i}", "prompt": f"A coin is heads up. {who} flips the coin. Is the coin still heads up?",
+          "completion": distill.answer_completion(gold)}
+         for i, (who, gold) in enumerate([("Ann", "no"), ("Bo", "no"), ("Cy", "no"), ("Di", "no")])]
 
 
 @pytest.fixture(scope="module", params=["tiny_model_dir", "tiny_qwen_dir"])
@@ -54,8 +57,7 @@ def test_sampling_on_cuda_runs_through_both_paths(cuda_lm, monkeypatch):
 
 
 def test_one_lora_step_on_cuda_and_the_student_loads_there(cuda_lm, tmp_path):
-    examples = coin_flip.load("train", n=4, seed=1)
-    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
+    pairs = PAIRS
     result = distill.finetune(cuda_lm, pairs, distill.LoraSettings(max_steps=1, batch_size=4), out_dir=tmp_path,
                               progress=False)
     assert result.steps == 1 and result.losses[0] > 0
@@ -114,8 +116,7 @@ def test_the_answer_loss_of_a_split_model_equals_its_own_loss_and_a_step_trains(
         ours = distill.answer_loss(split_lm.model, ids, mask, labels)
         theirs = split_lm.model(input_ids=ids, attention_mask=mask, labels=labels).loss
     assert torch.allclose(ours.cpu(), theirs.cpu(), atol=1e-5)
-    examples = coin_flip.load("train", n=4, seed=1)
-    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
+    pairs = PAIRS
     result = distill.finetune(split_lm, pairs, distill.LoraSettings(max_steps=1, batch_size=4), out_dir=tmp_path,
                               progress=False)
     assert result.steps == 1 and result.losses[0] > 0
@@ -128,8 +129,7 @@ def test_the_answer_loss_of_a_split_model_equals_its_own_loss_and_a_step_trains(
 
 
 def test_a_student_attached_on_the_gpu_leaves_the_base_as_it_was(cuda_lm, tmp_path):
-    examples = coin_flip.load("train", n=4, seed=1)
-    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
+    pairs = PAIRS
     result = distill.finetune(cuda_lm, pairs, distill.LoraSettings(steps=2, batch_size=4, learning_rate=5e-3),
                               out_dir=tmp_path, progress=False)
     before = {k: v.clone() for k, v in cuda_lm.model.state_dict().items()}
@@ -169,8 +169,7 @@ def test_the_entry_point_under_fsdp_writes_the_student_the_kernel_trains(cuda_lm
     import json
 
     settings = distill.LoraSettings(r=4, alpha=8, steps=2, batch_size=4, dropout=0.0)
-    examples = coin_flip.load("train", n=4, seed=1)
-    pairs = [{"id": e.id, "prompt": e.input, "completion": distill.answer_completion(e.gold)} for e in examples]
+    pairs = PAIRS
     local = distill.finetune(cuda_lm, pairs, settings, out_dir=tmp_path / "local", progress=False)
     sharded = distill.launch(cuda_lm, pairs, settings, "distill", tmp_path / "fsdp", processes=1,
                              config=str(paths.ROOT / "configs" / "accelerate" / "fsdp.yaml"))

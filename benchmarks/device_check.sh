@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# tests/test_cuda.py on a GPU machine, from the repository root, with the kit that
+# benchmarks/device_kit.py gathered in .device/ (tiny models; transformers and peft wheels).
+# The `device` tool: run "bash benchmarks/device_check.sh", carry [".device"]. Log, JUnit XML and
+# versions land in $OUT (the tool's return folder), else in results/device/.
+set -uo pipefail
+OUT=${OUT:-results/device}
+mkdir -p "$OUT"
+if compgen -G ".device/whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/s2d-site \
+    .device/whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/s2d-site:$PWD"
+else
+  export PYTHONPATH="$PWD"
+fi
+[ -d .device/tiny-llama ] && export S2D_TINY_MODELS="$PWD/.device"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "no nvidia-smi"
+  python3 -c "import torch, transformers, peft, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count(), '| transformers', transformers.__version__, '| peft', peft.__version__, '| accelerate', accelerate.__version__)"
+} 2>&1 | tee "$OUT/versions.txt"
+python3 -m pytest tests/test_cuda.py -v -p no:cacheprovider --junitxml="$OUT/test_cuda.xml" 2>&1 | tee "$OUT/test_cuda.log"
+exit "${PIPESTATUS[0]}"

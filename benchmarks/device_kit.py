@@ -1,0 +1,83 @@
+"""What `tests/test_cuda.py` needs on a bare GPU machine, gathered here into `.device/`.
+
+A GPU machine lent to a session (the `device` tool) has torch, accelerate and pytest, but an older
+transformers, none of this project's pins, and no embedded SmolLM2 (whose tokenizer the tiny test
+models use; its wheel is too large to carry). This writes, into `.device/` (ignored by git):
+
+- ``tiny-llama/`` and ``tiny-qwen2/``: the tests' tiny random models (`tests/tiny_models.py`), in
+  bf16 to halve what travels (the tests load them in the dtype each needs);
+- ``whl/``: the wheels of transformers and peft at the versions requirements.txt pins, for the GPU
+  machine's Python (3.12, x86-64 Linux).
+
+    .venv/bin/python benchmarks/device_kit.py
+    # then, on the GPU machine (device tool: run, carry [".device"], timeout 600):
+    bash benchmarks/device_check.sh
+
+`device_check.sh` installs the wheels beside the machine's packages, points the fixtures at the
+tiny models (``S2D_TINY_MODELS``) and runs the GPU tests, their log and versions under ``$OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import tiny_models  # noqa: E402
+
+CARRIED = ("transformers", "peft")  # what the GPU image lacks at our versions (torch, accelerate: its own)
+LIMIT_MB = 64  # what the device tool carries in all: the working tree and the kit
+
+
+def pins(names=CARRIED) -> list[str]:
+    """``name==version`` of ``names`` as requirements.txt pins them."""
+    found = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        m = re.match(r"([A-Za-z0-9_.-]+)==([^\s;#]+)", line.strip())
+        if m and m.group(1).lower() in names:
+            found[m.group(1).lower()] = f"{m.group(1)}=={m.group(2)}"
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise SystemExit(f"requirements.txt pins no {missing}")
+    return [found[n] for n in names]
+
+
+def size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def build_kit(out: Path, wheels: bool = True) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in tiny_models.NAMES:
+        tiny_models.build(name, out / name, dtype="bfloat16")
+    if wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                        "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+                        "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+                        "-d", str(out / "whl"), *pins()], check=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / ".device")
+    ap.add_argument("--no-wheels", action="store_true", help="the tiny models only")
+    args = ap.parse_args()
+    out = build_kit(args.out, wheels=not args.no_wheels)
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    tree = sum((ROOT / f).stat().st_size for f in tracked.decode().split("\0") if f and (ROOT / f).is_file()) / 2**20
+    total = tree + size_mb(out)
+    print(f"{out}: {size_mb(out):.1f} MB; with the working tree ({tree:.1f} MB) {total:.1f} MB of the "
+          f"{LIMIT_MB} MB the device tool carries")
+    if total > LIMIT_MB:
+        print("too large to carry: untracked files count too (git status)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
