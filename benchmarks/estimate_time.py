@@ -1,6 +1,6 @@
 """How long each notebook of a profile takes on a machine, estimated from rates measured there.
 
-    # 1. on the machine that will run the profile: the rates (~5 minutes for a 7B model on a GPU)
+    # 1. on the machine that will run the profile: the rates
     .venv/bin/python benchmarks/bench_generation.py --models Qwen/Qwen2.5-7B-Instruct --device cuda \
         --engine-only --json gpu_rates.json
     # 2. the estimate, per notebook

@@ -220,6 +220,18 @@ def train_processes() -> int:
     return int(raw)
 
 
+def accelerate_config(config: str | None) -> str | None:
+    """The accelerate config file as an absolute path: as given, or relative to the repository
+    (notebooks run in notebooks/, so ``configs/accelerate/fsdp.yaml`` is read from the root)."""
+    if not config:
+        return None
+    for path in (Path(config).expanduser(), paths.ROOT / config):
+        if path.is_file():
+            return str(path.resolve())
+    raise FileNotFoundError(f"S2D_ACCELERATE_CONFIG={config!r}: no such file (here or under {paths.ROOT}); "
+                            f"the shipped ones: {sorted(p.name for p in (paths.ROOT / 'configs' / 'accelerate').glob('*.yaml'))}")
+
+
 def launch(base: LoadedModel, pairs: Sequence[dict], settings: LoraSettings, name: str, out_dir: Path | None,
            processes: int, config: str | None = None, save_every: int = 50) -> TrainResult:
     """Train with ``accelerate launch --num_processes N -m s2d_utils.train`` (``config``, else
@@ -232,7 +244,7 @@ def launch(base: LoadedModel, pairs: Sequence[dict], settings: LoraSettings, nam
 
     import torch
 
-    config = config or os.environ.get("S2D_ACCELERATE_CONFIG") or None
+    config = accelerate_config(config or os.environ.get("S2D_ACCELERATE_CONFIG") or None)
     if torch.cuda.is_available():
         # the kernel keeps the base on its GPUs (it evaluates the students next); what its allocator
         # holds cached beyond that (the last runs' K/V) goes back to the driver for the processes

@@ -262,3 +262,15 @@ def test_deepspeed_checkpoints_leave_the_frozen_base_out_and_load_without_it(tmp
     torch.manual_seed(5)
     assert train.load_checkpoint(acc, None, None, None, folder) == {"step": 2}
     assert calls == [("save", {"exclude_frozen_parameters": True}), ("load", {"load_module_strict": False})]
+
+
+def test_the_accelerate_config_is_found_from_the_notebooks_folder_too(tmp_path, monkeypatch):
+    """Notebooks run in notebooks/ (papermill --cwd): a config named relative to the repository, as
+    the README writes it, is found there; a missing one is named with the shipped ones."""
+    monkeypatch.chdir(paths.ROOT / "notebooks")
+    assert distill.accelerate_config("configs/accelerate/fsdp.yaml") == str(paths.ROOT / "configs/accelerate/fsdp.yaml")
+    own = tmp_path / "mine.yaml"
+    own.write_text("distributed_type: 'NO'\n")
+    assert distill.accelerate_config(str(own)) == str(own) and distill.accelerate_config(None) is None
+    with pytest.raises(FileNotFoundError, match=r"S2D_ACCELERATE_CONFIG='nope.yaml'.*fsdp.yaml"):
+        distill.accelerate_config("nope.yaml")
