@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # tests/test_cuda.py on a GPU machine, from the repository root, with the kit that
-# benchmarks/device_kit.py gathered in .device/ (tiny models; transformers and peft wheels).
+# benchmarks/device_kit.py gathered in .device/ (S2D_DEVICE_KIT names another: tiny models, pinned wheels).
 # The `device` tool: run "bash benchmarks/device_check.sh", carry [".device"]. Log, JUnit XML and
 # versions land in $OUT (the tool's return folder), else in results/device/.
 set -uo pipefail
 OUT=${OUT:-results/device}
+KIT=${S2D_DEVICE_KIT:-.device}
 mkdir -p "$OUT"
-if compgen -G ".device/whl/*.whl" >/dev/null; then
+if compgen -G "$KIT/whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/s2d-site \
-    .device/whl/*.whl || exit 1
+    "$KIT"/whl/*.whl || exit 1
   export PYTHONPATH="/tmp/s2d-site:$PWD"
 else
   export PYTHONPATH="$PWD"
 fi
-[ -d .device/tiny-llama ] && export S2D_TINY_MODELS="$PWD/.device"
+[ -d "$KIT/tiny-llama" ] && export S2D_TINY_MODELS="$(cd "$KIT" && pwd)"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "no nvidia-smi"

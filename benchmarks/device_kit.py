@@ -6,8 +6,9 @@ models use; its wheel is too large to carry). This writes, into `.device/` (igno
 
 - ``tiny-llama/`` and ``tiny-qwen2/``: the tests' tiny random models (`tests/tiny_models.py`), in
   bf16 to halve what travels (the tests load them in the dtype each needs);
-- ``whl/``: the wheels of transformers and peft at the versions requirements.txt pins, for the GPU
-  machine's Python (3.12, x86-64 Linux).
+- ``whl/``: the wheels of transformers, peft, tokenizers and safetensors at the versions
+  requirements.txt pins, and of what transformers checks at import (huggingface_hub, regex) at
+  the versions this environment runs, for the GPU machine's Python (3.12, x86-64 Linux).
 
     .venv/bin/python benchmarks/device_kit.py
     # then, on the GPU machine (device tool: run, carry [".device"], timeout 600):
@@ -29,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import tiny_models  # noqa: E402
 
-CARRIED = ("transformers", "peft")  # what the GPU image lacks at our versions (torch, accelerate: its own)
+CARRIED = ("transformers", "peft", "tokenizers", "safetensors")  # at requirements.txt's pins
+# what transformers checks at import beyond those (not pinned here: the versions this environment runs)
+ALSO = ("huggingface_hub", "regex")
 LIMIT_MB = 64  # what the device tool carries in all: the working tree and the kit
 
 
@@ -46,6 +49,14 @@ def pins(names=CARRIED) -> list[str]:
     return [found[n] for n in names]
 
 
+def kit_requirements() -> list[str]:
+    """``name==version`` of every wheel the kit carries: the pins, and the versions this
+    environment runs of what transformers checks at import (torch and accelerate: the machine's)."""
+    from importlib.metadata import version
+
+    return pins() + [f"{name}=={version(name)}" for name in ALSO]
+
+
 def size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
@@ -58,7 +69,7 @@ def build_kit(out: Path, wheels: bool = True) -> Path:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                         "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
                         "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                        "-d", str(out / "whl"), *pins()], check=True)
+                        "-d", str(out / "whl"), *kit_requirements()], check=True)
     return out
 
 

@@ -11,13 +11,17 @@ The estimate of one notebook is the sum of three parts, each tokens over a measu
 - generation: `profiles.generation_budget` (every call of every program at its token cap, the
   notebook's own sizes) over the engine's sampled tokens/s. Real calls stop at their end of turn,
   so this part is an upper bound;
-- prefill: the calls times the mean prompt (the task's inputs in the model's chat template; judge
-  prompts with their system prompt and both answers) over the prefill tokens/s. It ignores the
-  prefixes the engine shares (few-shot exemplars, judge instructions), so it is high too;
+- prefill: the calls times the mean System 1 prompt (the task's inputs in the model's chat
+  template; judge prompts with their system prompt and both answers) over the prefill tokens/s.
+  An approximation either way: System 2 calls carry longer prompts (instructions, a rephrasing,
+  a rewrite), the engine computes shared prefixes once, and its measured rate already includes
+  some prefill;
 - fine-tuning: the steps the sizes give when the filter keeps every unlabeled input, times the
-  rows of a step, times a prompt and a 16-token answer, over the LoRA tokens/s.
+  rows of a step, times a prompt and its target (the final answer, 16 tokens; S2A's whole
+  response, at its cap) over the LoRA tokens/s. Kept inputs are fewer, targets often shorter.
 
-Not counted: loading the model, scoring and plotting (seconds to minutes).
+So only the generation part is a bound; the sum is a ceiling in practice because generation at
+its cap dominates it (checked below). Not counted: loading the model, scoring and plotting.
 
 ``--record figures/reproduce_cpu.json --profile cpu`` sets the estimate beside a measured cold run
 (model loading taken out) and writes both to ``--json``: how far the method is from the truth on
@@ -34,7 +38,7 @@ from pathlib import Path
 
 from s2d_utils import profiles
 
-ANSWER_TOKENS = 16  # a student's target: the final answer alone
+ANSWER_TOKENS = 16  # a student's target: the final answer alone (S2A: its whole response, `target_tokens`)
 PROMPT_SAMPLE = 64  # inputs tokenized for the mean prompt
 
 
@@ -56,6 +60,12 @@ def mean_prompt_tokens(tokenizer, method: str, task: str, n: int = PROMPT_SAMPLE
     return statistics.fmean(lengths)
 
 
+def target_tokens(method: str, task: str, profile: str) -> int:
+    """Tokens of a student's training target: S2A distills the whole final response (at most its
+    answer cap), the others the final answer alone."""
+    return profiles.sizes(method, task, profile).answer_tokens if method == "s2a" else ANSWER_TOKENS
+
+
 def estimate(method: str, task: str, profile: str, rates: dict, prompt_tokens: float) -> dict:
     """Seconds per part and in all for one notebook (see the module docstring)."""
     budget = profiles.generation_budget(method, task, profile)
@@ -63,7 +73,8 @@ def estimate(method: str, task: str, profile: str, rates: dict, prompt_tokens: f
     parts = {
         "generation_s": budget["total"] / rates["engine_tokens_per_s"],
         "prefill_s": budget["calls"] * prompt_tokens / rates["prefill_tokens_per_s"],
-        "fine_tune_s": steps * rows * (prompt_tokens + ANSWER_TOKENS) / rates["lora_train_tokens_per_s"],
+        "fine_tune_s": steps * rows * (prompt_tokens + target_tokens(method, task, profile))
+        / rates["lora_train_tokens_per_s"],
     }
     return {"generated_tokens_cap": budget["total"], "calls": budget["calls"], "mean_prompt_tokens": prompt_tokens,
             "train_steps": steps, **{k: round(v, 1) for k, v in parts.items()}, "total_s": round(sum(parts.values()), 1)}

@@ -237,7 +237,7 @@ def launch(base: LoadedModel, pairs: Sequence[dict], settings: LoraSettings, nam
     """Train with ``accelerate launch --num_processes N -m s2d_utils.train`` (``config``, else
     ``S2D_ACCELERATE_CONFIG``: one of configs/accelerate/*.yaml or the user's own) and return the
     adapter it wrote: the folder `finetune` would have written, found there by the notebooks.
-    Without a GPU and a config, torchrun starts the N processes (data parallel over gloo)."""
+    With neither a GPU nor a config, torchrun starts the N processes (data parallel over gloo)."""
     import subprocess
     import sys
     import tempfile
@@ -444,7 +444,8 @@ STUDENT_MODES = ("merged", "attached")
 def student_mode(base: LoadedModel) -> str:
     """How a student is evaluated here: ``S2D_STUDENT_MODE`` if set, else "attached" on CUDA (the
     adapter on the loaded base: no second copy of a large model) and "merged" on CPU (a merged copy
-    the fast engine runs; the committed cpu tables were made this way)."""
+    the fast engine runs; the committed cpu tables were made this way) and for a base accelerate
+    offloads partly to the CPU or disk (`offloaded`: peft would re-place it to attach an adapter)."""
     on_gpus = str(base.device).startswith("cuda") and not offloaded(base)
     mode = os.environ.get("S2D_STUDENT_MODE") or ("attached" if on_gpus else "merged")
     if mode not in STUDENT_MODES:
@@ -492,7 +493,10 @@ def load_distilled(base: LoadedModel, result: TrainResult | Path, weights: bool 
     """The distilled System 1: ``base``'s checkpoint with the LoRA adapter merged in.
     ``weights=False``: the weights load on first use (a student a server generates for as an adapter)."""
     adapter = result.adapter_dir if isinstance(result, TrainResult) else Path(result)
-    # a base whole on one GPU: the merged copy goes wherever it fits next to it (`models.placement`)
+    # a base whole on one GPU, or partly offloaded: the merged copy is placed anew, where it fits
+    # beside the base (`models.placement`; accelerate's "auto" fills what the GPUs have left first);
+    # a base split over GPUs only: the same split
     whole = isinstance(base.device_map, dict) and set(base.device_map) == {""}
-    return load_model(base.name, device=base.device, adapter=adapter, device_map="auto" if whole else base.device_map,
+    device_map = "auto" if whole or offloaded(base) else base.device_map
+    return load_model(base.name, device=base.device, adapter=adapter, device_map=device_map,
                       dtype=_load_dtype(base), weights=weights)

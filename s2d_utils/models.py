@@ -54,7 +54,7 @@ class LoadedModel:
     name: str
     fingerprint: str
     device: str
-    device_map: str | None = None  # how it was placed over GPUs (distilled students load the same way)
+    device_map: str | dict | None = None  # how it was placed on GPUs ("auto" or a map; `placement`)
     path: str | None = None  # the local folder or hub id it came from
     adapter: str | None = None  # the LoRA adapter folder merged into the weights (a distilled student)
     lazy_config: Any = field(default=None, repr=False)  # config / generation config while the weights wait

@@ -482,7 +482,8 @@ def readme_estimate(root: Path | None = None) -> str:
 
     path = (root or paths.ROOT) / "figures" / ESTIMATE_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path}: run benchmarks/estimate_time.py --profile cpu --record ... --json {path}")
+        raise FileNotFoundError(f"{path}: run benchmarks/estimate_time.py --profile cpu --rates figures/rates_cpu.json "
+                                f"--record figures/reproduce_cpu.json --json {path}")
     data = json.loads(path.read_text())
     r, m = data["rates"], data["rates_measured"]
     lines = ["| notebook | generation (cap) | prefill | fine-tuning | estimate | measured cold | measured / estimate |",

@@ -21,8 +21,7 @@ weighs its loss by its share of the step's answer tokens, so the averaged gradie
 process's gradient of the same batch (tests/test_train.py runs two processes on the CPU).
 
 Checkpoints: every ``--save-every`` steps the LoRA weights, optimizer, scheduler and each
-process's RNG go to ``<adapter folder>.partial/state`` (`save_checkpoint`: gathered whole, never
-the frozen base); a run started again with the same arguments resumes from the last one. The saved adapter is checked not to be empty
+process's RNG go to ``<adapter folder>.partial/state`` (`save_checkpoint`: never the frozen base); a run started again with the same arguments resumes from the last one. The saved adapter is checked not to be empty
 (`distill.check_adapter`; LoRA under DeepSpeed ZeRO-3 is known to save empty adapters).
 """
 
@@ -125,9 +124,11 @@ def trainable_state(accelerator, model) -> dict:
 
 
 def save_checkpoint(accelerator, model, optim, sched, folder: Path, progress: dict) -> None:
-    """The state to resume from, without the frozen base: LoRA weights, optimizer (whole, gathered
-    from the shards), scheduler, each process's RNG (LoRA dropout) and ``progress``. Written into a
-    sibling folder, then renamed: a run killed while saving keeps the previous checkpoint."""
+    """The state to resume from, without the frozen base: LoRA weights, optimizer (gathered whole
+    from the shards; under DeepSpeed, accelerate's per-process ZeRO files), scheduler, each
+    process's RNG (LoRA dropout) and ``progress``. Written into ``state.tmp``, progress last; then
+    ``state`` becomes ``state.old``, ``state.tmp`` becomes ``state``, and ``state.old`` goes: a run
+    killed at any point leaves a complete checkpoint under one of the three names."""
     import shutil
 
     import torch
@@ -152,19 +153,32 @@ def save_checkpoint(accelerator, model, optim, sched, folder: Path, progress: di
     torch.save(rng, tmp / f"rng_{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / PROGRESS).write_text(json.dumps(progress))
-        shutil.rmtree(folder, ignore_errors=True)
+        (tmp / PROGRESS).write_text(json.dumps(progress))  # last: a folder with it is complete
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)  # renames only: at every moment one complete checkpoint has a name
         tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
 def last_checkpoint(partial: Path) -> Path | None:
-    """The checkpoint to resume from: ``state``, or ``state.tmp`` when a run was killed between
-    removing the old one and renaming the new one (its progress file is written last)."""
-    for folder in (partial / STATE, partial / (STATE + ".tmp")):
-        if (folder / PROGRESS).exists():
-            return folder
-    return None
+    """The newest complete checkpoint (its progress file written, which comes last; the most steps)
+    among ``state``, ``state.tmp`` (killed before the renames) and ``state.old`` (killed between
+    them), named ``state`` so that the next save does not delete it; None if there is none."""
+    import shutil
+
+    state = partial / STATE
+    complete = [f for f in (state, state.with_name(STATE + ".tmp"), state.with_name(STATE + ".old"))
+                if (f / PROGRESS).exists()]
+    if not complete:
+        return None
+    newest = max(complete, key=lambda f: json.loads((f / PROGRESS).read_text())["step"])
+    if newest != state:
+        shutil.rmtree(state, ignore_errors=True)
+        newest.rename(state)
+    return state
 
 
 def load_checkpoint(accelerator, model, optim, sched, folder: Path) -> dict:
@@ -247,7 +261,10 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
         accelerator.register_for_checkpointing(sched)  # saved by accelerate's save_state there
 
     done = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
-    if (checkpoint := last_checkpoint(partial)) is not None:  # resume
+    checkpoint = last_checkpoint(partial) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()  # process 0 may have renamed a checkpoint into place
+    checkpoint = checkpoint or last_checkpoint(partial)
+    if checkpoint is not None:  # resume
         done = load_checkpoint(accelerator, model, optim, sched, checkpoint)
     step, losses, tokens = done["step"], list(done["losses"]), done["tokens"]
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -268,6 +285,7 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
         # process's share is its token-summed loss over the step's answer-token count; the
         # data-parallel wrappers average gradients over processes, hence the factor ``world``
         n_mine = weight * float((labels[:, 1:] != -100).sum())
+        # (at least 1: no division by zero; `distill._tokenize` labels the end token, so every row has one)
         n_step = max(1.0, float(accelerator.reduce(torch.tensor(n_mine, device=dev), reduction="sum")))
         share = mean * (n_mine / n_step)
         accelerator.backward(share * world)

@@ -150,6 +150,9 @@ def test_the_time_estimate_is_tokens_over_measured_rates():
     assert got["prefill_s"] == round(budget["calls"] * 60.0 / 1000.0, 1)
     assert (got["train_steps"], profiles.training_bound("rar", "coin_flip", "gpu")) == (100, (100, 8))  # paper's 100
     assert got["fine_tune_s"] == round(100 * 8 * (60.0 + est.ANSWER_TOKENS) / 50.0, 1)
+    s2a = est.estimate("s2a", "sycophancy", "gpu", rates, prompt_tokens=60.0)  # S2A distills whole responses
+    steps, rows = profiles.training_bound("s2a", "sycophancy", "gpu")
+    assert s2a["fine_tune_s"] == round(steps * rows * (60.0 + 256) / 50.0, 1)
     assert got["total_s"] == pytest.approx(got["generation_s"] + got["prefill_s"] + got["fine_tune_s"], abs=0.2)
 
 
@@ -190,7 +193,12 @@ def test_the_device_kit_holds_tiny_models_the_tests_can_use(tmp_path):
         lm = load_model(str(kit / name), device="cpu", dtype="float32")
         assert lm.model.dtype == torch.float32 and lm.tokenizer.chat_template
     assert device_kit.size_mb(kit) < 32
-    assert device_kit.pins() == ["transformers==5.23.0", "peft==0.21.2"]
+    from importlib.metadata import version
+
+    wanted = device_kit.kit_requirements()
+    assert [w.split("==")[0] for w in wanted] == ["transformers", "peft", "tokenizers", "safetensors",
+                                                  "huggingface_hub", "regex"]
+    assert all(version(w.split("==")[0]) == w.split("==")[1] for w in wanted)  # what the tests here run
     env = dict(os.environ, S2D_TINY_MODELS=str(kit))
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "tests/test_engine.py::test_engine_declines_what_it_does_not_implement"],
@@ -204,10 +212,12 @@ def test_the_device_script_runs_the_gpu_tests_and_writes_their_log(tmp_path):
     import os
 
     root = SCRIPT.parents[1]
-    env = dict(os.environ, OUT=str(tmp_path), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = dict(os.environ, OUT=str(tmp_path / "out"), S2D_DEVICE_KIT=str(tmp_path / "no-kit"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(["bash", "benchmarks/device_check.sh"], cwd=root, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert {p.name for p in tmp_path.iterdir()} == {"versions.txt", "test_cuda.log", "test_cuda.xml"}
-    assert "torch" in (tmp_path / "versions.txt").read_text()
-    log = (tmp_path / "test_cuda.log").read_text()
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} == {"versions.txt", "test_cuda.log", "test_cuda.xml"}
+    assert "torch" in (out / "versions.txt").read_text()
+    log = (out / "test_cuda.log").read_text()
     assert " skipped" in log and "failed" not in log and "error" not in log.lower()

@@ -177,3 +177,7 @@ def test_the_entry_point_under_fsdp_writes_the_student_the_kernel_trains(cuda_lm
     assert log["distributed"] == "FSDP" and sharded.adapter_dir.name == local.adapter_dir.name
     distill.check_adapter(sharded.adapter_dir)
     assert sharded.losses == pytest.approx(local.losses, abs=1e-3)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(r.adapter_dir / "adapter_model.safetensors")) for r in (local, sharded))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)

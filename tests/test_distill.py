@@ -218,11 +218,15 @@ def test_an_offloaded_base_is_not_given_an_attached_student(tiny_lm, tmp_path, m
 
 def test_a_merged_student_of_a_base_whole_on_one_gpu_is_placed_where_it_fits(tiny_lm, tmp_path, monkeypatch):
     """The base's {"": "cuda:0"} (it fit there) is not forced on its merged copy: that loads with
-    "auto" and goes where it fits beside the base; a map that splits the base is kept."""
+    "auto" and goes where it fits beside the base, as does the copy of a partly offloaded base; a
+    map that splits the base over GPUs is kept."""
     from dataclasses import replace
 
     seen = []
     monkeypatch.setattr(distill, "load_model", lambda *a, **k: seen.append(k["device_map"]))
     distill.load_distilled(replace(tiny_lm, device="cuda:0", device_map={"": "cuda:0"}), tmp_path)
     distill.load_distilled(replace(tiny_lm, device="cuda:0", device_map={"model": 0, "lm_head": 1}), tmp_path)
-    assert seen == ["auto", {"model": 0, "lm_head": 1}]
+    offloading = {"model": 0, "lm_head": "cpu"}  # partly offloaded: placed anew, GPUs' room first
+    monkeypatch.setattr(tiny_lm.model, "hf_device_map", offloading, raising=False)
+    distill.load_distilled(replace(tiny_lm, device="cuda:0", device_map=offloading), tmp_path)
+    assert seen == ["auto", {"model": 0, "lm_head": 1}, "auto"]

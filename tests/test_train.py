@@ -221,22 +221,40 @@ def test_two_processes_stopped_after_a_checkpoint_resume_to_the_student_of_one_g
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
 
 
-def test_a_run_killed_while_replacing_its_checkpoint_resumes_from_the_new_one(tmp_path):
-    """The new checkpoint is written as state.tmp, the old one removed, then state.tmp renamed: a kill
-    between the last two leaves only state.tmp, complete (its progress is written last)."""
+def test_a_run_killed_while_replacing_its_checkpoint_resumes_from_a_complete_one(tmp_path):
+    """A checkpoint is written as state.tmp (progress last), then state -> state.old, state.tmp ->
+    state, state.old removed: killed at any point, the newest complete one is found, and named
+    state again (the next save would otherwise delete it before writing its own)."""
     import types
 
     partial = tmp_path / "distill-x.partial"
+
+    def checkpoint(name, step=None, files=("rng_0.pt",)):
+        folder = partial / name
+        folder.mkdir(parents=True)
+        for f in files:
+            (folder / f).write_bytes(b"")
+        if step is not None:
+            (folder / train.PROGRESS).write_text(json.dumps({"step": step}))
+
+    def found():
+        got = train.last_checkpoint(partial)
+        return got and (got.name, json.loads((got / train.PROGRESS).read_text())["step"],
+                        sorted(p.name for p in partial.iterdir()))
+
     assert train.last_checkpoint(partial) is None
-    (partial / (train.STATE + ".tmp")).mkdir(parents=True)
-    assert train.last_checkpoint(partial) is None  # progress not written yet: incomplete
-    (partial / (train.STATE + ".tmp") / train.PROGRESS).write_text("{}")
-    assert train.last_checkpoint(partial) == partial / (train.STATE + ".tmp")
-    (partial / train.STATE).mkdir()
-    (partial / train.STATE / train.PROGRESS).write_text("{}")
-    assert train.last_checkpoint(partial) == partial / train.STATE
+    checkpoint("state.tmp")  # killed while writing the first one
+    assert train.last_checkpoint(partial) is None
+    (partial / "state.tmp" / train.PROGRESS).write_text(json.dumps({"step": 1}))  # ... after its progress
+    assert found() == ("state", 1, ["state"])
+    checkpoint("state.old", step=2)  # killed between the renames: state.old is the newest complete one
+    import shutil
+
+    shutil.rmtree(partial / "state")
+    assert found() == ("state", 2, ["state"])
+    checkpoint("state.tmp", step=3)  # killed before the renames: the new one is complete, and newer
+    assert found() == ("state", 3, ["state"])
     # a checkpoint of one process cannot resume on two: said, with what to do
-    (partial / train.STATE / "rng_0.pt").write_bytes(b"")
     two = types.SimpleNamespace(num_processes=2)
     with pytest.raises(RuntimeError, match="a checkpoint of 1 processes; resume it with as many"):
         train.load_checkpoint(two, None, None, None, partial / train.STATE)
