@@ -7,8 +7,8 @@ models use; its wheel is too large to carry). This writes, into `.device/` (igno
 - ``tiny-llama/`` and ``tiny-qwen2/``: the tests' tiny random models (`tests/tiny_models.py`), in
   bf16 to halve what travels (the tests load them in the dtype each needs);
 - ``whl/``: the wheels of transformers, peft, tokenizers and safetensors at the versions
-  requirements.txt pins, and of what transformers checks at import (huggingface_hub, regex) at
-  the versions this environment runs, for the GPU machine's Python (3.12, x86-64 Linux).
+  requirements.txt pins, and of regex (transformers checks its version at import) at the version
+  this environment runs, for the GPU machine's Python (3.12, x86-64 Linux).
 
     .venv/bin/python benchmarks/device_kit.py
     # then, on the GPU machine (device tool: run, carry [".device"], timeout 600):
@@ -31,8 +31,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 import tiny_models  # noqa: E402
 
 CARRIED = ("transformers", "peft", "tokenizers", "safetensors")  # at requirements.txt's pins
-# what transformers checks at import beyond those (not pinned here: the versions this environment runs)
-ALSO = ("huggingface_hub", "regex")
+# what transformers checks at import beyond those (not pinned here: the version this environment
+# runs). Not huggingface_hub: the image's (1.33, device tool's KINDS.md) meets transformers' >= 1.31,
+# and the 2.x this environment runs needs packages the image lacks (httpx2)
+ALSO = ("regex",)
 LIMIT_MB = 64  # what the device tool carries in all: the working tree and the kit
 
 
