@@ -87,3 +87,6 @@ def test_readme_sizes_and_constants_are_the_codes():
     assert f"(at least {engine.MIN_SHARED} tokens)" in readme
     assert f"fit a {generation.CPU_KV_BUDGET_BYTES >> 30} GiB budget on CPU, half the free" in readme
     assert generation.GPU_KV_SHARE == 0.5
+    from s2d_utils import models
+
+    assert f"at most {models.FIT_SHARE:.0%} of that GPU's free memory" in readme.replace("\n", " ")
