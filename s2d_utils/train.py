@@ -261,11 +261,11 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
         accelerator.register_for_checkpointing(sched)  # saved by accelerate's save_state there
 
     done = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
-    checkpoint = last_checkpoint(partial) if accelerator.is_main_process else None
-    accelerator.wait_for_everyone()  # process 0 may have renamed a checkpoint into place
-    checkpoint = checkpoint or last_checkpoint(partial)
-    if checkpoint is not None:  # resume
-        done = load_checkpoint(accelerator, model, optim, sched, checkpoint)
+    if accelerator.is_main_process:
+        last_checkpoint(partial)  # the newest complete checkpoint, renamed into place as `state`
+    accelerator.wait_for_everyone()
+    if (partial / STATE / PROGRESS).exists():  # resume
+        done = load_checkpoint(accelerator, model, optim, sched, partial / STATE)
     step, losses, tokens = done["step"], list(done["losses"]), done["tokens"]
     rank, world = accelerator.process_index, accelerator.num_processes
     pad = base.tokenizer.pad_token_id
@@ -292,8 +292,11 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
-        losses.append(round(float(accelerator.reduce(share.detach(), reduction="sum")), 5))
-        tokens += int(accelerator.reduce((weight * mask.sum()).to(dev), reduction="sum"))
+        # the step's loss and real tokens over all processes, in one collective
+        loss_sum, token_sum = accelerator.reduce(torch.stack([share.detach().double(),
+                                                              (weight * mask.sum()).double().to(dev)]), reduction="sum")
+        losses.append(round(float(loss_sum), 5))
+        tokens += int(token_sum)
         step += 1
         bar.update(1)
         if save_every and step % save_every == 0 and step < total:
