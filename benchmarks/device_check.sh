@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# tests/test_cuda.py on a GPU machine, from the repository root, with the kit that
-# benchmarks/device_kit.py gathered in .device/ (S2D_DEVICE_KIT names another: tiny models, pinned wheels).
-# The `device` tool: run "bash benchmarks/device_check.sh", carry [".device"]. Log, JUnit XML and
-# versions land in $OUT (the tool's return folder), else in results/device/.
+# tests/test_cuda.py on a GPU machine without this environment, from the repository root, with the kit
+# that benchmarks/device_kit.py gathered in .device/ (S2D_DEVICE_KIT names another: tiny models, pinned
+# wheels; without wheels the machine's own packages run). Copy the repository with .device/ to the GPU
+# machine and run "bash benchmarks/device_check.sh" there. Log, JUnit XML and versions land in $OUT
+# when it is set, else in results/device/.
 set -uo pipefail
 OUT=${OUT:-results/device}
 KIT=${S2D_DEVICE_KIT:-.device}

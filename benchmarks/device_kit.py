@@ -1,21 +1,25 @@
-"""What `tests/test_cuda.py` needs on a bare GPU machine, gathered here into `.device/`.
+"""What `tests/test_cuda.py` needs on a GPU machine without this environment, gathered into `.device/`.
 
-A GPU machine lent to a session (the `device` tool) has torch, accelerate and pytest, but an older
-transformers, none of this project's pins, and no embedded SmolLM2 (whose tokenizer the tiny test
-models use; its wheel is too large to carry). This writes, into `.device/` (ignored by git):
+Such a machine (a GPU image with torch, accelerate and pytest) may have an older transformers, none
+of this project's pins, and no embedded SmolLM2 (whose tokenizer the tiny test models use; its
+wheel is too large for the kit). This writes, into `.device/` (ignored by git):
 
 - ``tiny-llama/`` and ``tiny-qwen2/``: the tests' tiny random models (`tests/tiny_models.py`), in
-  bf16 to halve what travels (the tests load them in the dtype each needs);
+  bf16 to halve their size (the tests load them in the dtype each needs);
 - ``whl/``: the wheels of transformers, peft, tokenizers and safetensors at the versions
   requirements.txt pins, and of regex (transformers checks its version at import) at the version
   this environment runs, for the GPU machine's Python (3.12, x86-64 Linux).
 
-    .venv/bin/python benchmarks/device_kit.py
-    # then, on the GPU machine (device tool: run, carry [".device"], timeout 600):
+It prints the kit's size with the repository's tracked files and fails when they weigh more than
+``--max-mb`` (default 64): the most the kit may weigh, with the working tree, for the GPU machine.
+
+    .venv/bin/python benchmarks/device_kit.py [--max-mb 64]
+    # then, on the GPU machine, in a copy of the repository with .device/ beside its files:
     bash benchmarks/device_check.sh
 
 `device_check.sh` installs the wheels beside the machine's packages, points the fixtures at the
-tiny models (``S2D_TINY_MODELS``) and runs the GPU tests, their log and versions under ``$OUT``.
+tiny models (``S2D_TINY_MODELS``) and runs the GPU tests, their log and versions under ``$OUT``
+(else ``results/device/``).
 """
 
 from __future__ import annotations
@@ -30,15 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import tiny_models  # noqa: E402
 
-CARRIED = ("transformers", "peft", "tokenizers", "safetensors")  # at requirements.txt's pins
+PINNED = ("transformers", "peft", "tokenizers", "safetensors")  # in the kit at requirements.txt's pins
 # what transformers checks at import beyond those (not pinned here: the version this environment
-# runs). Not huggingface_hub: the image's (1.33, device tool's KINDS.md) meets transformers' >= 1.31,
-# and the 2.x this environment runs needs packages the image lacks (httpx2)
+# runs). Not huggingface_hub: the GPU image the kit is made for has 1.33, which meets
+# transformers' >= 1.31, and the 2.x this environment runs needs packages that image lacks (httpx2)
 ALSO = ("regex",)
-LIMIT_MB = 64  # what the device tool carries in all: the working tree and the kit
+MAX_MB = 64  # default of --max-mb: the most the kit, with the working tree, may weigh
 
 
-def pins(names=CARRIED) -> list[str]:
+def pins(names=PINNED) -> list[str]:
     """``name==version`` of ``names`` as requirements.txt pins them."""
     found = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
@@ -52,7 +56,7 @@ def pins(names=CARRIED) -> list[str]:
 
 
 def kit_requirements() -> list[str]:
-    """``name==version`` of every wheel the kit carries: the pins, and the versions this
+    """``name==version`` of every wheel in the kit: the pins, and the versions this
     environment runs of what transformers checks at import (torch and accelerate: the machine's)."""
     from importlib.metadata import version
 
@@ -79,15 +83,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / ".device")
     ap.add_argument("--no-wheels", action="store_true", help="the tiny models only")
+    ap.add_argument("--max-mb", type=float, default=MAX_MB,
+                    help=f"the most the kit may weigh, with the repository's tracked files, for a GPU machine "
+                         f"without this environment (MB; default {MAX_MB})")
     args = ap.parse_args()
     out = build_kit(args.out, wheels=not args.no_wheels)
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     tree = sum((ROOT / f).stat().st_size for f in tracked.decode().split("\0") if f and (ROOT / f).is_file()) / 2**20
     total = tree + size_mb(out)
-    print(f"{out}: {size_mb(out):.1f} MB; with the working tree ({tree:.1f} MB) {total:.1f} MB of the "
-          f"{LIMIT_MB} MB the device tool carries")
-    if total > LIMIT_MB:
-        print("too large to carry: untracked files count too (git status)", file=sys.stderr)
+    print(f"{out}: {size_mb(out):.1f} MB; with the working tree ({tree:.1f} MB) {total:.1f} MB of at most "
+          f"{args.max_mb:g} MB (--max-mb)")
+    if total > args.max_mb:
+        print(f"over --max-mb {args.max_mb:g}: a copy of the working tree adds its untracked files too (git status)",
+              file=sys.stderr)
         return 1
     return 0
 
