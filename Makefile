@@ -1,5 +1,6 @@
 # `make reproduce`: every notebook, headless (profile cpu by default), tables and figures regenerated.
-# `make test`: the test suite. Both create .venv with the pinned dependencies on first use.
+# `make test`: the test suite but the tests marked `slow`; `make test-slow`: those (pyproject.toml's markers).
+# All create .venv with the pinned dependencies on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # Jupyter takes .venv's "python3" kernel before a user-level one of the same name
 export JUPYTER_PREFER_ENV_PATH ?= 1
 
-.PHONY: reproduce record preflight readme test test-fast lab nbstripout bench clean-results
+.PHONY: reproduce record preflight readme test test-slow test-fast lab nbstripout bench clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml models/smollm2-135m-instruct.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +59,14 @@ record: $(VENV)/.installed
 readme: $(VENV)/.installed
 	$(PY) -m s2d_utils.report
 
+# pytest exits 5 when the marker selects no test: that is no failure
 test: $(VENV)/.installed
-	$(PY) -m pytest -v --durations=15
+	$(PY) -m pytest -v --durations=15 -m "not slow" || { rc=$$?; [ $$rc -eq 5 ] && echo "no test selected"; }
+
+# the longest tests: a fresh clone's `make reproduce PROFILE=smoke` with the checks of its files, and
+# whole smoke notebooks end to end (a second run of 02, 01 through `transformers serve`)
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -v --durations=15 -m slow || { rc=$$?; [ $$rc -eq 5 ] && echo "no test marked slow"; }
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not integration and not notebook and not served"

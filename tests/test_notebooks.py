@@ -96,6 +96,7 @@ def suite(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_a_fresh_clone_reproduces_every_table_and_leaves_git_status_clean(suite):
     committed = git("ls-files", "figures", cwd=suite).split()
     tables = [Path(f) for f in committed if Path(f).suffix in (".md", ".csv", ".png")]
@@ -114,6 +115,7 @@ def metrics_of(root, name):
     return json.loads((root / "results" / "metrics" / f"{name}.smoke.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,task", [("01_rar_last_letter", "last_letter"), ("02_rar_coin_flip", "coin_flip")])
 def test_rar_notebook_records_every_table1_row_and_its_files_agree(name, task, suite):
     m, tmp_path = metrics_of(suite, name), suite
@@ -140,6 +142,7 @@ def test_rar_notebook_records_every_table1_row_and_its_files_agree(name, task, s
     assert git("status", "--porcelain", "figures", cwd=tmp_path) == ""  # smoke never writes the cpu profile's files
 
 
+@pytest.mark.slow
 def test_s2a_notebook_records_table2_with_usc_diagnostics_and_its_files_agree(suite):
     m, tmp_path = metrics_of(suite, "03_s2a_sycophancy"), suite
     rows = m["rows"]
@@ -164,6 +167,7 @@ def test_s2a_notebook_records_table2_with_usc_diagnostics_and_its_files_agree(su
     assert (tmp_path / "figures" / "fig_s2a_acc_vs_tokens.smoke.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_bsm_notebook_records_table3_in_both_orders_and_its_files_agree(suite):
     m = metrics_of(suite, "04_bsm_llm_judge")
     rows = m["rows"]
@@ -184,6 +188,7 @@ def test_bsm_notebook_records_table3_in_both_orders_and_its_files_agree(suite):
     assert "PROXY" in md and "truncated" in md and all(f in md for f in m["findings"])
 
 
+@pytest.mark.slow
 def test_cot_notebook_records_maj_at_k_and_its_files_agree(suite):
     m = metrics_of(suite, "05_cot_gsm8k")
     rows = m["rows"]
@@ -199,6 +204,7 @@ def test_cot_notebook_records_maj_at_k_and_its_files_agree(suite):
         assert float(r["maj@10 #Tokens (ours)"]) == round(rec["tokens@10"], 1)
 
 
+@pytest.mark.slow
 def test_summary_notebook_gives_a_verdict_per_claim_from_the_metrics(suite):
     from s2d_utils import summary
 
@@ -210,6 +216,7 @@ def test_summary_notebook_gives_a_verdict_per_claim_from_the_metrics(suite):
     assert (suite / "figures" / "fig_summary.smoke.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_routing_notebook_routes_every_trained_student_from_the_recorded_confidences(suite):
     from s2d_utils import routing, summary
 
@@ -231,6 +238,7 @@ def test_summary_names_a_notebook_whose_metrics_are_missing(tmp_path):
     assert proc.returncode != 0 and "01_rar_last_letter: no metrics for profile 'smoke'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_smoke_run_twice_gives_identical_metrics(suite, tmp_path):
     a = metrics_of(suite, "02_rar_coin_flip")
     b = run_notebook("02_rar_coin_flip", tmp_path / "b")  # a fresh cache and checkpoints: everything recomputed

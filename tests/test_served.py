@@ -275,6 +275,7 @@ def test_a_server_that_cannot_load_adapters_says_so_and_the_student_runs_locally
     assert served == local
 
 
+@pytest.mark.slow
 def test_a_smoke_notebook_runs_end_to_end_through_the_server(server, monkeypatch, tmp_path):
     """Notebook 01 (smoke profile) with the one setting: System 1 and System 2 through the server,
     the student through it too or, as transformers serve cannot load adapters, locally; the table
