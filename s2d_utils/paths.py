@@ -11,6 +11,7 @@ results or the committed figures:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,11 @@ def ensure(path: Path) -> Path:
     """Create ``path`` (a directory) if needed and return it."""
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(source: str | Path) -> bool:
+    """True for an "owner/name" string that is not an existing local path (a hub model or dataset)."""
+    return isinstance(source, str) and not Path(source).expanduser().exists() and bool(_HUB_ID.match(source))

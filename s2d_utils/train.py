@@ -5,24 +5,24 @@
     accelerate launch --config_file configs/accelerate/fsdp.yaml -m s2d_utils.train --model ... (same flags)
 
 What it shares with the in-notebook path (`distill.finetune`), so that a student trained either way
-is the same student:
+is the same student (both build on `lora`):
 
 - the pairs file is what `distill.sft_pairs` returns (one JSON object a line: ``id``, ``prompt``,
-  ``completion``), tokenized by `distill._tokenize` (the chat template, the answer-only label mask);
-- the batches of each step come from `distill.step_batches` (same seeded shuffle, same order);
-- LoRA through peft with the same `distill.LoraSettings`, AdamW and the linear decay;
-- the adapter lands in the same content-addressed folder (`distill.adapter_key`: base fingerprint,
+  ``completion``), tokenized by `lora.tokenize` (the chat template, the answer-only label mask);
+- the batches of each step come from `lora.step_batches` (same seeded shuffle, same order);
+- LoRA through peft with the same `lora.LoraSettings`, AdamW and the linear decay;
+- the adapter lands in the same content-addressed folder (`lora.adapter_key`: base fingerprint,
   pairs, settings) with the same ``train_log.json``, so the notebook finds it and does not retrain.
 
 What differs: the loss is the model's own forward with ``labels`` (the same value as
-`distill.answer_loss`, tests/test_distill.py shows it; data-parallel wrappers and FSDP need the
+`lora.answer_loss`, tests/test_distill.py shows it; data-parallel wrappers and FSDP need the
 forward to go through them). With N processes each takes rows ``rank::N`` of a step's batch and
 weighs its loss by its share of the step's answer tokens, so the averaged gradient is the one
 process's gradient of the same batch (tests/test_train.py runs two processes on the CPU).
 
 Checkpoints: every ``--save-every`` steps the LoRA weights, optimizer, scheduler and each
 process's RNG go to ``<adapter folder>.partial/state`` (`save_checkpoint`: never the frozen base); a run started again with the same arguments resumes from the last one. The saved adapter is checked not to be empty
-(`distill.check_adapter`; LoRA under DeepSpeed ZeRO-3 is known to save empty adapters).
+(`lora.check_adapter`; LoRA under DeepSpeed ZeRO-3 is known to save empty adapters).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from . import distill
+from . import files, lora
 
 STATE = "state"  # checkpoints inside the .partial folder
 PROGRESS = "progress.json"  # step, losses and tokens at the last checkpoint
@@ -43,34 +43,23 @@ TRAINABLE = "trainable.pt"  # LoRA weights, optimizer and scheduler at the last 
 
 def read_pairs(path: Path) -> list[dict]:
     """The pairs file, checked line by line (the file, line and field at fault in the error)."""
-    pairs = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}, line {n}: not JSON ({err})") from err
-        for field in ("id", "prompt", "completion"):
-            if field not in row:
-                raise ValueError(f"{path}, line {n}: no {field!r} field")
-        pairs.append(row)
+    pairs = files.read_jsonl(path, ("id", "prompt", "completion"))
     if not pairs:
         raise ValueError(f"{path}: no pairs")
     return pairs
 
 
-def parse_settings(text: str | None) -> distill.LoraSettings:
-    """`distill.LoraSettings` from a JSON object (or a file holding one); unknown keys are an error."""
+def parse_settings(text: str | None) -> lora.LoraSettings:
+    """`lora.LoraSettings` from a JSON object (or a file holding one); unknown keys are an error."""
     if not text:
-        return distill.LoraSettings()
+        return lora.LoraSettings()
     raw = json.loads(Path(text).read_text() if Path(text).is_file() else text)
-    known = {f.name for f in fields(distill.LoraSettings)}
+    known = {f.name for f in fields(lora.LoraSettings)}
     if set(raw) - known:
         raise ValueError(f"--settings: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     if "target_modules" in raw:
         raw["target_modules"] = tuple(raw["target_modules"])
-    return distill.LoraSettings(**raw)
+    return lora.LoraSettings(**raw)
 
 
 def load_weights(base, accelerator, torch_dtype):
@@ -209,9 +198,9 @@ def load_checkpoint(accelerator, model, optim, sched, folder: Path) -> dict:
     return json.loads((folder / PROGRESS).read_text())
 
 
-def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, name: str = "distill",
+def train(model_name: str, pairs: list[dict], settings: lora.LoraSettings, name: str = "distill",
           out_dir: Path | None = None, save_every: int = 0, stop_after: int | None = None,
-          progress: bool = True, dtype: str = "auto") -> distill.TrainResult | None:
+          progress: bool = True, dtype: str = "auto") -> lora.TrainResult | None:
     """Train one student (see the module docstring); returns None when stopped by ``stop_after``
     (a test of resuming) before the last step. ``dtype``: the base's, as the notebook loaded it."""
     import torch
@@ -223,7 +212,7 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
 
     accelerator = Accelerator()
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        # no DataLoader goes through `prepare` (the steps' rows come from `distill.step_batches`), so
+        # no DataLoader goes through `prepare` (the steps' rows come from `lora.step_batches`), so
         # DeepSpeed's "auto" micro-batch cannot be inferred: one row a pass is what it accounts;
         # and no gradient clipping, as in the notebook's loop (accelerate's default would be 1.0)
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
@@ -236,23 +225,23 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
         dtype = "float32" if device == "cpu" else "bfloat16"  # as `load_model` picks for the notebooks
     # tokenizer, config and fingerprint first: an adapter already trained loads no weights at all
     base = load_model(model_name, device="cpu", dtype=dtype, weights=False)
-    out = distill.adapter_dir(base, pairs, settings, name, out_dir)
-    if (done := distill.read_trained(out)) is not None:
+    out = lora.adapter_dir(base, pairs, settings, name, out_dir)
+    if (done := lora.read_trained(out)) is not None:
         return done
-    partial = out.with_name(out.name + ".partial")
-    data = [distill._tokenize(base, p) for p in pairs]
-    total = distill.training_steps(len(data), settings)
+    partial = files.partial(out)
+    data = [lora.tokenize(base, p) for p in pairs]
+    total = lora.training_steps(len(data), settings)
     torch.manual_seed(settings.seed)  # the LoRA A matrices' initialization, as in `distill.finetune`
     inner = load_weights(base, accelerator, getattr(torch, dtype))
     inner.config.use_cache = False
-    if distill.needs_checkpointing(data, settings):
+    if lora.needs_checkpointing(data, settings):
         # transformers' own checkpointing, as the notebook loop turns it on: it restores the RNG for
         # the recomputation, so LoRA dropout draws the same masks twice (accelerate's FSDP option
         # wraps layers with preserve_rng_state=False: other masks in backward than in forward)
         inner.activation_checkpointing_enable({"use_reentrant": False})
-    model = distill.with_lora(inner, settings)
+    model = lora.with_lora(inner, settings)
     model.train()
-    optim, sched = distill.optimizer(model, settings, total)
+    optim, sched = lora.optimizer(model, settings, total)
     # the scheduler stays out of `prepare`: accelerate would step it once per process at every step
     # (it assumes the batch grows with the processes; here a step's batch is split among them), so
     # with 8 processes the learning rate would reach 0 after an eighth of the steps, then turn negative
@@ -272,20 +261,20 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
     t0 = time.perf_counter() - done["seconds"]
     bar = tqdm(total=total, initial=step, desc=f"fine-tune {name}", unit="step",
                disable=not progress or not accelerator.is_main_process)
-    for k, rows in enumerate(distill.step_batches(len(data), settings)):
+    for k, rows in enumerate(lora.step_batches(len(data), settings)):
         if k < step:
             continue  # done before the checkpoint we resumed from
         mine, weight = rows[rank::world], 1.0
         if not mine:  # fewer rows than processes: run one with weight 0, so the collectives still meet
             mine, weight = rows[:1], 0.0
-        ids, mask, labels = distill.collate([data[i] for i in mine], pad)
+        ids, mask, labels = lora.collate([data[i] for i in mine], pad)
         dev = accelerator.device
         mean = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
         # the step's loss is the mean over all its answer tokens, as in the notebook's loop: this
         # process's share is its token-summed loss over the step's answer-token count; the
         # data-parallel wrappers average gradients over processes, hence the factor ``world``
         n_mine = weight * float((labels[:, 1:] != -100).sum())
-        # (at least 1: no division by zero; `distill._tokenize` labels the end token, so every row has one)
+        # (at least 1: no division by zero; `lora.tokenize` labels the end token, so every row has one)
         n_step = max(1.0, float(accelerator.reduce(torch.tensor(n_mine, device=dev), reduction="sum")))
         share = mean * (n_mine / n_step)
         accelerator.backward(share * world)
@@ -315,7 +304,7 @@ def train(model_name: str, pairs: list[dict], settings: distill.LoraSettings, na
                "base_fingerprint": base.fingerprint, "processes": world,
                "distributed": accelerator.distributed_type.value}
         unwrapped = accelerator.unwrap_model(model)
-        result = distill.publish(out, lambda tmp: unwrapped.save_pretrained(str(tmp), state_dict=state), pairs, log)
+        result = lora.publish(out, lambda tmp: unwrapped.save_pretrained(str(tmp), state_dict=state), pairs, log)
     accelerator.wait_for_everyone()
     return result
 
@@ -325,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the base model: an embedded name, a folder or a hub id")
     parser.add_argument("--pairs", required=True, type=Path, help="JSON lines: id, prompt, completion")
     parser.add_argument("--name", default="distill", help="the student's name (the adapter folder's prefix)")
-    parser.add_argument("--settings", default=None, help="distill.LoraSettings as a JSON object or a file")
+    parser.add_argument("--settings", default=None, help="lora.LoraSettings as a JSON object or a file")
     parser.add_argument("--out-dir", type=Path, default=None, help="where adapter folders go (default: results/checkpoints)")
     parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: never)")
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop as if killed

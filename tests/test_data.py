@@ -93,3 +93,53 @@ def test_a_hub_id_offline_fails_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="needs network access"):
         gsm8k.load("test", source="nobody-s2d/no-such-dataset")
+
+
+def test_jsonl_rows_are_read_with_errors_naming_the_file_the_line_and_the_field(tmp_path):
+    from s2d_utils.files import read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": "a", "n": 1}\n\n{"id": "b", "n": null}\n')
+    assert read_jsonl(path) == [{"id": "a", "n": 1}, {"id": "b", "n": None}]
+    assert read_jsonl(path, {"id": str, "n": (int, type(None))}) == read_jsonl(path, ("id", "n"))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} line 3: field 'n' must be int, got None$"):
+        read_jsonl(path, {"id": str, "n": int})  # lines count from 1, the blank one included
+    with pytest.raises(ValueError, match=r"line 1: field 'x' is missing"):
+        read_jsonl(path, ("id", "x"))
+    with pytest.raises(ValueError, match=r"line 3: n is null"):
+        read_jsonl(path, check=lambda row: "n is null" if row["n"] is None else None)
+    path.write_text('{"id": "a"}\n[1, 2]\n')
+    assert read_jsonl(path)[1] == [1, 2]  # no fields asked for: any JSON value is a row
+    with pytest.raises(ValueError, match=r"line 2: expected an object, got list"):
+        read_jsonl(path, ("id",))
+    path.write_text('{"id": "a"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"rows.jsonl line 2: not valid JSON"):
+        read_jsonl(path)
+
+
+def test_files_are_written_whole_or_not_at_all(tmp_path):
+    from s2d_utils.files import staged_folder, write_atomic
+
+    path = tmp_path / "metrics.json"
+    assert write_atomic(path, "one") == path and path.read_text() == "one"
+    write_atomic(path, b"two")
+    assert path.read_bytes() == b"two"
+
+    class Unwritable(str):
+        def encode(self, *args):
+            raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        write_atomic(path, Unwritable("three"))
+    assert path.read_bytes() == b"two" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+    out = tmp_path / "adapter"
+    with pytest.raises(RuntimeError):
+        with staged_folder(out) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("killed")
+    assert not out.exists() and (tmp_path / "adapter.partial" / "weights").exists()
+    with staged_folder(out) as tmp:
+        assert list(tmp.iterdir()) == []  # a fresh folder: the killed run's half is gone
+        (tmp / "weights").write_text("whole")
+    assert (out / "weights").read_text() == "whole" and not (tmp_path / "adapter.partial").exists()

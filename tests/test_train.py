@@ -76,10 +76,10 @@ def test_an_empty_or_untrained_adapter_is_refused(tmp_path):
 def test_bad_pairs_and_settings_name_the_file_line_and_field(tmp_path):
     f = tmp_path / "pairs.jsonl"
     f.write_text('{"id": "1", "prompt": "p", "completion": "c"}\n{"id": "2", "prompt": "p"}\n')
-    with pytest.raises(ValueError, match=rf"{f}, line 2: no 'completion' field"):
+    with pytest.raises(ValueError, match=rf"{f} line 2: field 'completion' is missing"):
         train.read_pairs(f)
     f.write_text('{"id": "1", "prompt": "p", "completion": "c"}\nnot json\n')
-    with pytest.raises(ValueError, match=rf"{f}, line 2: not JSON"):
+    with pytest.raises(ValueError, match=rf"{f} line 2: not valid JSON"):
         train.read_pairs(f)
     with pytest.raises(ValueError, match=r"unknown keys \['rank'\]"):
         train.parse_settings('{"rank": 4}')

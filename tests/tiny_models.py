@@ -43,7 +43,7 @@ def build(name: str, out: Path, dtype: str | None = None) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from s2d_utils.models import default_checkpoint
+    from s2d_utils.embedded import default_checkpoint
 
     tok = AutoTokenizer.from_pretrained(default_checkpoint())
     cfg = dict(TINY, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,

@@ -14,7 +14,6 @@ against ``data/SHA256SUMS`` first (`verify_data`). The default never touches the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import paths
+from ..files import read_jsonl, sha256_file
+from ..paths import is_hub_id  # re-exported: `tasks.is_hub_id` is where callers have found it
 
 SPLITS = ("train", "valid", "test")
 DATA_ENV = "S2D_DATA"  # a folder of your own holding mt_bench/, gsm8k/, ... (not checked); unset: data/
@@ -59,11 +60,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
+        _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]
 
 
@@ -148,16 +145,9 @@ def check_split(split: str, n: int | None, size: int) -> int:
 
 def read_json_rows(path: Path) -> list[Any]:
     """Rows of a JSON list, a BIG-bench style {'examples': [...]} file, or JSON lines."""
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(text.splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} row {i}: not valid JSON ({err.msg})") from err
-        return rows
+        return read_jsonl(path)
+    text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -177,14 +167,6 @@ def field_str(path: Path, row: int, item: Any, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{path} row {row}: field {name!r} must be a non-empty string, got {value!r}")
     return value
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def is_hub_id(source: str | Path) -> bool:
-    """True for an "owner/name" string that is not an existing local path."""
-    return isinstance(source, str) and not Path(source).expanduser().exists() and bool(_HUB_ID.match(source))
 
 
 def hub_rows(dataset_id: str, split: str, config: str | None = None) -> list[dict]:
