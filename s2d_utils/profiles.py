@@ -314,7 +314,7 @@ NOTEBOOK_TASKS = {"01_rar_last_letter": ("rar", "last_letter"), "02_rar_coin_fli
 def training_bound(method: str, task: str, profile: str) -> tuple[int, int]:
     """(optimizer steps, rows a step) of one student when the filter keeps every unlabeled input
     (BSM: each pair in both orders): an upper bound on a notebook's fine-tuning work."""
-    from .distill import LoraSettings, training_steps
+    from .lora import LoraSettings, training_steps
 
     z = sizes(method, task, profile)
     pairs = z.n_train * (2 if method == "bsm" else 1)
