@@ -46,7 +46,7 @@ reproduce: $(if $(filter cpu,$(PROFILE)),$(VENV)/.qwen,$(VENV)/.installed)
 	  echo "   $$name: $$(( $$(date +%s) - start )) s"; \
 	done
 	@echo "tables and figures: figures/   executed notebooks: results/executed/"
-	$(PY) -m s2d_utils.report
+	$(PY) -m s2d_utils.readme
 
 # `make record` (cold: after `make clean-results`) or `make record WARM=1` (a rerun from the cache):
 # `make reproduce` under benchmarks/peak_rss.py, its times and peak memory into figures/reproduce_cpu.json
@@ -54,10 +54,10 @@ record: $(VENV)/.installed
 	@mkdir -p results
 	bash -o pipefail -c '$(PY) benchmarks/peak_rss.py -- $(MAKE) reproduce PROFILE=$(PROFILE) 2>&1 | tee results/reproduce.log'
 	$(PY) benchmarks/record_run.py --profile $(PROFILE) $(if $(WARM),--warm) results/reproduce.log
-	$(PY) -m s2d_utils.report
+	$(PY) -m s2d_utils.readme
 
 readme: $(VENV)/.installed
-	$(PY) -m s2d_utils.report
+	$(PY) -m s2d_utils.readme
 
 # pytest exits 5 when the marker selects no test: that is no failure
 test: $(VENV)/.installed
@@ -75,7 +75,7 @@ bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_generation.py
 	# the served path: transformers serve against the local engine, same workload, one run
 	$(PY) benchmarks/bench_served.py
-	$(PY) -m s2d_utils.report
+	$(PY) -m s2d_utils.readme
 
 # JupyterLab on notebooks/ with the project's kernel (.venv); tqdm bars render as widgets (ipywidgets)
 lab: $(VENV)/.qwen

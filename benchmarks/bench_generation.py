@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from s2d_utils import distill
-from s2d_utils.generation import generate, render, stop_token_ids
+from s2d_utils.backends import stop_token_ids
+from s2d_utils.generation import generate, render
 from s2d_utils.models import load_model
 from s2d_utils.system2 import rar
 from s2d_utils.tasks import coin_flip, last_letter

@@ -24,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from s2d_utils import served  # noqa: E402
-from s2d_utils.backends import Settings  # noqa: E402
-from s2d_utils.generation import LOCAL, generate  # noqa: E402
+from s2d_utils.backends import LOCAL, Settings  # noqa: E402
+from s2d_utils.backends import openai as served  # noqa: E402
+from s2d_utils.backends.serve import TransformersServe  # noqa: E402
+from s2d_utils.generation import generate  # noqa: E402
 from s2d_utils.models import load_model  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def main() -> None:
         finally:
             reading.append(time.perf_counter() - s)
 
-    with tempfile.TemporaryDirectory() as tmp, served.TransformersServe(lm.path, tmp) as server:
+    with tempfile.TemporaryDirectory() as tmp, TransformersServe(lm.path, tmp) as server:
         backend = served.connect(Settings("openai", server.url, None, "float32", concurrency=1, timeout=600), lm)
         generate(lm, prompts[:1], **{**kw, "max_new_tokens": 2}, backend=backend)  # warm-up: the server's first call
         build = time.perf_counter()

@@ -25,13 +25,13 @@ from pathlib import Path
 
 
 def run(model_name: str, variant: str, words: int) -> dict:
-    from s2d_utils import distill
+    from s2d_utils import distill, lora
     from s2d_utils.models import load_model
 
-    if variant == "glibc defaults":
+    if variant == "glibc defaults":  # undo each of the three memory measures where the training loop reads it
         distill.own_mappings = contextlib.nullcontext
-        distill.trim_heap = lambda: None
-        distill.MICRO_TOKENS = 10**9
+        lora.trim_heap = lambda: None
+        lora.MICRO_TOKENS = 10**9
     lm = load_model(model_name, device="cpu")
     text = " ".join(f"word{i}" for i in range(words))
     pairs = [{"prompt": f"Judge {i}: {text}", "completion": "[[A]]"} for i in range(4)]

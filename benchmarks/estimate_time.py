@@ -36,7 +36,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from s2d_utils import profiles
+from s2d_utils import profiles, registry
 
 ANSWER_TOKENS = 16  # a student's target: the final answer alone (S2A: its whole response, `target_tokens`)
 PROMPT_SAMPLE = 64  # inputs tokenized for the mean prompt
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     measured = measured_without_loading(record) if record else {}
 
     rows = {}
-    for nb, (method, task) in profiles.NOTEBOOK_TASKS.items():
+    for record in registry.NOTEBOOKS:
+        nb, method, task = record.notebook, record.method, record.task
         rows[nb] = estimate(method, task, args.profile, rates, mean_prompt_tokens(tokenizer, method, task))
         if nb in measured:
             rows[nb]["measured_s"] = measured[nb]

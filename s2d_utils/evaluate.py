@@ -2,19 +2,19 @@
 
 Reported per system, as in the paper's tables: accuracy and #Tokens (mean generated tokens per
 input, summed over all calls of the program). We add what a small-sample replication needs: a
-95% Wilson interval on accuracy, the parse-failure rate, and exact McNemar tests between systems
-evaluated on the same inputs.
+95% Wilson interval on accuracy and the parse-failure rate; the paired tests between systems
+live in `stats`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable, Sequence, Union
 
-from .traces import Trace
+from .stats import group_accuracy, wilson
 from .tasks import Example
+from .traces import Trace
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,6 @@ class SystemResult:
     def as_dict(self) -> dict:
         return {"name": self.name, "n": self.n, "k": self.k, "accuracy": self.accuracy, "ci_low": self.ci_low,
                 "ci_high": self.ci_high, "tokens": self.tokens, "parse_failures": self.parse_failures, **self.extra}
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for k successes out of n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def majority_answer(answers: Sequence[str | None]) -> str | None:
@@ -106,10 +95,8 @@ def evaluate(name: str, examples: Sequence[Example], traces: Sequence[Sequence[T
     lo, hi = wilson(sum(correct), n)
     extra = {}
     if groups and any("group" in ex.meta for ex in examples):
-        for g in sorted({str(ex.meta.get("group")) for ex in examples}):
-            hits = [c for c, ex in zip(correct, examples) if str(ex.meta.get("group")) == g]
-            extra[f"accuracy[{g}]"] = sum(hits) / len(hits)
-            extra[f"n[{g}]"] = len(hits)
+        for g, (acc, size) in group_accuracy(correct, [ex.meta.get("group") for ex in examples]).items():
+            extra[f"accuracy[{g}]"], extra[f"n[{g}]"] = acc, size
     for metric_name, metric in (metrics or {}).items():
         extra[metric_name] = metric(examples, answers, correct)
     return SystemResult(name, n, sum(correct) / n, lo, hi, sum(tokens) / n, failures / n, tuple(correct), k, extra)
@@ -124,66 +111,3 @@ def swap_inconsistency(original: Sequence[str | None], swapped: Sequence[str | N
         raise ValueError(f"{len(original)} original and {len(swapped)} swapped answers: need equal, non-zero counts")
     changed = sum(a is None or b is None or a != map_back(b) for a, b in zip(original, swapped))
     return changed / len(original)
-
-
-def mcnemar(a: SystemResult, b: SystemResult) -> float:
-    """Exact two-sided McNemar p-value: do systems a and b differ on the same inputs?"""
-    from scipy.stats import binomtest
-
-    if a.n != b.n:
-        raise ValueError(f"{a.name} ({a.n}) and {b.name} ({b.n}) were not evaluated on the same inputs")
-    only_a = sum(x and not y for x, y in zip(a.correct, b.correct))
-    only_b = sum(y and not x for x, y in zip(a.correct, b.correct))
-    if only_a + only_b == 0:
-        return 1.0
-    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
-
-
-# --- paired comparisons: effect, interval, power ---------------------------------------------------
-
-Z95 = 1.959964
-Z80 = 0.841621  # one-sided z for 80% power
-
-
-def _discordant(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
-    if len(a) != len(b):
-        raise ValueError(f"{len(a)} and {len(b)} outcomes: paired comparisons need the same inputs")
-    return sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
-
-
-def mcnemar_p(a: Sequence[bool], b: Sequence[bool]) -> float:
-    """Exact two-sided McNemar p-value for two outcome vectors on the same inputs."""
-    from scipy.stats import binomtest
-
-    only_a, only_b = _discordant(a, b)
-    return 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
-
-
-def paired_difference_ci(a: Sequence[bool], b: Sequence[bool], z: float = Z95) -> tuple[float, float, float]:
-    """(accuracy of a minus b, 95% CI low, high) for paired outcomes: Agresti and Min's (2005)
-    adjusted Wald interval (half a count added to each cell of the 2x2 table), which keeps its
-    coverage at small n and when the systems rarely disagree."""
-    n = len(a)
-    if n == 0:
-        raise ValueError("no paired outcomes")
-    only_a, only_b = _discordant(a, b)
-    diff = (only_a - only_b) / n
-    n2, b2, c2 = n + 2, only_a + 0.5, only_b + 0.5
-    centre = (b2 - c2) / n2
-    se = math.sqrt(max((b2 + c2) - (b2 - c2) ** 2 / n2, 0.0)) / n2
-    return diff, max(-1.0, centre - z * se), min(1.0, centre + z * se)
-
-
-def detectable_difference(n: int, discordance: float, power_z: float = Z80, z: float = Z95) -> float:
-    """The smallest difference in accuracy a McNemar test on ``n`` paired inputs detects with 80%
-    power at alpha 0.05 (normal approximation, Connor 1987), given the share of inputs on which
-    the two systems disagree (at least the difference itself)."""
-    if n <= 0:
-        return 1.0
-    for step in range(1, 1001):
-        d = step / 1000
-        psi = max(discordance, d)
-        spread = math.sqrt(max(psi - d * d, 1e-12))
-        if (d * math.sqrt(n) - z * math.sqrt(psi)) / spread >= power_z:
-            return d
-    return 1.0

@@ -6,11 +6,15 @@
     kept = {...filters...}; pipeline.filter_report(exp, kept, train, traces)              # diagnostics
     pipeline.train_students(exp, kept, target)                                           # LoRA, cached
     pipeline.evaluate_students(exp, test, program)                                       # distilled System 1
-    pipeline.finish(exp, ...)                                       # table, figure, McNemar, findings, metrics
+    pipeline.finish(exp, findings=rar.findings(exp, test))          # table, figure, McNemar, findings, metrics
 
 An `Experiment` carries what the steps share: the model, sizes, seed, the manifest (timed
-stages), and every result row and trace, in the order computed. Parameters are checked before
-anything loads, and each error names the notebook parameter at fault.
+stages), the notebook's record in the registry (what it writes, which rows play which role),
+and every result row and trace, in the order computed. Parameters are checked before anything
+loads, and each error names the notebook parameter at fault.
+
+The sentences under the tables come from `findings`, the metrics schema from `records`, the
+tables and figures from `tables` and `figures`: this module only runs the steps in order.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from . import backends, distill, filters, paths, profiles, report
-from .evaluate import SystemResult, _discordant, detectable_difference, evaluate, mcnemar, wilson
-from .generation import backend_for, fits, generate
+from . import backends, distill, figures, filters, findings as sentences, profiles, records, registry, tables
+from .evaluate import SystemResult, evaluate
+from .backends import backend_for
+from .generation import fits, generate
 from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
-from .system2 import Trace, cut_share, parse, rescore
-from .tasks import Example, is_hub_id, parse_rules
+from .paper import CONSTANT, PAPER_MODEL, paper_table
+from .tasks import Example, is_hub_id
+from .traces import Trace, cut_share
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -66,13 +72,16 @@ class Experiment:
     seed: int
     sizes: profiles.Sizes
     lm: LoadedModel
-    manifest: report.Manifest
+    manifest: records.Manifest
     filter_rule: str = "majority"
     rows: list[SystemResult] = field(default_factory=list)
     traces: dict[str, list[list[Trace]]] = field(default_factory=dict)
     filters: dict[str, dict] = field(default_factory=dict)
     trained: dict[str, distill.TrainResult | None] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # method-specific numbers for findings and metrics
+    # per row, the traces whose last call states each input's answer, where a scorer joined several
+    # (a judge's two orders): the student's confidence is the mean over them
+    answer_traces: dict[str, list[list[Trace]]] = field(default_factory=dict)
     test: list[Example] = field(default_factory=list)  # the labeled test set (set by `data`)
 
     @property
@@ -83,8 +92,19 @@ class Experiment:
     @property
     def sampling(self) -> dict[str, Any]:
         """Generation settings for distillation data: N samples per unlabeled input."""
+        return dict(n=self.sizes.samples, **self.test_sampling)
+
+    @property
+    def test_sampling(self) -> dict[str, Any]:
+        """The same settings without the count: for sampled evaluation (maj@k), where the count
+        is per input."""
         s = self.sizes
-        return dict(n=s.samples, temperature=s.temperature, top_p=s.top_p, seed=self.seed, batch_size=s.batch_size)
+        return dict(temperature=s.temperature, top_p=s.top_p, seed=self.seed, batch_size=s.batch_size)
+
+    @property
+    def record(self) -> registry.Notebook:
+        """This notebook's record in the registry: its table, figure, title, rows and roles."""
+        return registry.notebook(self.notebook)
 
     def row(self, name: str) -> SystemResult:
         for r in self.rows:
@@ -116,7 +136,7 @@ def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PR
     sizes = profiles.sizes(method, task.NAME, PROFILE)
     model = profiles.model_for(PROFILE, MODEL)
     dtype = profiles.dtype_for(PROFILE)
-    manifest = report.Manifest(notebook, {**params, "model": model, "sizes": sizes.as_dict()})
+    manifest = records.Manifest(notebook, {**params, "model": model, "sizes": sizes.as_dict()})
     with manifest.stage("load model"):
         lm = load_model(model, device=DEVICE, dtype=dtype, weights=settings.kind == "local")
     manifest.parameters["dtype"] = lm.dtype
@@ -137,10 +157,28 @@ def data(exp: Experiment, source: Any = None, **task_kw: Any) -> tuple[list[Exam
     train_source = source if getattr(exp.task, "TRAIN_FROM_SOURCE", False) else None
     train = exp.task.load("train", n=s.n_train, seed=exp.seed, source=train_source, **task_kw)
     test = exp.task.load("test", n=s.n_test, seed=exp.seed, source=source, **task_kw)
-    exp.manifest.data = {"train": report.data_hash(train), "test": report.data_hash(test)}
+    exp.manifest.data = {"train": records.data_hash(train), "test": records.data_hash(test)}
     exp.test = list(test)
     unlabel = getattr(exp.task, "unlabel", lambda e: replace(e, gold=None))
     return train, [unlabel(e) for e in train], test
+
+
+def use_test(exp: Experiment, test: Sequence[Example], why: str) -> list[Example]:
+    """Replace the test set (e.g. the same questions with human labels): the table, the verdicts
+    and the data hash in the manifest follow; ``why`` is recorded beside the hash."""
+    exp.test = list(test)
+    exp.manifest.data["test"] = records.data_hash(exp.test)
+    exp.manifest.data["test_source"] = why
+    return exp.test
+
+
+def another_test(exp: Experiment, record: registry.Notebook, test: Sequence[Example]) -> Experiment:
+    """The same model, sizes and students on another test set, written under ``record``'s names
+    (its own table, figure and metrics): BSM's OASST2 column."""
+    manifest = records.Manifest(record.notebook, dict(exp.manifest.parameters), exp.manifest.model_fingerprint,
+                                dict(exp.manifest.backend), {**exp.manifest.data, "test": records.data_hash(test)})
+    return replace(exp, notebook=record.notebook, manifest=manifest, rows=[], traces={}, answer_traces={}, info={},
+                   test=list(test))
 
 
 Score = Callable[[str, Sequence[Example], Any], "tuple[SystemResult, list[list[Trace]]]"]
@@ -152,6 +190,8 @@ def _score(exp: Experiment, name: str, test: Sequence[Example], out: Any, score:
         return evaluate(name, test, out, exp.task)
     result, traces = score(name, test, out)
     exp.traces[name] = traces
+    if hasattr(score, "answer_traces"):
+        exp.answer_traces[name] = score.answer_traces(out)
     return result
 
 
@@ -161,7 +201,8 @@ def evaluate_systems(exp: Experiment, test: Sequence[Example], programs: dict[st
 
     ``score(name, test, output)`` replaces the default scoring (`evaluate`) where a program's
     output is more than one trace list (e.g. a judge run in both orders); it returns the result
-    row and the traces to keep."""
+    row and the traces to keep. A scorer with an ``answer_traces(output)`` attribute also says
+    which traces state each input's answer (both orders of a judge), for the confidence."""
     out = []
     with exp.manifest.stage(stage):
         for name, run in programs.items():
@@ -248,13 +289,14 @@ def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callabl
 
 
 def _confidence(exp: Experiment, name: str, student: LoadedModel, served: bool) -> None:
-    """The student's probability of its own answer on each test input (`routing.answer_confidence`),
+    """The student's probability of its own answer on each test input (`backends.answer_confidence`),
     for the routing notebook; not computed for a student a server generated for (no weights here)."""
-    from . import routing
-
     if served and not student.loaded:
         return
-    exp.info.setdefault("confidence", {})[name] = [round(c, 6) for c in routing.answer_confidence(student, exp.traces[name])]
+    traces = exp.answer_traces.get(name, exp.traces[name])
+    confidence = backends.answer_confidence(student, traces)
+    if confidence is not None:  # None: a server that cannot score its outputs
+        exp.info.setdefault("confidence", {})[name] = [round(c, 6) for c in confidence]
 
 
 def show_trace(trace: Trace, example: Example) -> None:
@@ -264,282 +306,79 @@ def show_trace(trace: Trace, example: Example) -> None:
     print("parsed answer:", trace.answer, "| gold:", example.gold)
 
 
-def mcnemar_tests(exp: Experiment, pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
-    """Exact McNemar p-values for pairs of rows evaluated on the same inputs."""
-    names = {r.name for r in exp.rows}
-    return {f"{a} vs {b}": mcnemar(exp.row(a), exp.row(b)) for a, b in pairs if a in names and b in names}
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _p(p: float) -> str:
-    return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
-
-
-def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
-    """(exact McNemar p, what it shows) for two results on the same inputs: "<a> is higher" or
-    "lower" (p < 0.05), else "not shown" with the smallest difference this n could detect at 80%
-    power (absence of evidence is not evidence of no difference)."""
-    p = mcnemar(ra, rb)
-    if p >= 0.05:
-        only_a, only_b = _discordant(ra.correct, rb.correct)
-        mde = detectable_difference(ra.n, (only_a + only_b) / ra.n)
-        return p, (f"no difference shown (n = {ra.n} detects {100 * mde:.0f} points or more with 80% power)")
-    return p, f"{a} is {'higher' if ra.accuracy > rb.accuracy else 'lower'}"
-
-
-def compare(exp: Experiment, a: str, b: str) -> str:
-    """"a X% vs b Y% (McNemar p = ...): higher / lower / no significant difference"."""
-    ra, rb = exp.row(a), exp.row(b)
-    p, verdict = difference(ra, rb, a)
-    return f"{a} {_pct(ra.accuracy)} vs {b} {_pct(rb.accuracy)} (exact McNemar {_p(p)}): {verdict}."
-
-
-DOMINANT_SHARE = 0.8  # one answer to this share of inputs: its constant score is named (`answer_profile`)
-CONSTANT_SHARE = 0.9  # to this share: the system cannot carry a verdict (`guard_findings`, `summary`)
-
-
-def _constant_score(exp: Experiment, answer: Any, test: Sequence[Example]) -> float | None:
-    """What ``answer`` given to every test input would score (None where the task cannot say)."""
-    if answer is None or not test:
-        return 0.0 if test else None
-    try:
-        return sum(exp.task.score(answer, e.gold) for e in test) / len(test)
-    except (TypeError, ValueError, AttributeError, KeyError):
-        return None
-
-
-def answer_profile(exp: Experiment, name: str, test: Sequence[Example]) -> str | None:
-    """If one answer dominates a system's outputs (`DOMINANT_SHARE` up to `CONSTANT_SHARE`; above,
-    `guard_findings` says it), name it with what that constant answer would score."""
-    answers = [ts[0].answer for ts in exp.traces.get(name, [])]
-    if not answers:
-        return None
-    top, count = Counter(answers).most_common(1)[0]
-    if top is None or not DOMINANT_SHARE * len(answers) <= count < CONSTANT_SHARE * len(answers):
-        return None
-    constant = _constant_score(exp, top, test)
-    if constant is None:
-        return None
-    return (f"{name} answers {top!r} to {count} of {len(answers)} test inputs; that answer alone would score "
-            f"{_pct(constant)}, so compare its accuracy with this, not with 0.")
-
-
-def output_profile(exp: Experiment, name: str, share: float = 0.5) -> str | None:
-    """If one final completion makes up at least ``share`` of a system's test outputs, quote it."""
-    finals = [ts[0].final.strip() for ts in exp.traces.get(name, [])]
-    if not finals:
-        return None
-    text, count = Counter(finals).most_common(1)[0]
-    if count < share * len(finals):
-        return None
-    parsed = next(ts[0].answer for ts in exp.traces[name] if ts[0].final.strip() == text)
-    shown = text if len(text) <= 120 else text[:117] + "..."
-    return (f"{name} gives the same completion to {count} of {len(finals)} test inputs: {shown!r} "
-            f"(parsed as {parsed!r}).")
-
-
-def lenient_accuracy(exp: Experiment, names: Sequence[str], test: Sequence[Example]) -> str | None:
-    """Accuracy under the task's lenient parse (if it has one), for the rows where it differs."""
-    lenient = getattr(exp.task, "lenient_extract", None)
-    if lenient is None:
-        return None
-    parts, rescored = [], {}
-    for name in names:
-        traces = exp.traces.get(name)
-        if not traces:
-            continue
-        again = rescore([ts[:1] for ts in traces], test, exp.task, reader=lambda c, e: lenient(c.output, e))
-        correct = tuple(bool(exp.task.score(ts[0].answer, e.gold)) for ts, e in zip(again, test))
-        rescored[name] = replace(exp.row(name), accuracy=sum(correct) / len(correct), correct=correct)
-        if correct != exp.row(name).correct:
-            parts.append(f"{name} {_pct(rescored[name].accuracy)} (table: {_pct(exp.row(name).accuracy)})")
-    if not parts:
-        return None
-    text = ("The parse rule matters: read leniently (a self-contradicting answer counts as its explicit "
-            "yes/no), " + ", ".join(parts) + ".")
-    first, last = names[0], names[-1]
-    if first in rescored and last in rescored:
-        p, verdict = difference(rescored[last], rescored[first], last)
-        text += f" Under that reading, {last} vs {first}: exact McNemar {_p(p)}, {verdict}."
-    return text
-
-
-CONSTANT = report.CONSTANT
-
-
-def constant_row(exp: Experiment, test: Sequence[Example]) -> SystemResult | None:
-    """Where the answer space is closed (``task.ANSWERS``: yes/no, a judge's A/B/tie), the best
-    one-answer-for-everything system, scored on the test labels: the floor any claim must clear."""
-    answers = getattr(exp.task, "ANSWERS", None)
-    if not answers:
-        return None
-    scored = {a: tuple(bool(exp.task.score(a, e.gold)) for e in test) for a in answers}
-    best = max(answers, key=lambda a: sum(scored[a]))
-    correct = scored[best]
-    lo, hi = wilson(sum(correct), len(correct))
-    extra = {"answer": best}
-    groups = [str(e.meta.get("group")) for e in test]
-    for g in sorted(set(groups)) if any("group" in e.meta for e in test) else ():
-        hits = [c for c, x in zip(correct, groups) if x == g]
-        extra[f"accuracy[{g}]"], extra[f"n[{g}]"] = sum(hits) / len(hits), len(hits)
-    return SystemResult(CONSTANT, len(test), sum(correct) / len(correct), lo, hi, 0.0, 0.0, correct, 1, extra)
-
-
-def outcomes(exp: Experiment, test: Sequence[Example]) -> dict[str, Any]:
-    """Per test input and row: the answer and whether it is right under each of the task's parse
-    rules (the first is the table's), re-read from the cached traces (`system2.rescore`), nothing
-    regenerated; plus each input's group and each constant answer's outcomes. The summary's
-    verdicts are computed from these."""
-    rules = parse_rules(exp.task)
-    table_rule = next(iter(rules))
-    rows = {}
-    for r in exp.rows:
-        traces = exp.traces.get(r.name)
-        entry = {"correct": {table_rule: [bool(c) for c in r.correct]}, "answers": {}}
-        if traces is not None:
-            firsts = [ts[:1] for ts in traces]
-            entry["answers"][table_rule] = [ts[0].answer for ts in firsts]
-            for rule, kw in list(rules.items())[1:]:
-                again = rescore(firsts, test, exp.task, lambda c, e, kw=kw: parse(exp.task, c.output, c.finish_reason,
-                                                                                   e, **kw))
-                entry["answers"][rule] = [ts[0].answer for ts in again]
-                entry["correct"][rule] = [bool(exp.task.score(ts[0].answer, e.gold)) for ts, e in zip(again, test)]
-        elif r.name == CONSTANT:
-            entry["answers"][table_rule] = [r.extra["answer"]] * r.n
-        rows[r.name] = entry
-    return {"rules": list(rules), "rows": rows,
-            "groups": [e.meta.get("group") for e in test]}
-
-
-def power_note(exp: Experiment) -> list[str]:
-    """What this test size can detect: the smallest difference an exact McNemar test finds with 80%
-    power at alpha 0.05, for systems that disagree on 10%, 30% or 50% of the inputs."""
-    n = len(exp.test)
-    if not n:
-        return []
-    mdes = ", ".join(f"{100 * d:.0f} points if they disagree on {psi:.0%} of inputs"
-                     for psi in (0.1, 0.3, 0.5) if (d := detectable_difference(n, psi)) <= psi)
-    return [f"Power: with n = {n} paired test inputs, two systems' accuracies must differ by at least {mdes} for a "
-            "McNemar test to find it with 80% power (alpha 0.05); smaller differences are 'not shown', not absent."]
-
-
-def training_notes(exp: Experiment) -> list[str]:
-    """One note per trained student: kept pairs, optimizer steps against the profile's budget, final loss."""
-    s = exp.sizes
-    budget = (f"the profile's budget: {s.steps} steps" if s.steps else
-              f"the profile's budget: {s.epochs} epochs of batch {s.lora_batch}, at least {s.min_steps} steps")
-    parts = [f"{name}: {t.examples} pair{'s' * (t.examples != 1)}, {t.steps} optimizer steps, final training loss "
-             f"{t.losses[-1]:.3f}"
-             for name, t in exp.trained.items() if t is not None and t.losses]
-    return [f"Training ({budget}): " + "; ".join(parts) + "."] if parts else []
-
-
-def guard_findings(exp: Experiment, share: float = CONSTANT_SHARE) -> list[str]:
-    """Sentences that stop a constant from passing for a result: a system giving one answer to
-    ``share`` of the test inputs (with what that answer alone scores, where the task can say), and
-    a filter whose kept targets are (nearly) all one answer."""
-    out = []
-    for r in exp.rows:
-        traces = exp.traces.get(r.name)
-        if not traces:
-            continue
-        answers = [ts[0].answer for ts in traces]
-        top, count = Counter(answers).most_common(1)[0]
-        if count >= share * len(answers):
-            said = "no parsed answer" if top is None else repr(top)
-            constant = _constant_score(exp, top, exp.test) if len(exp.test) == len(answers) else None
-            alone = "" if constant is None or top is None else f" (that answer alone scores {_pct(constant)})"
-            out.append(f"{r.name} gives one answer ({said}) to {count} of {len(answers)} test inputs{alone}: its "
-                       "accuracy is that answer's, and it cannot carry a verdict on the paper's claims.")
-    for name, f in exp.filters.items():
-        targets = f.get("targets") or {}
-        kept = sum(targets.values())
-        if kept > 1 and None not in targets:
-            top, count = max(targets.items(), key=lambda kv: kv[1])
-            shown = ", ".join(f"{a!r} {c}" for a, c in targets.items())
-            if count == kept:
-                out.append(f"Every one of the {kept} targets the filter kept for {name} is {top!r}: that student can "
-                           "learn only a constant.")
-            elif count >= share * kept:
-                out.append(f"The filter's targets for {name} are nearly one answer ({shown}).")
-    return out
-
-
-def save_test_traces(exp: Experiment) -> Path:
-    """Every row's first test sample, call by call, one JSON line per row and input
-    (``results/traces/<notebook>.<profile>.jsonl``): what a reader checks a parse rule against."""
-    import json
-
-    path = paths.ensure(paths.TRACES) / f"{exp.notebook}.{exp.profile}.jsonl"
-    lines = []
-    for name, traces in exp.traces.items():
-        for e, ts in zip(exp.test, traces):
-            t = ts[0]
-            lines.append(json.dumps({"row": name, "id": e.id, "group": e.meta.get("group"), "input": e.input,
-                                     "gold": e.gold, "answer": t.answer,
-                                     "calls": [{"name": c.name, "output": c.output, "tokens": c.n_tokens,
-                                                "finish": c.finish_reason} for c in t.calls]}, default=str))
-    tmp = path.with_suffix(".partial")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def finish(exp: Experiment, *, table: str, figure: str, paper: report.PaperTable, title: str,
-           mcnemar_pairs: Sequence[tuple[str, str]],
-           findings: Sequence[str] = (), notes: Sequence[str] = (), figure_title: str | None = None,
-           extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the table (md + csv, paper beside ours), the figure and the metrics; return the metrics."""
-    test = exp.test or None
-    if test is not None and (const := constant_row(exp, test)) is not None and CONSTANT not in {r.name for r in exp.rows}:
-        exp.rows.append(const)
-    exp.rows = [replace(r, extra={**r.extra, "cut": cut_share(exp.traces[r.name])}) if r.name in exp.traces else r
-                for r in exp.rows]
-    tests = mcnemar_tests(exp, mcnemar_pairs)
+def _where(exp: Experiment) -> str:
+    """Where the numbers were computed, for the table notes."""
     lm = exp.lm
     where = f"{os.cpu_count()} CPU cores" if lm.device == "cpu" else lm.device
     if exp.manifest.backend.get("kind") == "openai":  # the base model's samples came from a server
-        from .generation import ADAPTER_FALLBACKS
-
-        local = [t for t in exp.trained.values() if t is not None and str(t.adapter_dir) in ADAPTER_FALLBACKS]
+        local = [t for t in exp.trained.values() if t is not None and str(t.adapter_dir) in backends.ADAPTER_FALLBACKS]
         students = (f"students on {where} (the server could not load their LoRA adapters)" if local
                     else "students as LoRA adapters on the same server")
         where = f"a {exp.manifest.backend['server']} server ({exp.manifest.backend['served_model']}), {students}"
+    return where
+
+
+def _notes(exp: Experiment) -> list[str]:
+    """The notes every table carries: model and machine, how to read the columns, the constant row,
+    untrained students, the training budget and what this n can detect."""
+    lm = exp.lm
     dtype = exp.manifest.backend.get("dtype") or lm.dtype  # a server's, where one generated
-    base_notes = [f"ours: {lm.name} ({dtype} weights) on {where}, profile {exp.profile}, seed {exp.seed}; "
-                  f"paper: {report.PAPER_MODEL}.",
-                  "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
-                  "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "
-                  "token cap stopped (a cut completion counts only if it states its answer in the strict form)."]
+    notes = [f"ours: {lm.name} ({dtype} weights) on {_where(exp)}, profile {exp.profile}, seed {exp.seed}; "
+             f"paper: {PAPER_MODEL}.",
+             "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
+             "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "
+             "token cap stopped (a cut completion counts only if it states its answer in the strict form)."]
     if CONSTANT in {r.name for r in exp.rows}:
-        base_notes.append(f"{CONSTANT}: the one answer ({exp.row(CONSTANT).extra['answer']!r}) that, given to every "
-                          "test input, scores best; any claim must clear it as well as System 1.")
-    base_notes += [f"{name}: no training input had a usable target, so no fine-tuning step ran; the row is the base model."
-                   for name, t in exp.trained.items() if t is None]
-    base_notes += training_notes(exp) + power_note(exp)
-    findings = [*findings, *guard_findings(exp)]
-    df = report.results_table(exp.rows, paper)
-    md, _ = report.save_table(df, table, exp.profile, title, [*base_notes, *notes], findings)
-    fig = report.plot_accuracy_vs_tokens(exp.rows, paper, figure_title or f"{title}: accuracy vs #Tokens",
-                                         figure, exp.profile, lm.name)
+        notes.append(f"{CONSTANT}: the one answer ({exp.row(CONSTANT).extra['answer']!r}) that, given to every "
+                     "test input, scores best; any claim must clear it as well as System 1.")
+    notes += [f"{name}: no training input had a usable target, so no fine-tuning step ran; the row is the base model."
+              for name, t in exp.trained.items() if t is None]
+    return notes + sentences.training_notes(exp.trained, exp.sizes) + sentences.power_note(len(exp.test))
+
+
+def _training_record(exp: Experiment) -> dict[str, Any]:
+    return {k: ({"pairs": t.examples, "steps": t.steps, "tokens": t.tokens, "seconds": round(t.seconds, 1),
+                 "final_loss": t.losses[-1] if t.losses else None, "reused": t.reused} if t else None)
+            for k, t in exp.trained.items()}
+
+
+def finish(exp: Experiment, *, findings: Sequence[str] = (), notes: Sequence[str] = (),
+           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the table (md + csv, paper beside ours), the figure and the metrics under the names the
+    notebook's registry record gives; return the metrics and the paths."""
+    rec = exp.record
+    paper = paper_table(*rec.paper)
+    test = exp.test or None
+    if test is not None and (const := records.constant_row(exp.task, test)) is not None \
+            and CONSTANT not in {r.name for r in exp.rows}:
+        exp.rows.append(const)
+    exp.rows = [replace(r, extra={**r.extra, "cut": cut_share(exp.traces[r.name])}) if r.name in exp.traces else r
+                for r in exp.rows]
+    tests = sentences.mcnemar_tests(exp, rec.mcnemar)
+    base_notes = _notes(exp)
+    findings = [*findings, *sentences.guard_findings(exp)]
+    df = tables.results_table(exp.rows, paper)
+    md, _ = tables.save_table(df, rec.table, exp.profile, rec.title, [*base_notes, *notes], findings)
+    fig = figures.plot_accuracy_vs_tokens(exp.rows, paper, rec.figure_title or f"{rec.title}: accuracy vs #Tokens",
+                                          rec.figure, exp.profile, exp.lm.name)
     metrics = {
-        "model": lm.name,
+        "model": exp.lm.name,
         "rows": {r.name: r.as_dict() for r in exp.rows},
         "paper": paper.as_dict(),
         "filters": exp.filters,
-        "training": {k: ({"pairs": t.examples, "steps": t.steps, "tokens": t.tokens, "seconds": round(t.seconds, 1),
-                          "final_loss": t.losses[-1] if t.losses else None, "reused": t.reused} if t else None)
-                     for k, t in exp.trained.items()},
-        "outcomes": outcomes(exp, test) if test is not None else None,
+        "training": _training_record(exp),
+        "outcomes": records.outcomes(exp.rows, exp.traces, exp.task, test) if test is not None else None,
         "mcnemar": tests,
         "info": exp.info,
         "findings": list(findings),
         "outputs": {"table": md.name, "figure": fig.name},
         **(extra or {}),
     }
-    path = report.save_metrics(exp.notebook, exp.profile, metrics, exp.manifest)
-    save_test_traces(exp)
+    path = records.save_metrics(exp.notebook, exp.profile, metrics, exp.manifest)
+    records.save_test_traces(exp.notebook, exp.profile, exp.traces, exp.test)
     return {"metrics": metrics, "table": df, "table_path": md, "figure_path": fig, "metrics_path": path}
+
+
+def show(out: dict[str, Any]) -> str:
+    """A finished table with its findings, as markdown (the notebooks display it)."""
+    return tables.markdown_table(out["table"]) + "\n\n" + "\n".join(f"- {f}" for f in out["metrics"]["findings"])

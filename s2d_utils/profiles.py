@@ -305,12 +305,6 @@ def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
     return out
 
 
-# the five notebooks that generate and train, and the method and task each runs
-NOTEBOOK_TASKS = {"01_rar_last_letter": ("rar", "last_letter"), "02_rar_coin_flip": ("rar", "coin_flip"),
-                  "03_s2a_sycophancy": ("s2a", "sycophancy"), "04_bsm_llm_judge": ("bsm", "judge"),
-                  "05_cot_gsm8k": ("cot", "gsm8k")}
-
-
 def training_bound(method: str, task: str, profile: str) -> tuple[int, int]:
     """(optimizer steps, rows a step) of one student when the filter keeps every unlabeled input
     (BSM: each pair in both orders): an upper bound on a notebook's fine-tuning work."""

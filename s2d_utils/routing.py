@@ -3,7 +3,9 @@
 For a threshold t the router answers with the student where its confidence is >= t and runs
 System 2 (its cached result on that input) elsewhere. #Tokens counts the student's tokens on
 every input (it always answers first) plus System 2's where it was called. Everything here is
-computed from per-input arrays the notebooks already recorded; nothing is generated.
+computed from per-input arrays the notebooks already recorded (`records`), the student's
+confidence included (`backends.answer_confidence`, recorded as the student generated); nothing
+is generated and no model is loaded.
 
 `route_curve` gives one point per distinct confidence value (all of System 2 at one end, all of
 the student at the other). Between two points the straight line is exact in expectation: it is
@@ -18,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .evaluate import mcnemar_p, wilson
+from . import figures, registry, tables
+from .registry import Notebook
+from .stats import mcnemar_p, wilson
 
 
 @dataclass(frozen=True)
@@ -140,119 +144,7 @@ def calibration(confidence: Sequence[float], correct: Sequence[bool], n_bins: in
     return Calibration(tuple(bins), ece, sparse, sentence)
 
 
-# ----- the student's confidence in its own answer -----
-
-def _messages(prompt: str):
-    """A call's prompt as the model got it: a chat (BSM stores its messages as JSON) or a user turn."""
-    import json
-
-    if prompt.startswith("[{"):
-        try:
-            messages = json.loads(prompt)
-        except ValueError:
-            return prompt
-        if isinstance(messages, list) and all(isinstance(m, dict) and "role" in m for m in messages):
-            return messages
-    return prompt
-
-
-def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None) -> list[float]:
-    """Per input, the probability the model gives its own greedy answer: the product of its
-    next-token probabilities over the last call's output tokens (and the end-of-turn token when the
-    call stopped there). Inputs with several traces (a judge's two orders) get the mean.
-
-    A call that carries its log-probability (`Call.logprob`: the engine records it from the logits
-    each token was drawn from) costs nothing more. Otherwise (a sample cached before that, a
-    server) the output is teacher-forced on the exact prompt it saw, re-tokenized from its text
-    (for the short answers of a student, the token sequence it generated); those results are cached
-    per model fingerprint in ``<results>/cache/confidence/`` (one JSON file), so a rerun computes
-    nothing it has computed before.
-    """
-    import hashlib
-    import json
-
-    import torch
-
-    from . import paths
-    from .engine import common_prefix, prefill_prefix, repeat_prefix
-    from .generation import render
-
-    folder = paths.ensure(Path(cache_dir) if cache_dir else paths.CACHE / "confidence")
-    store = folder / f"{lm.fingerprint[:24]}.json"
-    known: dict[str, float] = json.loads(store.read_text()) if store.exists() else {}
-    tok = lm.tokenizer
-    jobs = []  # (key, prompt ids, answer ids)
-    keys_per_input = []
-    for ts in traces:
-        keys = []
-        for t in ts:
-            call = t.calls[-1]
-            if call.logprob is not None:
-                keys.append(call.logprob)
-                continue
-            text = render(lm, _messages(call.prompt))
-            key = hashlib.sha256(f"{text}\0{call.output}\0{call.finish_reason}".encode()).hexdigest()[:32]
-            keys.append(key)
-            if key not in known:
-                answer = tok(call.output, add_special_tokens=False)["input_ids"]
-                if call.finish_reason == "stop":
-                    answer = answer + [tok.eos_token_id]
-                jobs.append((key, tok(text, add_special_tokens=False)["input_ids"], answer))
-        keys_per_input.append(keys)
-    if not jobs:
-        return [_mean_confidence(keys, known) for keys in keys_per_input]
-    model = lm.model
-    device = next(model.parameters()).device
-    pad = tok.pad_token_id
-    # prefix caching, as in generation: the tokens every prompt begins with (the chat template's
-    # header; a judge's system prompt) run once, and each batch attends to their K/V
-    shared = common_prefix([p for _, p, _ in jobs])
-    jobs.sort(key=lambda j: len(j[1]) + len(j[2]))  # similar lengths together: less padding
-    base = prefill_prefix(model, jobs[0][1][:shared], device) if shared else None
-    with torch.inference_mode():
-        for start in range(0, len(jobs), batch_size):
-            chunk = [(key, p[shared:], a) for key, p, a in jobs[start : start + batch_size]]
-            width = max(len(p) + len(a) for _, p, a in chunk)
-            keep = max(len(a) for _, _, a in chunk) + 1
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, (_, p, a) in enumerate(chunk):  # left padding: every row's answer ends at the last position
-                ids[r, width - len(p) - len(a):] = torch.tensor(p + a)
-                mask[r, width - len(p) - len(a):] = 1
-            position = (mask.cumsum(-1) - 1).clamp(min=0) + shared
-            extra = {}
-            if base is not None:
-                mask = torch.cat([mask.new_ones((len(chunk), shared)), mask], dim=-1)
-                extra = {"past_key_values": repeat_prefix(model, base, len(chunk)), "use_cache": True}
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position.to(device),
-                           logits_to_keep=keep, **extra).logits  # [rows, keep, vocab]: only the answers' predictions
-            logprobs = torch.log_softmax(logits.float(), -1)
-            for r, (key, p, a) in enumerate(chunk):
-                if not a:
-                    known[key] = 1.0
-                    continue
-                rows = logprobs[r, keep - len(a) - 1 : keep - 1]  # position i predicts token i + 1
-                target = torch.tensor(a, device=rows.device)
-                known[key] = float(rows.gather(-1, target[:, None]).sum().exp())
-    tmp = store.with_suffix(".partial")
-    tmp.write_text(json.dumps(known))
-    tmp.replace(store)
-    return [_mean_confidence(keys, known) for keys in keys_per_input]
-
-
-def _mean_confidence(keys, known: dict[str, float]) -> float:
-    """The mean probability over an input's calls: a float key is the call's own log-probability,
-    a string the confidence cache's key."""
-    import math
-
-    probs = [math.exp(k) if isinstance(k, float) else known[k] for k in keys]
-    return sum(probs) / len(probs) if probs else 0.0
-
-
 # ----- the routing notebook (07): every method whose student was trained -----
-
-ROUTING_FILE, ROUTING_FIGURE = "routing", "fig_routing"
-
 
 @dataclass(frozen=True)
 class MethodRouting:
@@ -267,15 +159,13 @@ class MethodRouting:
     problem: str | None  # why this method has no curve
 
 
-def analyse(metrics: dict[str, dict], blocks=None) -> list[MethodRouting]:
+def analyse(metrics: dict[str, dict], blocks: Sequence[Notebook] = registry.NOTEBOOKS) -> list[MethodRouting]:
     """Route each method's test inputs between its distilled student and its System 2, from the
     metrics notebooks 01-05 recorded (per-input outcomes under the first parse rule, the
     student's confidences, each row's mean #Tokens). A method whose student was not trained, or
     whose metrics carry no confidences (written before routing existed), gets the reason instead."""
-    from . import summary
-
     out = []
-    for b in blocks or summary.BLOCKS:
+    for b in blocks:
         m = metrics.get(b.notebook)
         if m is None:
             out.append(MethodRouting(b.label, b.distilled, b.system2, 0, (), {}, None, None,
@@ -344,59 +234,13 @@ def routing_markdown(results: Sequence[MethodRouting], profile: str, model: str)
     return "\n".join(lines) + "\n"
 
 
-def plot_routing(results: Sequence[MethodRouting], profile: str, model: str):
-    """Accuracy against #Tokens for each method's router (line through its thresholds) beside the
-    fixed points; and a reliability diagram per method. One file, figures/fig_routing[.profile].png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import report
-
-    shown = [r for r in results if not r.problem]
-    cols = max(1, len(shown))
-    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7.5), squeeze=False)
-    marks = {"System 1": "o", "System 2": "s", "distilled System 1": "^"}
-    for j, r in enumerate(shown):
-        ax = axes[0][j]
-        ax.plot([p.tokens for p in r.points], [100 * p.accuracy for p in r.points], "-", color="grey", lw=1.2,
-                label="router (thresholds)")
-        for role, (tok, acc) in r.fixed.items():
-            ax.plot(max(tok, 0.5), 100 * acc, marks[role], ms=8, label=role)
-        if r.choice and r.choice.point is not None:
-            ax.plot(r.choice.point.tokens, 100 * r.choice.point.accuracy, "*", ms=14, color="C3", label="chosen")
-        ax.set_xscale("log")
-        ax.set_title(r.label, fontsize=9)
-        ax.set_xlabel("#Tokens per input")
-        ax.grid(alpha=0.3)
-        ax2 = axes[1][j]
-        bins = [bn for bn in r.calibration.bins if bn[2]]
-        ax2.plot([0, 1], [0, 1], ":", color="grey")
-        ax2.bar([(bn[0] + bn[1]) / 2 for bn in bins], [bn[4] for bn in bins], width=0.09, alpha=0.6)
-        for bn in bins:
-            ax2.annotate(str(bn[2]), ((bn[0] + bn[1]) / 2, bn[4]), ha="center", va="bottom", fontsize=7)
-        ax2.set_xlim(0, 1)
-        ax2.set_ylim(0, 1.05)
-        ax2.set_xlabel("student confidence (bin; n above the bar)")
-        ax2.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy %")
-    axes[1][0].set_ylabel("student accuracy in the bin")
-    if shown:
-        axes[0][0].legend(fontsize=7, loc="best")
-    else:
-        axes[0][0].text(0.5, 0.5, "no method has a trained student with confidences", ha="center", va="center")
-    fig.suptitle(f"Routing between the distilled student and System 2: {model} ({profile})")
-    fig.tight_layout()
-    path = report.output_path(ROUTING_FIGURE, profile, "png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def plot_routing(results: Sequence[MethodRouting], profile: str, model: str) -> Path:
+    """The routing curves and reliability diagrams (`figures.plot_routing`), figures/fig_routing[.profile].png."""
+    return figures.plot_routing(results, profile, model, registry.ROUTING_FIGURE)
 
 
-def save_routing(results: Sequence[MethodRouting], profile: str, model: str):
-    from . import report
-
-    path = report.output_path(ROUTING_FILE, profile, "md")
+def save_routing(results: Sequence[MethodRouting], profile: str, model: str) -> Path:
+    """Write the routing table and its findings, figures/routing[.profile].md."""
+    path = tables.output_path(registry.ROUTING_FILE, profile, "md")
     path.write_text(routing_markdown(results, profile, model))
     return path

@@ -1,7 +1,7 @@
 """The summary notebook's logic: read every method notebook's metrics, check they belong together,
 draw one figure across methods, and give a verdict per paper claim from the numbers.
 
-Verdicts are computed from the per-input outcomes the notebooks record (`pipeline.outcomes`),
+Verdicts are computed from the per-input outcomes the notebooks record (`records.outcomes`),
 so every comparison can be redone under each parse rule, per group and against the best
 constant answer, and has four outcomes: held, not held, not shown (with the smallest difference
 the test could detect) and not testable (with the missing precondition). See `verdicts`.
@@ -9,94 +9,29 @@ the test could detect) and not testable (with the missing precondition). See `ve
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import paths, profiles, report
-from .evaluate import _discordant, detectable_difference, mcnemar_p, paired_difference_ci
-from .pipeline import CONSTANT_SHARE  # a system giving one answer to this share of inputs cannot carry a claim
-from .system2 import bsm, cot, rar, s2a
+from . import figures, profiles, registry, tables
+from .paper import CONSTANT
+from .records import CONSTANT_SHARE, load_metrics as _load, one_answer
+from .registry import BEATS, FILTER, NEAR, NO_DISTILL, Notebook
+from .stats import ALPHA, detectable_difference, discordant, mcnemar_p, p_text, paired_difference_ci
 
-ALPHA = 0.05
 FRACTION = 0.5  # "a fraction of System 2's tokens": at most half
 MARGIN = 0.10  # "near" / "equivalent": within 10 accuracy points (the 95% CI of the paired difference)
 MIN_PAIRS = 8  # a student trained on fewer kept inputs cannot carry a claim
-CONSTANT = report.CONSTANT
 HELD, NOT_HELD, NOT_SHOWN, NOT_TESTABLE = "held", "not held", "not shown", "not testable"
-BEATS = "distilled System 1 beats System 1"
-NEAR = "distilled System 1 near System 2 at a fraction of its tokens"
-FILTER = "the unsupervised filter matters"
-NO_DISTILL = "CoT on GSM8k does not distill"
+BLOCKS = registry.NOTEBOOKS  # the method notebooks whose claims are tested, in order
 
 
-@dataclass(frozen=True)
-class Block:
-    """One method notebook's table: which rows play System 1, System 2, the distilled System 1 and
-    the unfiltered ablation, and which block of the paper's tables it reproduces."""
-
-    notebook: str
-    table: str  # figures/<table>.md
-    label: str
-    paper_key: tuple[str, str]  # report.paper_table(*paper_key)
-    system1: str
-    system2: str
-    distilled: str
-    ablation: str | None = None
-    groups: tuple[str, ...] = ()  # groups the paper reports separately (S2A: biased, unbiased)
-
-    @property
-    def paper(self) -> report.PaperTable:
-        return report.paper_table(*self.paper_key)
-
-    @property
-    def headline(self) -> report.Measure:
-        """The table's first percentage measure (accuracy; S2A: biased; BSM: agreement; GSM8k: maj@1)."""
-        return next(m for m in self.paper.measures if m.percent)
-
-
-BLOCKS = (
-    Block("01_rar_last_letter", "table1_last_letter", "RaR, last letter", ("table1", "last_letter"), rar.SYSTEM1,
-          rar.TWO_STEP, rar.DISTILL_SYSTEM2, rar.DISTILL_NO_FILTER),
-    Block("02_rar_coin_flip", "table1_coin_flip", "RaR, coin flip", ("table1", "coin_flip"), rar.SYSTEM1, rar.TWO_STEP,
-          rar.DISTILL_SYSTEM2, rar.DISTILL_NO_FILTER),
-    Block("03_s2a_sycophancy", "table2_sycophancy", "S2A, sycophancy", ("table2", "sycophancy"), s2a.SYSTEM1, s2a.S2A,
-          s2a.DISTILL, s2a.DISTILL_NO_USC, groups=("biased", "unbiased")),
-    Block("04_bsm_llm_judge", "table3_mt_bench", "BSM judge, MT-bench (proxy agreement)", ("table3", "mt_bench"),
-          bsm.SYSTEM1, bsm.BSM, bsm.DISTILL),
-    Block("05_cot_gsm8k", "table4_gsm8k", "CoT, GSM8k (maj@1)", ("table4", "gsm8k"), cot.SYSTEM1, cot.COT0, cot.DISTILL),
-)
-
-
-def load_metrics(profile: str, model: str | None = None, blocks=BLOCKS,
+def load_metrics(profile: str, model: str | None = None, blocks: Sequence[Notebook] = BLOCKS,
                  allow_missing: bool = False) -> dict[str, dict[str, Any]]:
-    """Every method notebook's metrics for ``profile``; a clear error naming the notebook whose
-    metrics are missing or stale (another profile or model, or another model fingerprint than
-    the other notebooks'). With ``allow_missing`` a notebook without metrics (or with metrics of
-    an older version, without per-input outcomes) is left out, and its claims say so."""
-    expected = profiles.model_for(profile, model)
-    out, prints = {}, {}
-    for b in blocks:
-        path = paths.METRICS / f"{b.notebook}.{profile}.json"
-        if allow_missing and (not path.exists() or "outcomes" not in json.loads(path.read_text())):
-            continue
-        if not path.exists():
-            raise FileNotFoundError(f"{b.notebook}: no metrics for profile {profile!r} ({path}). Run that notebook "
-                                    f"first (make reproduce PROFILE={profile} runs them all in order).")
-        m = json.loads(path.read_text())
-        if m.get("profile") != profile or m.get("model") != expected:
-            raise ValueError(f"{b.notebook}: its metrics are stale: profile {m.get('profile')!r} and model "
-                             f"{m.get('model')!r}, expected {profile!r} and {expected!r}. Rerun that notebook.")
-        prints[b.notebook] = m["manifest"]["model_fingerprint"]
-        out[b.notebook] = m
-    if len(set(prints.values())) > 1:
-        first = next(iter(prints.values()))
-        odd = [nb for nb, f in prints.items() if f != first]
-        raise ValueError(f"{', '.join(odd)}: stale metrics: the model fingerprint differs from "
-                         f"{next(iter(prints))}'s ({first[:12]}...). Rerun the notebooks on the same model.")
-    return out
+    """Every method notebook's metrics for ``profile`` (`records.load_metrics`): a clear error
+    naming the notebook whose metrics are missing or stale; with ``allow_missing`` a notebook
+    without metrics is left out, and its claims say so."""
+    return _load([b.notebook for b in blocks], profile, profiles.model_for(profile, model), allow_missing)
 
 
 def _row(m: dict, name: str) -> dict:
@@ -104,10 +39,6 @@ def _row(m: dict, name: str) -> dict:
 
 
 # --- the evidence behind a verdict ----------------------------------------------------------------
-
-def _p_text(p: float) -> str:
-    return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
-
 
 @dataclass(frozen=True)
 class Comparison:
@@ -127,7 +58,7 @@ class Comparison:
     @classmethod
     def of(cls, a: str, va: Sequence[bool], b: str, vb: Sequence[bool]) -> "Comparison":
         n = len(va)
-        only_a, only_b = _discordant(va, vb)
+        only_a, only_b = discordant(va, vb)
         diff, low, high = paired_difference_ci(va, vb)
         return cls(a, b, n, sum(va) / n, sum(vb) / n, mcnemar_p(va, vb), diff, low, high,
                    detectable_difference(n, (only_a + only_b) / n))
@@ -147,7 +78,7 @@ class Comparison:
             return f"{name} {100 * acc:.1f}%" + (f" ({tok[name]:.1f} tok)" if name in tok else "")
 
         return (f"{side(self.a, self.acc_a)} vs {side(self.b, self.acc_b)}: {100 * self.diff:+.1f} points "
-                f"(95% CI {100 * self.low:+.0f} to {100 * self.high:+.0f}), n = {self.n}, McNemar {_p_text(self.p)}")
+                f"(95% CI {100 * self.low:+.0f} to {100 * self.high:+.0f}), n = {self.n}, McNemar {p_text(self.p)}")
 
     def not_shown(self) -> str:
         return (f"not shown: n = {self.n} detects a difference of {100 * self.detectable:.0f} points or more "
@@ -187,13 +118,12 @@ class View:
     def constant_system(self, name: str) -> str | None:
         """Why ``name`` cannot carry a verdict (one answer to >= CONSTANT_SHARE of the inputs), or None."""
         answers = self.answers.get(name)
-        if not answers:
+        found = one_answer(answers or [], CONSTANT_SHARE)
+        if found is None:
             return None
-        top, count = Counter(answers).most_common(1)[0]
-        if count >= CONSTANT_SHARE * len(answers):
-            said = "no parsed answer" if top is None else repr(top)
-            return f"{name} gives one answer ({said}) to {count} of {len(answers)} test inputs"
-        return None
+        top, count = found
+        said = "no parsed answer" if top is None else repr(top)
+        return f"{name} gives one answer ({said}) to {count} of {len(answers)} test inputs"
 
     def compare(self, a: str, b: str) -> Comparison:
         return Comparison.of(a, self.correct[a], b, self.correct[b])
@@ -236,7 +166,7 @@ def _targets_problem(m: dict, name: str) -> str | None:
     return None
 
 
-def _claim(v: View, m: dict, b: Block, claim: str) -> tuple[str, str]:
+def _claim(v: View, m: dict, b: Notebook, claim: str) -> tuple[str, str]:
     """(verdict, numbers) of one claim in one view."""
     s1, s2, d = b.system1, b.system2, b.distilled
     tokens = {name: _row(m, name)["tokens"] for name in (s1, s2, d, b.ablation) if name and name in m["rows"]}
@@ -289,13 +219,7 @@ def _claim(v: View, m: dict, b: Block, claim: str) -> tuple[str, str]:
     return verdict, f"{numbers}" + (f"; {why}" if why else "")
 
 
-def _claims(b: Block) -> list[str]:
-    if b.notebook.startswith("05"):
-        return [NO_DISTILL]
-    return [BEATS, NEAR] + ([FILTER] if b.ablation else [])
-
-
-def verdicts(metrics: dict[str, dict], blocks=BLOCKS) -> list[dict[str, str]]:
+def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] = BLOCKS) -> list[dict[str, str]]:
     """One verdict per paper claim, method and group (S2A: biased and unbiased inputs separately),
     under every parse rule the notebook recorded; where the rules disagree the verdict says so and
     gives each. Outcomes: held, not held (contradicted: significant the other way, or equivalence /
@@ -306,13 +230,13 @@ def verdicts(metrics: dict[str, dict], blocks=BLOCKS) -> list[dict[str, str]]:
     for b in blocks:
         m = metrics.get(b.notebook)
         if m is None:
-            out.append({"claim": ", ".join(_claims(b)), "method": b.label, "verdict": NOT_TESTABLE,
+            out.append({"claim": ", ".join(list(b.claims)), "method": b.label, "verdict": NOT_TESTABLE,
                         "numbers": f"{b.notebook} has not been run with this version (no per-input outcomes recorded)"})
             continue
         for group in b.groups or (None,):
             vs = views(m, group)
             label = b.label + (f" ({group} inputs)" if group else "")
-            for claim in _claims(b):
+            for claim in list(b.claims):
                 results = [(v.rule, *_claim(v, m, b, claim)) for v in vs]
                 first_rule, verdict, numbers = results[0]
                 if len({r[1] for r in results}) == 1:
@@ -348,58 +272,22 @@ LEGEND = (f"- **held**: the data show it (a claim that one system beats another:
 
 
 def save_verdicts(rows: list[dict[str, str]], profile: str, model: str) -> Path:
-    path = report.output_path("summary_verdicts", profile, "md")
+    path = tables.output_path(registry.SUMMARY_FILE, profile, "md")
     text = f"# The paper's claims, tested on {model} (profile {profile})\n\n{verdicts_markdown(rows)}\n\n{LEGEND}"
     path.write_text(text)
     return path
 
 
-def plot(metrics: dict[str, dict], profile: str, model: str, blocks=BLOCKS) -> Path:
-    """One figure across methods: headline measure vs #Tokens, System 1 / System 2 / distilled
-    marked alike in every task (shape), one colour per task; ours left, the paper's right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    shapes = {"System 1": "o", "System 2": "s", "distilled System 1": "^"}
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    for i, b in enumerate(blocks):
-        if b.notebook not in metrics:
-            continue
-        m, c, head = metrics[b.notebook], colors[i % len(colors)], b.headline
-        for role, name in (("System 1", b.system1), ("System 2", b.system2), ("distilled System 1", b.distilled)):
-            r = _row(m, name)
-            axes[0].plot(max(r["tokens"], 0.5), 100 * r.get(head.key, r["accuracy"]), shapes[role], color=c, ms=8)
-            acc, tok = b.paper.value(name, head.column), b.paper.value(name, head.tokens_column)
-            if acc is not None and tok is not None:
-                axes[1].plot(tok, acc, shapes[role], color=c, ms=8, mfc="none", mew=1.8)
-    for ax, title in zip(axes, (f"ours: {model} ({profile})", f"paper: {report.PAPER_MODEL.split('/')[-1]}")):
-        ax.set_xscale("log")
-        ax.set_xlabel("#Tokens per input (generated, all calls)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy / agreement %")
-    axes[0].set_ylim(-2, 102)
-    handles = [Line2D([], [], color="grey", marker=s, ls="", label=k) for k, s in shapes.items()]
-    handles += [Line2D([], [], color=colors[i % len(colors)], marker="s", ls="", label=b.label)
-                for i, b in enumerate(blocks)]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle("System 1, System 2 and distilled System 1 across methods (paper: hollow markers)")
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
-    path = report.output_path("fig_summary", profile, "png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def plot(metrics: dict[str, dict], profile: str, model: str, blocks: Sequence[Notebook] = BLOCKS) -> Path:
+    """One figure across methods (`figures.plot_summary`): headline measure vs #Tokens."""
+    return figures.plot_summary(metrics, profile, model, blocks, registry.SUMMARY_FIGURE)
 
 
-def tables_markdown(profile: str, blocks=BLOCKS) -> str:
+def tables_markdown(profile: str, blocks: Sequence[Notebook] = BLOCKS) -> str:
     """Every method table file of the profile, verbatim (tables, notes and findings)."""
     parts = []
     for b in blocks:
-        path = report.output_path(b.table, profile, "md")
+        path = tables.output_path(b.table, profile, "md")
         if not path.exists():
             raise FileNotFoundError(f"{b.notebook}: {path} is missing; run that notebook first")
         parts.append(path.read_text())

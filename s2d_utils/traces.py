@@ -1,14 +1,22 @@
-"""The records a program leaves: `Call` (one model call) and `Trace` (one sample of a program on one input).
+"""The records a program leaves: `Call` (one model call) and `Trace` (one sample of a program on one
+input), and the one reading of a call's answer (`parse`, `rescore`).
 
-They sit below every module that reads them (filters, evaluate, the programs in `system2`), so
-reading a trace never imports the programs or the model. `system2` re-exports both.
+They sit below every module that reads them (filters, evaluate, records, findings, the programs
+in `system2`), so reading a trace never imports the programs or the model. `system2` re-exports
+them.
 The paper's #Tokens for an input is the sum of generated tokens over its trace's calls
 (`Trace.n_tokens`); input tokens are not counted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Callable, Sequence
+
+from .tasks import Example
+
+CUT = "length"  # a call's finish reason when the token cap stopped it
 
 
 @dataclass(frozen=True)
@@ -45,3 +53,33 @@ class Trace:
     @property
     def final(self) -> str:
         return self.calls[-1].output
+
+
+def parse(task: ModuleType, text: str, finish_reason: str, example: Example | None, mode: str = "flexible",
+          **kw) -> str | None:
+    """The one reading of a completion's answer, used by every program and by `rescore`.
+
+    A completion cut by the token cap has not finished: it states an answer only in the task's
+    strict form ("The answer is 12", "[[A]]"); the flexible fallbacks (the last number, the last
+    word, a bare "yes") would read a half-written thought as an answer ("... 4. Harry's" -> 4).
+    """
+    if finish_reason == CUT and mode == "flexible":
+        mode = "strict"
+    return task.extract(text, mode, example, **kw)
+
+
+def rescore(traces: Sequence[Sequence[Trace]], examples: Sequence[Example], task: ModuleType,
+            reader: "Callable[[Call, Example], str | None] | None" = None, mode: str = "flexible") -> list[list[Trace]]:
+    """The same traces with each answer read again from the final call's cached output: another
+    parse rule (``mode``, or any ``reader(call, example)``), nothing regenerated."""
+    def read(t: Trace, e: Example) -> str | None:
+        c = t.calls[-1]
+        return reader(c, e) if reader else parse(task, c.output, c.finish_reason, e, mode)
+
+    return [[replace(t, answer=read(t, e)) for t in ts] for ts, e in zip(traces, examples)]
+
+
+def cut_share(traces: Sequence[Sequence[Trace]]) -> float:
+    """Share of calls (all samples, all calls) the token cap stopped."""
+    calls = [c for ts in traces for t in ts for c in t.calls]
+    return sum(c.finish_reason == CUT for c in calls) / len(calls) if calls else 0.0

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from s2d_utils import generation, models
-from s2d_utils.backends import Job, Sampling, Settings
-from s2d_utils.generation import LOCAL, backend_for, generate, model_key
-from s2d_utils.served import ServerError, TokenCountMismatch, read_response
+from s2d_utils.backends import LOCAL, Generated, Job, Sampling, Settings, backend_for, stop_token_ids
+from s2d_utils.backends.openai import ServerError, TokenCountMismatch, read_response
+from s2d_utils.generation import generate, model_key
 
 
 def test_settings_come_from_the_environment_and_name_the_variable_at_fault(monkeypatch):
@@ -63,14 +63,14 @@ def test_token_counts_from_usage_are_checked_against_the_local_tokenizer(tiny_lm
     job = Job("<rendered>", (1, 2, 3), 7)
     cap = Sampling(0.0, 1.0, 64)
     # a server that counts the end-of-turn token (transformers serve, vLLM) and one that does not
-    assert read_response(tiny_lm, job, cap, _response(text, "stop", n + 1, 3)) == generation.Generated(text, n, "stop")
-    assert read_response(tiny_lm, job, cap, _response(text, "stop", n)) == generation.Generated(text, n, "stop")
+    assert read_response(tiny_lm, job, cap, _response(text, "stop", n + 1, 3)) == Generated(text, n, "stop")
+    assert read_response(tiny_lm, job, cap, _response(text, "stop", n)) == Generated(text, n, "stop")
     # the cap reached: "length"; transformers serve also says "length" when the stop token was the last allowed
     assert read_response(tiny_lm, job, Sampling(0.0, 1.0, n), _response(text, "length", n)).finish_reason == "length"
     assert read_response(tiny_lm, job, Sampling(0.0, 1.0, n + 1), _response(text, "length", n + 1)) == \
-        generation.Generated(text, n, "stop")
+        Generated(text, n, "stop")
     # sampled ids that are not the tokenizer's own split of the text: the server's count stands, within slack
-    assert read_response(tiny_lm, job, cap, _response(text, "stop", n + 2)) == generation.Generated(text, n + 1, "stop")
+    assert read_response(tiny_lm, job, cap, _response(text, "stop", n + 2)) == Generated(text, n + 1, "stop")
     with pytest.raises(TokenCountMismatch, match=f"the server counted {n + 5} generated tokens"):
         read_response(tiny_lm, job, cap, _response(text, "stop", n + 5))
     with pytest.raises(TokenCountMismatch, match="read the prompt as 4 tokens, the local tokenizer as 3"):
@@ -83,7 +83,7 @@ def test_token_counts_from_usage_are_checked_against_the_local_tokenizer(tiny_lm
 def test_weights_load_lazily_and_give_the_same_samples(tiny_model_dir, tiny_lm):
     lazy = models.load_model(str(tiny_model_dir), device="cpu", weights=False)
     assert not lazy.loaded and lazy.fingerprint == tiny_lm.fingerprint and lazy.dtype == "float32"
-    assert generation.context_window(lazy) == 512 and generation.stop_token_ids(lazy) == generation.stop_token_ids(tiny_lm)
+    assert generation.context_window(lazy) == 512 and stop_token_ids(lazy) == stop_token_ids(tiny_lm)
     kw = dict(max_new_tokens=5, cache=None, progress=False)
     assert generate(lazy, ["Hello there"], **kw) == generate(tiny_lm, ["Hello there"], **kw)
     assert lazy.loaded
@@ -123,3 +123,91 @@ def test_the_preflight_names_a_dead_server_in_seconds(monkeypatch):
     assert not finding.ok and f"127.0.0.1:{port}/v1/models" in finding.detail and "S2D_BACKEND" in finding.fix
     monkeypatch.setenv("S2D_BACKEND", "local")
     assert preflight.check_backend()[0].ok
+
+
+# ----- scoring: the confidence through the backend seam -----
+
+class _Echo:
+    """A stand-in for the openai client's ``completions``: answers every request with ``logprobs``
+    (a list, or None), or raises ``error``; keeps the requests."""
+
+    def __init__(self, logprobs=None, error=None, prompt_tokens=None):
+        self.logprobs, self.error, self.prompt_tokens, self.requests = logprobs, error, prompt_tokens, []
+
+    def create(self, **request):
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        values = self.logprobs if self.logprobs is not None else [None] + [-0.5] * len(request["prompt"])
+        return SimpleNamespace(choices=[SimpleNamespace(logprobs=SimpleNamespace(token_logprobs=values))],
+                               usage=SimpleNamespace(prompt_tokens=self.prompt_tokens))
+
+
+def _served(completions, token_prompts=True):
+    """An `OpenAIBackend` without a server: its client's completions are ``completions``."""
+    from s2d_utils.backends.openai import OpenAIBackend
+
+    backend = object.__new__(OpenAIBackend)
+    backend.client = SimpleNamespace(completions=completions)
+    backend.token_prompts, backend.served_model = token_prompts, "m"
+    backend.base_url, backend.settings = "http://server/v1", Settings("openai", "http://server/v1", max_retries=0)
+    return backend
+
+
+def test_a_server_scores_with_prompt_log_probabilities_or_says_it_cannot(tiny_lm):
+    import math
+
+    import httpx
+    import openai
+
+    tok = tiny_lm.tokenizer
+    prompt = tok("Is it?", add_special_tokens=False)["input_ids"]
+    answer = tok("Yes.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # stopped: its stop token counts
+    n = len(prompt) + len(answer)
+    echo = _Echo([None] + [-9.0] * (len(prompt) - 1) + [-0.25] * len(answer) + [-3.0])  # prompt, answer, 1 generated
+    (p,) = _served(echo).score(tiny_lm, ["Is it?"], ["Yes."], ["stop"])
+    assert p == pytest.approx(math.exp(-0.25 * len(answer)))
+    (request,) = echo.requests
+    assert request["prompt"] == prompt + answer and request["echo"] is True
+    assert (request["logprobs"], request["max_tokens"], request["temperature"]) == (1, 1, 0.0)
+    assert _served(_Echo(prompt_tokens=n - 1)).score(tiny_lm, ["Is it?"], ["Yes."], ["length"]) == \
+        [pytest.approx(math.exp(-0.5 * (len(answer) - 1)))]  # cut by the cap: no stop token
+    # where the server cannot: text prompts only, no log-probabilities, another tokenization, no echo
+    assert _served(_Echo(), token_prompts=False).score(tiny_lm, ["Is it?"], ["Yes."], ["stop"]) is None
+    assert _served(_Echo([None] * (n + 1))).score(tiny_lm, ["Is it?"], ["Yes."], ["stop"]) is None
+    assert _served(_Echo(prompt_tokens=n + 1)).score(tiny_lm, ["Is it?"], ["Yes."], ["stop"]) is None
+    refused = openai.BadRequestError("echo is not supported", response=httpx.Response(
+        400, request=httpx.Request("POST", "http://server/v1/completions")), body=None)
+    assert _served(_Echo(error=refused)).score(tiny_lm, ["Is it?"], ["Yes."], ["stop"]) is None
+    gone = openai.APIConnectionError(request=httpx.Request("POST", "http://server/v1/completions"))
+    with pytest.raises(ServerError, match="http://server/v1: APIConnectionError"):
+        _served(_Echo(error=gone)).score(tiny_lm, ["Is it?"], ["Yes."], ["stop"])
+
+
+def test_answer_confidence_scores_through_the_backend_only_what_carries_no_log_probability(tiny_lm, tmp_path):
+    import json
+    import math
+
+    from s2d_utils import backends
+    from s2d_utils.traces import Call, Trace
+
+    class Scorer:
+        def __init__(self, answer):
+            self.answer, self.asked = answer, []
+
+        def score(self, lm, prompts, outputs, finish_reasons, batch_size=8, cache_dir=None):
+            self.asked.append((list(prompts), list(outputs), list(finish_reasons)))
+            return None if self.answer is None else [self.answer] * len(prompts)
+
+    chat = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "A or B?"}]
+    traces = [[Trace("0", 0, (Call("answer", "2+2?", "4", 1, "stop"),), "4"),
+               Trace("0", 1, (Call("answer", "2+2?", "4", 1, "stop", logprob=math.log(0.5)),), "4")],
+              [Trace("1", 0, (Call("judge", json.dumps(chat), "[[A]]", 3, "length"),), "A")]]
+    scorer = Scorer(0.25)
+    assert backends.answer_confidence(tiny_lm, traces, backend=scorer) == [pytest.approx(0.375), 0.25]
+    assert scorer.asked == [([backends.render(tiny_lm, "2+2?"), backends.render(tiny_lm, chat)], ["4", "[[A]]"],
+                             ["stop", "length"])]  # a call's own log-probability is not scored again
+    assert backends.answer_confidence(tiny_lm, traces, backend=Scorer(None)) is None  # the backend cannot score
+    # the weights are here: scored here, into the confidence cache, whatever the setting
+    local = backends.answer_confidence(tiny_lm, traces, batch_size=2, cache_dir=tmp_path)
+    assert all(0 < c < 1 for c in local) and len(json.loads(next(tmp_path.iterdir()).read_text())) == 2

@@ -94,15 +94,15 @@ def test_record_run_refuses_a_log_without_times_or_memory():
 
 
 def test_the_readme_run_block_marks_what_is_over_its_limit(tmp_path, monkeypatch):
-    from s2d_utils import report
+    from s2d_utils import readme
 
     rr = _record_run()
     monkeypatch.setattr(rr, "ROOT", tmp_path)  # no manifests there: stages empty
-    out = tmp_path / "figures" / report.RUN_FILE
+    out = tmp_path / "figures" / readme.RUN_FILE
     out.parent.mkdir()
     rr.record(RUN_LOG, out)
     rr.record(RUN_LOG.replace(": 1170 s", ": 90 s").replace(": 1300 s", ": 130 s"), out, warm=True)
-    text = report.readme_run(tmp_path)
+    text = readme.readme_run(tmp_path)
     assert "| 02_rar_coin_flip | **1300** |  | **130** | **8.5** |" in text
     assert "| 01_rar_last_letter | 1170 |  | 90 | 7.91 |" in text and "| 06_summary | 4 |  | 4 |  |" in text
     assert "**41.2 minutes**" in text and "**7.91 GB**" in text
@@ -113,17 +113,17 @@ def test_the_readme_run_block_marks_what_is_over_its_limit(tmp_path, monkeypatch
 def test_a_run_stopped_in_a_notebook_is_recorded_as_unfinished_and_over(tmp_path, monkeypatch):
     import pytest
 
-    from s2d_utils import report
+    from s2d_utils import readme
 
     rr = _record_run()
     monkeypatch.setattr(rr, "ROOT", tmp_path)
     log = RUN_LOG.replace("tables and figures: figures/", "== 07_slow (profile cpu)\nExecuting: 10%")
-    out = tmp_path / "figures" / report.RUN_FILE
+    out = tmp_path / "figures" / readme.RUN_FILE
     out.parent.mkdir()
     with pytest.raises(ValueError, match="07_slow.*did not finish"):
         rr.record(log, out)
     rr.record(log, out, stopped_after=3000)
-    text = report.readme_run(tmp_path)
+    text = readme.readme_run(tmp_path)
     assert "**stopped in 07_slow after 3000 s**" in text and "| 07_slow | **stopped after 3000** | | |" in text
     assert "**91.2 minutes** by then" in text and "the whole run over its limit" in text
     assert "07_slow over 20 minutes cold" in text.replace("02_rar_coin_flip, ", "")
@@ -167,10 +167,13 @@ def test_the_committed_estimate_follows_from_the_committed_rates_and_run():
     est = _estimate_module()
     figures = paths.ROOT / "figures"
     committed = json.loads((figures / "estimate_cpu.json").read_text())
+    from s2d_utils import registry
+
     rates = json.loads((figures / "rates_cpu.json").read_text())["models"][committed["model"]]
     measured = est.measured_without_loading(json.loads((figures / "reproduce_cpu.json").read_text()))
     for nb, row in committed["notebooks"].items():
-        method, task = est.profiles.NOTEBOOK_TASKS[nb]
+        record = registry.notebook(nb)
+        method, task = record.method, record.task
         again = est.estimate(method, task, "cpu", rates, row["mean_prompt_tokens"])
         assert {k: row[k] for k in again} == again, nb
         assert row["measured_s"] == measured[nb] and row["total_s"] > row["measured_s"], nb

@@ -5,8 +5,9 @@ merged student must work in it as they do in fp32."""
 import pytest
 import torch
 
+from reference import reference_greedy
 from s2d_utils import distill, engine, profiles
-from s2d_utils.generation import generate, render
+from s2d_utils.generation import generate
 from s2d_utils.models import load_model
 from s2d_utils.tasks import coin_flip
 
@@ -39,12 +40,7 @@ def test_bf16_greedy_on_the_cpu_equals_model_generate_in_bf16(bf16_lm, monkeypat
     assert lm.dtype == "bfloat16" and engine.supports(lm.model)
     outs = generate(lm, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=3)
     for prompt, (c,) in zip(PROMPTS, outs):
-        ids = lm.tokenizer(render(lm, prompt), return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            ref = lm.model.generate(**ids, max_new_tokens=16, do_sample=False,
-                                    pad_token_id=lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
-        ref = [t for t in ref.tolist() if t != lm.tokenizer.eos_token_id]
-        assert c.text == lm.tokenizer.decode(ref, skip_special_tokens=True)
+        assert c.text == reference_greedy(lm, prompt, 16)[1]
         assert c.logprob is not None and c.logprob < 0
 
 

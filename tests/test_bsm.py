@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import repo_data
-from s2d_utils import filters, paths, report
+from s2d_utils import filters, paper, paths, tables
 from s2d_utils.system2 import Call, Trace, bsm
 from s2d_utils.tasks import Example
 from s2d_utils.tasks import judge as task
@@ -184,8 +184,8 @@ def test_table3_layout():
     test = [Example(f"p{i}", "q", "A", {"answer_a": "x", "answer_b": "y"}) for i in range(2)]
     r, _ = bsm.combine(bsm.SYSTEM1, test, [_trace("p0", "A"), _trace("p1", "B")],
                        [_trace("p0~swap", "B"), _trace("p1~swap", "B")], task)
-    df = report.results_table([r], report.paper_table("table3", "mt_bench"))
+    df = tables.results_table([r], paper.paper_table("table3", "mt_bench"))
     assert list(df.columns) == ["Method", "n", "Agree % (ours)", "95% CI", "Inconsistent % (ours)", "#Tokens (ours)",
                                 "Parse fail %", "Cut %", "Agree % (paper)", "Inconsistent % (paper)", "#Tokens (paper)"]
     assert df.iloc[0]["Agree % (ours)"] == 50.0 and df.iloc[0]["Inconsistent % (ours)"] == 50.0
-    assert set(report.paper_table("table3", "oasst2").rows) == set(bsm.ROWS)
+    assert set(paper.paper_table("table3", "oasst2").rows) == set(bsm.ROWS)

@@ -32,20 +32,23 @@ def test_corrupt_file_is_refused_with_its_name(tmp_path):
     assert bad.read_bytes().startswith(b"this is not")  # never overwritten
 
 
-def test_foreign_sqlite_and_other_versions_are_refused(tmp_path):
-    foreign = tmp_path / "foreign.sqlite"
-    db = sqlite3.connect(foreign)
-    db.execute("CREATE TABLE people (name TEXT)")
+def _execute(path, *statements: str) -> None:
+    """Run ``statements`` on the SQLite file ``path`` and commit (a file made by hand)."""
+    db = sqlite3.connect(path)
+    for statement in statements:
+        db.execute(statement)
     db.commit()
     db.close()
+
+
+def test_foreign_sqlite_and_other_versions_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.sqlite"
+    _execute(foreign, "CREATE TABLE people (name TEXT)")
     with pytest.raises(CacheError, match="foreign.sqlite: a SQLite file, but not an s2d generation cache"):
         GenerationCache(foreign)
     newer = tmp_path / "newer.sqlite"
     GenerationCache(newer).close()
-    db = sqlite3.connect(newer)
-    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    db.commit()
-    db.close()
+    _execute(newer, "UPDATE meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(CacheError, match="schema version '99'"):
         GenerationCache(newer)
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from conftest import repo_data
-from s2d_utils import paths, report, summary
+from s2d_utils import paper, paths, summary, tables
+from s2d_utils.paper import CONSTANT
 from s2d_utils.system2 import Call, Trace, cot
 from s2d_utils.tasks import Example
 from s2d_utils.tasks import gsm8k as task
@@ -83,7 +84,7 @@ def test_maj_at_k_sums_tokens_and_reports_both_parse_rates():
     assert r.accuracy == 0.5 and r.extra["accuracy@5"] == 0.5 and r.extra["accuracy@10"] == 0.5
     assert r.tokens == 10 and r.extra["tokens@5"] == 50 and r.extra["tokens@10"] == 100
     assert r.extra["strict_parse_failures"] == 0.5 and r.extra["flexible_parse_failures"] == 0.0
-    df = report.results_table([r], report.paper_table("table4", "gsm8k"))
+    df = tables.results_table([r], paper.paper_table("table4", "gsm8k"))
     assert {"maj@1 Acc % (ours)", "maj@1 Acc 95% CI", "maj@10 #Tokens (ours)", "maj@10 Acc % (paper)"} <= set(df.columns)
 
 
@@ -173,7 +174,7 @@ def test_verdicts_follow_the_numbers():
     assert "System 1 gives one answer (no parsed answer) to 100 of 100" in got[summary.BEATS]["numbers"]
 
     # a student at the best constant answer's level: beating System 1 is not enough
-    with_const = {**correct, summary.CONSTANT: _vec(57, offset=1)}
+    with_const = {**correct, CONSTANT: _vec(57, offset=1)}
     got = _verdicts(b, _outcome_metrics(with_const, training=trained, filters=filters, tokens=tokens))
     assert got[summary.BEATS]["verdict"] == "not testable"  # System 2 (60%) does not beat the constant (57%) either
     assert "best constant answer" in got[summary.BEATS]["numbers"]

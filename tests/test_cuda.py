@@ -7,8 +7,10 @@ what these have run on).
 import pytest
 import torch
 
-from s2d_utils import distill, engine, generation, paths
-from s2d_utils.generation import generate, render
+from reference import reference_greedy
+from s2d_utils import distill, engine, paths
+from s2d_utils.backends import local as local_backend
+from s2d_utils.generation import generate
 from s2d_utils.models import load_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -30,8 +32,8 @@ def cuda_lm(request):
 def test_sampler_draws_on_the_gpu_with_cpu_generators_and_matches_the_cpu():
     logits = torch.randn(5, 3000, generator=torch.Generator().manual_seed(0)) * 4
     gens = lambda: [torch.Generator().manual_seed(s) for s in range(5)]  # noqa: E731
-    on_cpu = generation._sample_rows(logits, 0.7, 0.95, gens())
-    on_gpu = generation._sample_rows(logits.cuda(), 0.7, 0.95, gens())
+    on_cpu = local_backend._sample_rows(logits, 0.7, 0.95, gens())
+    on_gpu = local_backend._sample_rows(logits.cuda(), 0.7, 0.95, gens())
     assert on_gpu.device.type == "cuda" and on_gpu.cpu().tolist() == on_cpu.tolist()
 
 
@@ -40,12 +42,7 @@ def test_engine_greedy_identical_to_model_generate_on_cuda(cuda_lm, monkeypatch)
     assert cuda_lm.device.startswith("cuda") and engine.supports(cuda_lm.model)
     outs = generate(cuda_lm, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=2)
     for prompt, (c,) in zip(PROMPTS, outs):
-        ids = cuda_lm.tokenizer(render(cuda_lm, prompt), return_tensors="pt", add_special_tokens=False).to(cuda_lm.device)
-        with torch.no_grad():
-            ref = cuda_lm.model.generate(**ids, max_new_tokens=16, do_sample=False,
-                                         pad_token_id=cuda_lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
-        ref = [t for t in ref.tolist() if t != cuda_lm.tokenizer.eos_token_id]
-        assert c.text == cuda_lm.tokenizer.decode(ref, skip_special_tokens=True)
+        assert c.text == reference_greedy(cuda_lm, prompt, 16)[1]
 
 
 def test_sampling_on_cuda_runs_through_both_paths(cuda_lm, monkeypatch):
@@ -95,12 +92,7 @@ def test_a_split_model_decodes_through_the_fallback_fan_out_and_compaction_inclu
     assert not engine.supports(split_lm.model)
     greedy = generate(split_lm, PROMPTS, max_new_tokens=12, cache=None, progress=False, batch_size=3)
     for prompt, (c,) in zip(PROMPTS, greedy):
-        ids = split_lm.tokenizer(render(split_lm, prompt), return_tensors="pt", add_special_tokens=False).to("cuda:0")
-        with torch.no_grad():
-            ref = split_lm.model.generate(**ids, max_new_tokens=12, do_sample=False,
-                                          pad_token_id=split_lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
-        ref = [t for t in ref.tolist() if t != split_lm.tokenizer.eos_token_id]
-        assert c.text == split_lm.tokenizer.decode(ref, skip_special_tokens=True)
+        assert c.text == reference_greedy(split_lm, prompt, 12)[1]
     # several samples of one prompt share its prefill (fan-out), rows that stop leave the batch (compaction)
     sampled = generate(split_lm, PROMPTS, n=4, temperature=1.0, top_p=1.0, max_new_tokens=10, seed=1, cache=None,
                        progress=False, batch_size=12)
@@ -149,17 +141,12 @@ def test_bf16_engine_greedy_agrees_with_model_generate_in_bf16(tiny_model_dir, m
     assert engine.supports(lm.model)
     outs = generate(lm, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=3)
     for prompt, (c,) in zip(PROMPTS, outs):
-        ids = lm.tokenizer(render(lm, prompt), return_tensors="pt", add_special_tokens=False).to(lm.device)
-        with torch.no_grad():
-            ref = lm.model.generate(**ids, max_new_tokens=16, do_sample=False,
-                                    pad_token_id=lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
-        ref = [t for t in ref.tolist() if t != lm.tokenizer.eos_token_id]
-        assert c.text == lm.tokenizer.decode(ref, skip_special_tokens=True)
+        assert c.text == reference_greedy(lm, prompt, 16)[1]
 
 
 def test_the_kv_budget_on_a_gpu_follows_its_free_memory(cuda_lm):
     free, _ = torch.cuda.mem_get_info(torch.device(cuda_lm.device))
-    assert generation.kv_budget_bytes(cuda_lm.model) >= min(int(generation.GPU_KV_SHARE * free), 1 << 30) // 2
+    assert local_backend.kv_budget_bytes(cuda_lm.model) >= min(int(local_backend.GPU_KV_SHARE * free), 1 << 30) // 2
 
 
 def test_the_entry_point_under_fsdp_writes_the_student_the_kernel_trains(cuda_lm, tmp_path):

@@ -6,7 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from s2d_utils import engine, generation
+from reference import reference_greedy
+from s2d_utils import decoder, engine
+from s2d_utils.backends import local
 from s2d_utils.generation import generate
 
 PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
@@ -23,9 +25,9 @@ def test_two_part_attention_equals_one_softmax_over_the_whole_context():
     visible[:, 0] = visible[:, 7] = True  # each part keeps at least one visible column
     bias = torch.zeros(5, 11).masked_fill_(~visible, float("-inf"))[:, None, None, :]
     whole = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.3)
-    parts = [engine._partial_attention(q, k[:, :, s], v[:, :, s], bias[..., s], 0.3)
+    parts = [decoder._partial_attention(q, k[:, :, s], v[:, :, s], bias[..., s], 0.3)
              for s in (slice(0, 7), slice(7, 11))]
-    torch.testing.assert_close(engine._merge(*parts), whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(decoder._merge(*parts), whole, rtol=1e-5, atol=1e-6)
 
 
 def test_layout_groups_rows_by_prefix_and_falls_back_when_too_uneven(monkeypatch, tiny_lm):
@@ -37,7 +39,7 @@ def test_layout_groups_rows_by_prefix_and_falls_back_when_too_uneven(monkeypatch
     for row, p in enumerate([2, 0, -1, 2, 2, 0]):
         if p >= 0:  # each live row sits in its prefix's part of the grid, exactly once
             assert grid[lay.entry[row]] == row and lay.entry[row] // lay.per_prefix == p
-    monkeypatch.setattr(engine, "MAX_PADDING", 1)
+    monkeypatch.setattr(decoder, "MAX_PADDING", 1)
     lay = dec.layout([2, 0, -1, 2, 2, 0])  # a 3 x 3 grid for 6 rows: too much padding now
     assert lay.gather.tolist() == [2, 0, 0, 2, 2, 0]
 
@@ -54,20 +56,18 @@ def test_each_prompt_is_prefilled_once_while_its_samples_run(tiny_lm, monkeypatc
     assert stats.decode_steps > 0 and stats.gathered_steps == 0
     assert len(PROMPTS) <= stats.prefilled_prompts < 3 * len(PROMPTS)
     # the same samples when every row copies its prefix (the fallback) and with one row per prompt
-    monkeypatch.setattr(engine, "MAX_PADDING", 0)
+    monkeypatch.setattr(decoder, "MAX_PADDING", 0)
     gathered = generate(tiny_lm, PROMPTS, n=6, batch_size=4, **SAMPLING)
     assert gathered == out
     (run,) = gathered.stats.engine_runs
     assert run.gathered_steps == run.decode_steps > 0
-    monkeypatch.setattr(engine, "MAX_PADDING", 4)
+    monkeypatch.setattr(decoder, "MAX_PADDING", 4)
     assert generate(tiny_lm, PROMPTS, n=6, batch_size=1, **SAMPLING) == out
 
 
 def test_buffers_are_released_after_a_run_even_if_it_is_abandoned(tiny_lm, monkeypatch):
     monkeypatch.setenv("S2D_ENGINE", "fast")
-    from s2d_utils import generation
-
-    dec = generation._decoder_for(tiny_lm.model)
+    dec = local._decoder_for(tiny_lm.model)
     generate(tiny_lm, PROMPTS, n=2, **SAMPLING)
     assert dec.keys == [] and dec.prefix_keys == []
     jobs = [tiny_lm.tokenizer("hello there")["input_ids"]] * 3
@@ -85,12 +85,10 @@ def test_a_model_dropped_after_generating_is_freed(tiny_lm, monkeypatch):
     import gc
     import weakref
 
-    from s2d_utils import generation
-
     monkeypatch.setenv("S2D_ENGINE", "fast")
     student = dataclasses.replace(tiny_lm, model=copy.deepcopy(tiny_lm.model))
     generate(student, PROMPTS[:1], max_new_tokens=3, cache=None, progress=False)
-    assert student.model in generation._DECODERS
+    assert student.model in local._DECODERS
     alive = weakref.ref(student.model)
     del student
     gc.collect()
@@ -108,21 +106,14 @@ def test_shortest_limits(tiny_lm, monkeypatch, max_new):
 
 def test_qwen2_engine_greedy_identical_to_model_generate(tiny_qwen, monkeypatch):
     # q/k/v biases, an untied LM head and rope theta 1e6: the engine must compute what transformers does
-    from s2d_utils.generation import _decoder_for, render
-
     monkeypatch.setenv("S2D_ENGINE", "fast")
     model = tiny_qwen.model
     assert engine.supports(model) and not model.config.tie_word_embeddings
     assert model.model.layers[0].self_attn.q_proj.bias.abs().sum() > 0
-    assert _decoder_for(model) is not None
+    assert local._decoder_for(model) is not None
     outs = generate(tiny_qwen, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=2)
     for prompt, (c,) in zip(PROMPTS, outs):
-        ids = tiny_qwen.tokenizer(render(tiny_qwen, prompt), return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            ref = model.generate(**ids, max_new_tokens=16, do_sample=False,
-                                 pad_token_id=tiny_qwen.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
-        ref = [t for t in ref.tolist() if t != tiny_qwen.tokenizer.eos_token_id]
-        assert c.text == tiny_qwen.tokenizer.decode(ref, skip_special_tokens=True)
+        assert c.text == reference_greedy(tiny_qwen, prompt, 16)[1]
 
 
 def test_qwen2_samples_do_not_depend_on_the_decode_path(tiny_qwen, monkeypatch):
@@ -207,5 +198,5 @@ def test_a_root_shared_by_every_prompt_is_held_once_and_changes_no_sample(fixtur
 def test_budget_groups_count_the_root_once():
     jobs = [[7] * 100 + [i] * 10 for i in range(8)]  # 8 prompts of 110 tokens sharing 100
     # without the root: 8 x 110 + 8 x 20 = 1040 tokens; with it: 100 + 8 x 10 + 8 x 20 = 340
-    assert len(generation.token_budget_groups(jobs, 8, 20, 400)) > 1
-    assert generation.token_budget_groups(jobs, 8, 20, 400, root=100) == [list(range(8))]
+    assert len(local.token_budget_groups(jobs, 8, 20, 400)) > 1
+    assert local.token_budget_groups(jobs, 8, 20, 400, root=100) == [list(range(8))]

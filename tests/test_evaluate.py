@@ -1,6 +1,8 @@
 import pytest
 
-from s2d_utils.evaluate import evaluate, majority_answer, mcnemar, swap_inconsistency, wilson
+from s2d_utils.evaluate import evaluate, majority_answer, swap_inconsistency
+from s2d_utils.findings import mcnemar
+from s2d_utils.stats import wilson
 from s2d_utils.system2 import Call, Trace
 from s2d_utils.tasks import Example, coin_flip
 

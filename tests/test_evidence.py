@@ -3,8 +3,9 @@ budgets, paired intervals and power, the best constant answer."""
 
 import pytest
 
-from s2d_utils import distill, pipeline
-from s2d_utils.evaluate import detectable_difference, mcnemar_p, paired_difference_ci
+from s2d_utils import distill, records
+from s2d_utils.paper import CONSTANT
+from s2d_utils.stats import detectable_difference, mcnemar_p, paired_difference_ci
 from s2d_utils.system2 import Call, Trace, cut_share, parse, rescore
 from s2d_utils.tasks import Example, coin_flip, gsm8k
 
@@ -54,11 +55,9 @@ def test_paired_interval_and_power():
 
 
 def test_best_constant_answer_row():
-    class Exp:
-        task = coin_flip
     test = [Example(f"e{i}", "q", "yes" if i < 57 else "no", {"group": "g"}) for i in range(100)]
-    row = pipeline.constant_row(Exp, test)
-    assert (row.name, row.extra["answer"], row.accuracy, row.tokens) == (pipeline.CONSTANT, "yes", 0.57, 0.0)
+    row = records.constant_row(coin_flip, test)
+    assert (row.name, row.extra["answer"], row.accuracy, row.tokens) == (CONSTANT, "yes", 0.57, 0.0)
     assert sum(row.correct) == 57 and row.extra["accuracy[g]"] == 0.57
 
 
@@ -69,11 +68,9 @@ def test_test_traces_are_saved_for_reading(tmp_path, monkeypatch):
 
     monkeypatch.setattr(paths, "TRACES", tmp_path)
 
-    class Exp:
-        notebook, profile = "nb", "smoke"
-        test = [Example("e0", "q0", "yes", {"group": "biased"}), Example("e1", "q1", "no")]
-        traces = {"System 1": [[_trace("e0", "Yes.", answer="yes")], [_trace("e1", "Maybe", "length", None)]]}
-    path = pipeline.save_test_traces(Exp)
+    test = [Example("e0", "q0", "yes", {"group": "biased"}), Example("e1", "q1", "no")]
+    traces = {"System 1": [[_trace("e0", "Yes.", answer="yes")], [_trace("e1", "Maybe", "length", None)]]}
+    path = records.save_test_traces("nb", "smoke", traces, test)
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     assert [(r["row"], r["id"], r["group"], r["gold"], r["answer"]) for r in rows] == [
         ("System 1", "e0", "biased", "yes", "yes"), ("System 1", "e1", None, "no", None)]

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from reference import reference_greedy
+from s2d_utils.backends import local
 from s2d_utils.cache import GenerationCache
-from s2d_utils.generation import generate, render
+from s2d_utils.generation import generate
 
 PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
            "A coin is heads up. Ann flips the coin. Is the coin still heads up?",
@@ -26,17 +28,10 @@ def engine(request, monkeypatch):
 
 
 def test_greedy_matches_model_generate(tiny_lm, engine):
-    import torch
-
     outs = generate(tiny_lm, PROMPTS, max_new_tokens=16, cache=None, progress=False, batch_size=3)
     for prompt, (c,) in zip(PROMPTS, outs):
-        ids = tiny_lm.tokenizer(render(tiny_lm, prompt), return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            ref = tiny_lm.model.generate(**ids, max_new_tokens=16, do_sample=False,
-                                         pad_token_id=tiny_lm.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
-        ref = [t for t in ref.tolist() if t != tiny_lm.tokenizer.eos_token_id]
-        assert c.text == tiny_lm.tokenizer.decode(ref, skip_special_tokens=True)
-        assert c.n_tokens == len(ref)
+        tokens, text = reference_greedy(tiny_lm, prompt, 16)
+        assert (c.text, c.n_tokens) == (text, len(tokens))
 
 
 def test_samples_do_not_depend_on_batch_composition(tiny_lm, engine):
@@ -142,7 +137,7 @@ def test_sigkill_mid_run_loses_at_most_the_batch_in_flight(tiny_model_dir, tiny_
 
 
 def test_token_budget_groups_bound_each_runs_kv_buffers():
-    from s2d_utils.generation import token_budget_groups
+    from s2d_utils.backends.local import token_budget_groups
 
     jobs = [[1] * 10] * 3 + [[2] * 100] * 2 + [[3] * 2000]
     groups = token_budget_groups(jobs, slots=4, max_new_tokens=50, budget=300)
@@ -155,11 +150,9 @@ def test_token_budget_groups_bound_each_runs_kv_buffers():
 
 
 def test_a_small_kv_budget_gives_the_same_samples(tiny_lm, monkeypatch):
-    from s2d_utils import generation
-
     monkeypatch.setenv("S2D_ENGINE", "fast")
     whole = generate(tiny_lm, PROMPTS, n=3, cache=None, progress=False, batch_size=4, **SAMPLING)
-    monkeypatch.setattr(generation, "KV_BUDGET_MB", "0")  # 0 bytes: every prompt in a run of its own
+    monkeypatch.setattr(local, "KV_BUDGET_MB", "0")  # 0 bytes: every prompt in a run of its own
     assert generate(tiny_lm, PROMPTS, n=3, cache=None, progress=False, batch_size=4, **SAMPLING) == whole
 
 
@@ -185,7 +178,7 @@ def test_rows_are_selected_layer_by_layer_as_the_cache_itself_would(tiny_lm):
     import torch
     from transformers import DynamicCache
 
-    from s2d_utils.generation import select_rows
+    from s2d_utils.backends.local import select_rows
 
     ids = torch.tensor([[1, 5, 9], [2, 6, 10], [3, 7, 11]])
     caches = []
@@ -208,7 +201,7 @@ def test_rows_are_selected_by_each_layer_itself_state_beyond_keys_and_values_inc
     import torch
     from transformers.cache_utils import DynamicLayer
 
-    from s2d_utils.generation import select_rows
+    from s2d_utils.backends.local import select_rows
 
     class Extra(DynamicLayer):
         def batch_select_indices(self, indices):
@@ -231,14 +224,12 @@ def test_the_kv_budget_on_a_gpu_counts_this_process_s_cached_free_blocks(tiny_lm
     """On CUDA the budget is a share of the free memory, where blocks this process's allocator keeps
     reserved but unused (the last run's K/V) count as free: otherwise every run after the first
     would get about half the budget of the one before. (CUDA faked: the arithmetic only.)"""
-    import torch
-
-    from s2d_utils import generation
-
     import types
 
+    import torch
+
     gib = 1 << 30
-    monkeypatch.setattr(generation, "KV_BUDGET_MB", None)
+    monkeypatch.setattr(local, "KV_BUDGET_MB", None)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * gib, 80 * gib))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 30 * gib)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 18 * gib)
@@ -247,13 +238,11 @@ def test_the_kv_budget_on_a_gpu_counts_this_process_s_cached_free_blocks(tiny_lm
         def parameters(self):
             yield types.SimpleNamespace(device=torch.device("cuda", 0))
 
-    assert generation.kv_budget_bytes(OnGpu()) == int(generation.GPU_KV_SHARE * (10 + 12) * gib)
+    assert local.kv_budget_bytes(OnGpu()) == int(local.GPU_KV_SHARE * (10 + 12) * gib)
 
 
 def test_the_kv_budget_is_a_setting_or_follows_the_device(tiny_lm, monkeypatch):
-    from s2d_utils import generation
-
-    monkeypatch.setattr(generation, "KV_BUDGET_MB", None)
-    assert generation.kv_budget_bytes(tiny_lm.model) == generation.CPU_KV_BUDGET_BYTES
-    monkeypatch.setattr(generation, "KV_BUDGET_MB", "3")
-    assert generation.kv_budget_bytes(tiny_lm.model) == 3 << 20
+    monkeypatch.setattr(local, "KV_BUDGET_MB", None)
+    assert local.kv_budget_bytes(tiny_lm.model) == local.CPU_KV_BUDGET_BYTES
+    monkeypatch.setattr(local, "KV_BUDGET_MB", "3")
+    assert local.kv_budget_bytes(tiny_lm.model) == 3 << 20

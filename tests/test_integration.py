@@ -3,10 +3,10 @@
 import json
 
 import pytest
-import torch
 
+from reference import reference_greedy
 from s2d_utils import distill
-from s2d_utils.generation import generate, render
+from s2d_utils.generation import generate
 from s2d_utils.models import DEFAULT_MODEL, load_model
 from s2d_utils.tasks import last_letter
 
@@ -27,11 +27,7 @@ def test_greedy_identical_to_model_generate_on_the_embedded_model(smollm):
     prompts = [e.input for e in last_letter.load("test", n=3, seed=0)] + ["Is the sky blue? Answer yes or no."]
     outs = generate(smollm, prompts, max_new_tokens=48, cache=None, progress=False, batch_size=4)
     for prompt, (c,) in zip(prompts, outs):
-        ids = smollm.tokenizer(render(smollm, prompt), return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            ref = smollm.model.generate(**ids, max_new_tokens=48, do_sample=False)[0, ids["input_ids"].shape[1]:]
-        ref = [t for t in ref.tolist() if t != smollm.tokenizer.eos_token_id]
-        assert c.text == smollm.tokenizer.decode(ref, skip_special_tokens=True)
+        assert c.text == reference_greedy(smollm, prompt, 48)[1]
 
 
 def test_lora_finetune_changes_answers_on_its_examples(smollm, tmp_path):

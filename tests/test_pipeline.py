@@ -3,7 +3,7 @@ on a hand-made experiment whose answers we know."""
 
 import pytest
 
-from s2d_utils import pipeline, profiles
+from s2d_utils import findings, pipeline, profiles
 from s2d_utils.evaluate import evaluate
 from s2d_utils.system2 import Call, Trace
 from s2d_utils.tasks import Example, coin_flip
@@ -22,8 +22,8 @@ def experiment(outputs: dict[str, list[str]]) -> pipeline.Experiment:
 
 def test_compare_states_the_difference_only_when_mcnemar_finds_one():
     exp = experiment({"S1": ["no"] * 10, "S2": ["yes"] * 4 + ["no"] * 6, "S3": ["yes"] * 10})
-    assert pipeline.compare(exp, "S2", "S3") == ("S2 100.0% vs S3 40.0% (exact McNemar p = 0.031): S2 is higher.")
-    assert pipeline.compare(exp, "S2", "S1").endswith("(exact McNemar p = 0.12): no difference shown (n = 10 detects 62 points or more with 80% power).")
+    assert findings.compare(exp, "S2", "S3") == ("S2 100.0% vs S3 40.0% (exact McNemar p = 0.031): S2 is higher.")
+    assert findings.compare(exp, "S2", "S1").endswith("(exact McNemar p = 0.12): no difference shown (n = 10 detects 62 points or more with 80% power).")
 
 
 def test_constant_answers_and_repeated_completions_are_named():
@@ -31,22 +31,22 @@ def test_constant_answers_and_repeated_completions_are_named():
                       "constant": ["The answer is yes."] * 9 + ["The answer is no."],
                       "S1": ["No, the coin is still heads up."] * 10})
     exp.test = list(TEST)
-    assert pipeline.answer_profile(exp, "student", TEST) == (
+    assert findings.answer_profile(exp, "student", TEST) == (
         "student answers 'yes' to 8 of 10 test inputs; that answer alone would score 40.0%, so compare its "
         "accuracy with this, not with 0.")
     # 90% or more: one sentence, from guard_findings, with the constant's score (not two)
-    assert pipeline.answer_profile(exp, "constant", TEST) is None
+    assert findings.answer_profile(exp, "constant", TEST) is None
     assert ("constant gives one answer ('yes') to 9 of 10 test inputs (that answer alone scores 40.0%): its accuracy "
-            "is that answer's, and it cannot carry a verdict on the paper's claims.") in pipeline.guard_findings(exp)
-    assert pipeline.answer_profile(exp, "S1", TEST) is None  # its answers do not parse: nothing constant to name
-    assert pipeline.output_profile(exp, "S1") == (
+            "is that answer's, and it cannot carry a verdict on the paper's claims.") in findings.guard_findings(exp)
+    assert findings.answer_profile(exp, "S1", TEST) is None  # its answers do not parse: nothing constant to name
+    assert findings.output_profile(exp, "S1") == (
         "S1 gives the same completion to 10 of 10 test inputs: 'No, the coin is still heads up.' (parsed as None).")
-    assert pipeline.output_profile(exp, "student", share=0.95) is None
+    assert findings.output_profile(exp, "student", share=0.95) is None
 
 
 def test_lenient_reading_is_reported_with_its_own_test():
     exp = experiment({"S1": ["No, the coin is still heads up."] * 10, "S2": ["Yes, so yes."] * 4 + ["no"] * 6})
-    line = pipeline.lenient_accuracy(exp, ["S1", "S2"], TEST)
+    line = findings.lenient_accuracy(exp, ["S1", "S2"], TEST)
     assert line == ("The parse rule matters: read leniently (a self-contradicting answer counts as its explicit "
                     "yes/no), S1 60.0% (table: 0.0%). Under that reading, S2 vs S1: exact McNemar p = 0.12, "
                     "no difference shown (n = 10 detects 62 points or more with 80% power).")

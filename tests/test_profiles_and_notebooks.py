@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from s2d_utils import paths, pipeline, profiles, report
+from s2d_utils import paper, paths, pipeline, profiles, tables
 
 
 def test_profiles_validate_and_name_what_is_valid():
@@ -42,7 +42,7 @@ def test_bad_parameters_are_named(bad, message):
 
 
 def test_paper_tables_are_keyed_by_row_and_column():
-    t = report.paper_table("table1", "coin_flip")
+    t = paper.paper_table("table1", "coin_flip")
     assert t.value("Distill System 2 (2-step RaR)", "accuracy") == 75.7
     assert t.value("Distill System 1", "tokens") is None
     with pytest.raises(KeyError, match="no row 'Distill System 3'"):
@@ -50,14 +50,14 @@ def test_paper_tables_are_keyed_by_row_and_column():
     with pytest.raises(KeyError, match="no column 'agreement'"):
         t.value("System 1", "agreement")
     with pytest.raises(KeyError, match="no paper figures"):
-        report.paper_table("table9", "coin_flip")
+        paper.paper_table("table9", "coin_flip")
 
 
 def test_output_names_keep_the_cpu_profile_on_the_committed_files(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "FIGURES", tmp_path)
-    assert report.output_path("table1_coin_flip", "cpu", "md") == tmp_path / "table1_coin_flip.md"
-    assert report.output_path("table1_coin_flip", "smoke", "csv") == tmp_path / "table1_coin_flip.smoke.csv"
-    assert report.output_path("fig_x", "paper", "png") == tmp_path / "fig_x.paper.png"
+    assert tables.output_path("table1_coin_flip", "cpu", "md") == tmp_path / "table1_coin_flip.md"
+    assert tables.output_path("table1_coin_flip", "smoke", "csv") == tmp_path / "table1_coin_flip.smoke.csv"
+    assert tables.output_path("fig_x", "paper", "png") == tmp_path / "fig_x.paper.png"
 
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("*.ipynb"))

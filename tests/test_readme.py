@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from s2d_utils import report
+from s2d_utils import readme as report
+from s2d_utils import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,22 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("block", sorted(report.README_BLOCKS))
 def test_readme_block_is_generated_from_the_committed_files(block):
     readme = (ROOT / "README.md").read_text()
-    start, end = report._marks(block)
+    start, end = report.marks(block)
     built = report.README_BLOCKS[block](ROOT)
     assert f"{start}\n\n{built}\n\n{end}" in readme, f"README.md is out of date with figures/ ({block}): run `make readme`"
 
 
 def test_every_committed_table_has_its_csv_and_figure():
-    for table, figure, _ in report.README_TABLES:
-        assert (ROOT / "figures" / f"{table}.csv").exists() and (ROOT / "figures" / f"{figure}.png").exists()
-    assert (ROOT / "figures" / f"{report.SUMMARY_FIGURE}.png").exists()
+    for nb in registry.NOTEBOOKS:
+        assert (ROOT / "figures" / f"{nb.table}.csv").exists() and (ROOT / "figures" / f"{nb.figure}.png").exists()
+    assert (ROOT / "figures" / f"{registry.SUMMARY_FIGURE}.png").exists()
 
 
 def test_update_readme_rewrites_only_the_blocks(tmp_path):
     (tmp_path / "figures").mkdir()
-    for table, _, _ in report.README_TABLES:
-        (tmp_path / "figures" / f"{table}.md").write_text(f"# title\n\n| a |\n|---|\n| {table} |\n")
-    (tmp_path / "figures" / f"{report.SUMMARY_FILE}.md").write_text("# claims\n\n| claim | verdict |\n")
+    for nb in registry.NOTEBOOKS:
+        (tmp_path / "figures" / f"{nb.table}.md").write_text(f"# title\n\n| a |\n|---|\n| {nb.table} |\n")
+    (tmp_path / "figures" / f"{registry.SUMMARY_FILE}.md").write_text("# claims\n\n| claim | verdict |\n")
     (tmp_path / "figures" / "routing.md").write_text("# routing\n\n| method | threshold |\n")
     run = {k: 1.0 for k in ("hf_tokens_per_s", "engine_tokens_per_s", "speedup", "gemm_ceiling_tokens_per_s",
                             "greedy_identical", "prefill_tokens_per_s", "lora_train_tokens_per_s", "peak_rss_gb")}
@@ -47,7 +48,7 @@ def test_update_readme_rewrites_only_the_blocks(tmp_path):
          "notebooks": {"01_a": {"generation_s": 60, "prefill_s": 30, "fine_tune_s": 30, "total_s": 120,
                                 "measured_s": 60}}}))
     readme = tmp_path / "README.md"
-    blocks = "\n".join(f"{report._marks(b)[0]}\nstale 99.9%\n{report._marks(b)[1]}\nbetween" for b in report.README_BLOCKS)
+    blocks = "\n".join(f"{report.marks(b)[0]}\nstale 99.9%\n{report.marks(b)[1]}\nbetween" for b in report.README_BLOCKS)
     readme.write_text(f"intro\n{blocks}\nafter\n")
     assert report.update_readme(readme)
     text = readme.read_text()
@@ -57,7 +58,8 @@ def test_update_readme_rewrites_only_the_blocks(tmp_path):
 
 
 def test_readme_sizes_and_constants_are_the_codes():
-    from s2d_utils import engine, generation, profiles
+    from s2d_utils import engine, profiles
+    from s2d_utils.backends import local as generation  # the K/V budget moved with the local backend
 
     readme = (ROOT / "README.md").read_text()
     s = profiles.rar_sizes("coin_flip", "smoke")
@@ -85,8 +87,8 @@ def test_readme_sizes_and_constants_are_the_codes():
     assert f"{cpu.batch_size} rows in the cpu profile" in readme
     assert f"at most {engine.PREFILL_TOKENS:,}" in readme
     assert f"(at least {engine.MIN_SHARED} tokens)" in readme
-    assert f"fit a {generation.CPU_KV_BUDGET_BYTES >> 30} GiB budget on CPU, half the free" in readme
-    assert generation.GPU_KV_SHARE == 0.5
+    share = {0.5: "half", 0.25: "a quarter of"}[generation.GPU_KV_SHARE]  # the README says the share in words
+    assert f"fit a {generation.CPU_KV_BUDGET_BYTES >> 30} GiB budget on CPU, {share} the free" in readme
     from s2d_utils import models
 
     assert f"at most {models.FIT_SHARE:.0%} of that GPU's free memory" in readme.replace("\n", " ")

@@ -66,7 +66,7 @@ def _one_by_one(lm, trace):
     import torch
 
     from s2d_utils.generation import render
-    from s2d_utils.routing import _messages
+    from s2d_utils.backends import call_messages as _messages
 
     call = trace.calls[-1]
     tok = lm.tokenizer
@@ -81,7 +81,7 @@ def _one_by_one(lm, trace):
 def test_answer_confidence_with_a_shared_prefix_equals_each_prompt_alone(tiny_qwen, tmp_path):
     """The batch runs the prompts' common prefix (the chat header) once and pads the rest; every
     input's confidence must still be what its prompt alone gives, whatever the batch it lands in."""
-    from s2d_utils.routing import answer_confidence
+    from s2d_utils.backends import answer_confidence
     from s2d_utils.traces import Call, Trace
 
     prompts = ["Is the coin heads up?", "Name a capital city in Europe, please, in one word.", "2+2?",
@@ -117,7 +117,7 @@ def test_generation_records_the_log_probability_a_forward_pass_gives(tiny_qwen, 
     teacher-forced one over the same tokens (the stop token included when it stopped there), on the
     engine and on the fallback decoder (which keeps sampling rows that already stopped), greedy and
     sampled (the record is at temperature 1 either way)."""
-    from s2d_utils import generation
+    from s2d_utils.backends import local as generation
 
     lm = tiny_qwen
     tok = lm.tokenizer
@@ -146,7 +146,7 @@ def test_answer_confidence_takes_a_calls_own_log_probability_without_a_forward_p
 
     from s2d_utils import system2
     from s2d_utils.cache import GenerationCache
-    from s2d_utils.routing import answer_confidence
+    from s2d_utils.backends import answer_confidence
     from s2d_utils.tasks import Example, last_letter
     from s2d_utils.traces import Call, Trace
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from s2d_utils import filters, report
+from s2d_utils import filters, paper, tables
 from s2d_utils.evaluate import evaluate
 from s2d_utils.system2 import Call, Trace, s2a
 from s2d_utils.tasks import Example
@@ -203,7 +203,7 @@ def test_table2_layout_has_biased_and_unbiased_columns_with_their_intervals():
     traces = [[Trace(e.id, 0, (Call("answer", "p", e.gold, 3, "stop"),), e.gold if i % 2 else "Nowhere")]
               for i, e in enumerate(test)]
     r = evaluate(s2a.SYSTEM1, test, traces, task)
-    df = report.results_table([r], report.paper_table("table2", "sycophancy"))
+    df = tables.results_table([r], paper.paper_table("table2", "sycophancy"))
     assert list(df.columns) == ["Method", "n", "Biased % (ours)", "Biased 95% CI", "Unbiased % (ours)",
                                 "Unbiased 95% CI", "#Tokens (ours)", "Parse fail %", "Cut %", "Biased % (paper)",
                                 "Unbiased % (paper)", "#Tokens (paper)"]
@@ -211,7 +211,7 @@ def test_table2_layout_has_biased_and_unbiased_columns_with_their_intervals():
     assert row["Biased % (ours)"] == round(100 * r.extra["accuracy[biased]"], 1)
     assert row["Unbiased % (ours)"] == 100.0  # positions 3 and 7 are the unbiased ones, both odd
     assert row["Biased % (paper)"] == 51.6 and row["#Tokens (paper)"] == 165
-    assert set(report.paper_table("table2", "sycophancy").rows) == set(s2a.ROWS)
+    assert set(paper.paper_table("table2", "sycophancy").rows) == set(s2a.ROWS)
 
 
 def test_opinion_echo_counts_the_suggested_wrong_answer():

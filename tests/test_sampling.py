@@ -2,7 +2,7 @@
 
 import torch
 
-from s2d_utils import generation
+from s2d_utils.backends import local
 
 
 def full_sort_reference(logits, temperature, top_p, us):
@@ -26,12 +26,12 @@ def test_topk_first_equals_full_sort_including_flat_rows(monkeypatch):
         gens = [torch.Generator().manual_seed(seed * 100 + r) for r in range(len(logits))]
         us = [torch.rand((), generator=torch.Generator().manual_seed(seed * 100 + r), dtype=torch.float64).float()
               for r in range(len(logits))]
-        got = generation._sample_rows(logits, 0.7, 0.95, gens).tolist()
+        got = local._sample_rows(logits, 0.7, 0.95, gens).tolist()
         assert got == full_sort_reference(logits, 0.7, 0.95, us)
 
 
 def test_top_p_keeps_only_the_nucleus():
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]]))
-    seen = {int(generation._sample_rows(logits, 1.0, 0.85, [torch.Generator().manual_seed(s)])) for s in range(200)}
+    seen = {int(local._sample_rows(logits, 1.0, 0.85, [torch.Generator().manual_seed(s)])) for s in range(200)}
     assert seen == {0, 1}
-    assert generation._sample_rows(logits, 0.0, 1.0, None).tolist() == [0]  # greedy
+    assert local._sample_rows(logits, 0.0, 1.0, None).tolist() == [0]  # greedy

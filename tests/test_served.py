@@ -19,10 +19,11 @@ import pytest
 from fastapi import Request  # at module level: the test server's handlers name it in (string) annotations
 
 from s2d_utils import pipeline
-from s2d_utils.backends import Settings
+from s2d_utils.backends import LOCAL, Settings
+from s2d_utils.backends.openai import ServerError, connect
+from s2d_utils.backends.serve import TransformersServe
 from s2d_utils.cache import GenerationCache
-from s2d_utils.generation import LOCAL, generate
-from s2d_utils.served import ServerError, TransformersServe, connect
+from s2d_utils.generation import generate
 
 pytestmark = pytest.mark.served
 
@@ -153,14 +154,15 @@ class LoraServer:
     """A minimal server with vLLM's routes for runtime LoRA (``GET /v1/models``, ``GET /version``,
     ``POST /v1/load_lora_adapter``, ``POST /v1/completions`` on token-id prompts), answering greedy
     requests with ``model.generate`` on the base or on the named adapter (loaded from the path the
-    client sends). transformers serve has no adapter routes; vLLM cannot run here."""
+    client sends), and ``echo`` requests with the prompt's log-probabilities, one forward pass.
+    transformers serve has no adapter routes and no ``echo``; vLLM cannot run here."""
 
     def __init__(self, base):
         import uvicorn
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse
 
-        from s2d_utils.generation import stop_token_ids
+        from s2d_utils.backends import stop_token_ids
         from s2d_utils.models import load_model
 
         self.base, self.students, self.loads, self.requests = base, {}, [], []
@@ -195,6 +197,8 @@ class LoraServer:
             if lm is None:
                 return JSONResponse({"message": f"model {body['model']!r} not found"}, 404)
             ids = torch.tensor([body["prompt"]])
+            if body.get("echo"):
+                return self.echo(lm, body)
             with torch.no_grad():
                 out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=body["max_tokens"],
                                         do_sample=False, eos_token_id=stops, pad_token_id=stops[0])
@@ -210,6 +214,22 @@ class LoraServer:
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @staticmethod
+    def echo(lm, body) -> dict:
+        """vLLM's answer to ``echo`` with ``logprobs``: each prompt token's log-probability (None for
+        the first), then the one generated token's."""
+        import torch
+
+        prompt = body["prompt"]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(lm.model(input_ids=torch.tensor([prompt])).logits[0].float(), -1)
+        nxt = int(logprobs[-1].argmax())
+        values = [None] + [float(logprobs[i, t]) for i, t in enumerate(prompt[1:])] + [float(logprobs[-1, nxt])]
+        return {"id": "cmpl-test", "object": "text_completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "text": "", "finish_reason": "length",
+                             "logprobs": {"tokens": [str(t) for t in prompt + [nxt]], "token_logprobs": values}}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1, "total_tokens": len(prompt) + 1}}
 
     @property
     def url(self) -> str:
@@ -240,7 +260,7 @@ def _served_env(monkeypatch, url):
 def test_a_student_is_served_as_a_lora_adapter_named_by_its_content_hash(smollm, student_adapter, monkeypatch,
                                                                           tmp_path):
     from s2d_utils import distill
-    from s2d_utils.served import adapter_name
+    from s2d_utils.backends.openai import adapter_name
 
     local_student = distill.load_distilled(smollm, student_adapter)
     local = generate(local_student, PROMPTS, cache=None, backend=LOCAL, **GREEDY)
@@ -261,10 +281,41 @@ def test_a_student_is_served_as_a_lora_adapter_named_by_its_content_hash(smollm,
     assert {b["model"] for b in srv.requests[-len(PROMPTS):]} == {name}
 
 
+def test_a_served_student_s_confidence_comes_from_its_server(smollm, student_adapter, monkeypatch, tmp_path):
+    """The routing notebook's confidence for a student served as an adapter: teacher-forced on the
+    server (prompt log-probabilities), no weights here; what the merged student here gives."""
+    import math
+
+    from s2d_utils import distill
+    from s2d_utils.backends import answer_confidence
+    from s2d_utils.traces import Call, Trace
+
+    merged = distill.load_distilled(smollm, student_adapter)
+    outs = generate(merged, PROMPTS[:2], cache=None, backend=LOCAL, **GREEDY)
+    traces = [[Trace(str(i), 0, (Call("answer", p, c.text, c.n_tokens, c.finish_reason),), c.text)]
+              for i, (p, (c,)) in enumerate(zip(PROMPTS, outs))]  # no log-probability: each is scored
+    here = answer_confidence(merged, traces, cache_dir=tmp_path)
+    with LoraServer(smollm) as srv:
+        _served_env(monkeypatch, srv.url)
+        student = distill.load_distilled(smollm, student_adapter, weights=False)
+        served = answer_confidence(student, traces, cache_dir=tmp_path / "unused")
+        assert not student.loaded, "a served student is scored by its server"
+    assert [math.log(c) for c in served] == pytest.approx([math.log(c) for c in here], abs=1e-3)
+    assert [b["echo"] for b in srv.requests[-2:]] == [True, True]
+
+
+def test_a_server_that_takes_text_prompts_only_scores_nothing_so_no_confidence(smollm, use_server):
+    from s2d_utils.backends import answer_confidence, backend_for
+    from s2d_utils.traces import Call, Trace
+
+    traces = [[Trace("0", 0, (Call("answer", PROMPTS[0], "4", 1, "stop"),), "4")]]
+    assert answer_confidence(smollm, traces, backend=backend_for(smollm)) is None  # text prompts only
+
+
 def test_a_server_that_cannot_load_adapters_says_so_and_the_student_runs_locally(smollm, student_adapter, use_server,
                                                                                 tmp_path):
     from s2d_utils import distill
-    from s2d_utils.generation import ADAPTER_FALLBACKS
+    from s2d_utils.backends import ADAPTER_FALLBACKS
 
     student = distill.load_distilled(smollm, student_adapter, weights=False)
     with pytest.warns(UserWarning, match=rf"{use_server.url} cannot load the LoRA adapter .*evaluated locally"):

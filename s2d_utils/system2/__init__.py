@@ -3,52 +3,21 @@
 A program returns, per input, a list of `Trace` (one per sample): every model call (prompt,
 output, tokens) and the final parsed answer. The paper's #Tokens for an input is the sum of
 generated tokens over its trace's calls (`Trace.n_tokens`); input tokens are not counted.
-`Call` and `Trace` live in `s2d_utils.traces` (filters and evaluate read them without the programs).
+`Call`, `Trace` and the answer reading (`parse`, `rescore`) live in `s2d_utils.traces` (filters,
+evaluate, records and findings read them without the programs).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from types import ModuleType
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..generation import generate
 from ..models import LoadedModel
 from ..tasks import Example
-from ..traces import Call, Trace  # re-exported: `from s2d_utils.system2 import Call, Trace` keeps working
+from ..traces import CUT, Call, Trace, cut_share, parse, rescore
 
-
-CUT = "length"  # a call's finish reason when the token cap stopped it
-
-
-def parse(task: ModuleType, text: str, finish_reason: str, example: Example | None, mode: str = "flexible",
-          **kw) -> str | None:
-    """The one reading of a completion's answer, used by every program and by `rescore`.
-
-    A completion cut by the token cap has not finished: it states an answer only in the task's
-    strict form ("The answer is 12", "[[A]]"); the flexible fallbacks (the last number, the last
-    word, a bare "yes") would read a half-written thought as an answer ("... 4. Harry's" -> 4).
-    """
-    if finish_reason == CUT and mode == "flexible":
-        mode = "strict"
-    return task.extract(text, mode, example, **kw)
-
-
-def rescore(traces: Sequence[Sequence[Trace]], examples: Sequence[Example], task: ModuleType,
-            reader: "Callable[[Call, Example], str | None] | None" = None, mode: str = "flexible") -> list[list[Trace]]:
-    """The same traces with each answer read again from the final call's cached output: another
-    parse rule (``mode``, or any ``reader(call, example)``), nothing regenerated."""
-    def read(t: Trace, e: Example) -> str | None:
-        c = t.calls[-1]
-        return reader(c, e) if reader else parse(task, c.output, c.finish_reason, e, mode)
-
-    return [[replace(t, answer=read(t, e)) for t in ts] for ts, e in zip(traces, examples)]
-
-
-def cut_share(traces: Sequence[Sequence[Trace]]) -> float:
-    """Share of calls (all samples, all calls) the token cap stopped."""
-    calls = [c for ts in traces for t in ts for c in t.calls]
-    return sum(c.finish_reason == CUT for c in calls) / len(calls) if calls else 0.0
+__all__ = ["CUT", "Call", "Trace", "cut_share", "parse", "rescore", "single_call", "system1", "system1_prompt"]
 
 
 def system1_prompt(example: Example) -> str:

@@ -24,19 +24,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
+from ..files import read_jsonl
 from ..evaluate import SystemResult, accuracy_without, evaluate, swap_inconsistency
+from ..findings import compare
 from ..generation import generate
 from ..models import LoadedModel
+from ..registry import BSM as _ROWS
 from ..tasks import Example
 from . import Call, Trace, parse
 
-SYSTEM1 = "System 1 judge"
-COT = "CoT judge"
-BSM = "System 2: BSM"
-DISTILL = "Distill BSM"
-ROWS = (SYSTEM1, COT, BSM, DISTILL)
-STUDENTS = (DISTILL,)
-MCNEMAR_PAIRS = ((DISTILL, SYSTEM1), (DISTILL, BSM), (BSM, SYSTEM1), (COT, SYSTEM1))
+# Table 3's rows (defined in the registry)
+SYSTEM1, COT, BSM, DISTILL = _ROWS.SYSTEM1, _ROWS.COT, _ROWS.BSM, _ROWS.DISTILL
+ROWS, STUDENTS = _ROWS.ROWS, _ROWS.STUDENTS
 
 BRANCH = ("We want to evaluate the quality of the responses provided by two AI assistants to the user question "
           "displayed below. Your task is to propose an evaluation plan that can be executed to compare the two "
@@ -68,8 +67,7 @@ def judge_prompts(folder: Path) -> dict[str, dict]:
     path = Path(folder) / "judge_prompts.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: FastChat's judge prompts are needed for the pairwise judges")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["name"]: r for r in rows}
+    return {r["name"]: r for r in read_jsonl(path, {"name": str, "system_prompt": str, "prompt_template": str})}
 
 
 def system1_system_prompt(pair_v2: dict) -> str:
@@ -229,8 +227,6 @@ def combine(name: str, examples: Sequence[Example], first: list[list[Trace]], se
 
 def findings(exp, test) -> list[str]:
     """What Table 3's numbers say, computed from them."""
-    from .. import pipeline
-
     out = []
     rows = {r.name: r for r in exp.rows}
     for name in ROWS:
@@ -238,7 +234,7 @@ def findings(exp, test) -> list[str]:
             r = rows[name]
             out.append(f"{name}: agrees with the proxy label on {100 * r.accuracy:.1f}% of pairs; its verdict changes "
                        f"under swapping on {100 * r.extra['inconsistent']:.1f}%; {r.tokens:.1f} tokens per judgment.")
-    out.append(pipeline.compare(exp, BSM, SYSTEM1))
+    out.append(compare(exp, BSM, SYSTEM1))
     f = exp.filters.get(DISTILL)
     if f is not None:
         if f["kept"]:
@@ -254,8 +250,8 @@ def findings(exp, test) -> list[str]:
                        "the same parsed verdict, so Distill BSM ran no fine-tuning step and is the base model.")
     if DISTILL in rows and BSM in rows:
         out.append(f"{DISTILL} judges in {rows[DISTILL].tokens:.1f} tokens against {rows[BSM].tokens:.1f} for BSM: "
-                   + pipeline.compare(exp, DISTILL, BSM))
-        out.append(pipeline.compare(exp, DISTILL, SYSTEM1))
+                   + compare(exp, DISTILL, BSM))
+        out.append(compare(exp, DISTILL, SYSTEM1))
     pre = exp.info.get("prefix_cache")
     if pre and pre.get("prompt_tokens"):
         out.append(f"Prefix caching: BSM's solve calls on the test pairs hold {pre['prompt_tokens']:,} prompt tokens; "
@@ -274,8 +270,14 @@ def both_order_targets(result, task: ModuleType):
 
 
 def score_both_orders(task: ModuleType):
-    """A `pipeline` scorer for judges whose program returns (first order, second order) traces."""
-    return lambda name, test, out: combine(name, test, out[0], out[1], task)
+    """A `pipeline` scorer for judges whose program returns (first order, second order) traces.
+    Its ``answer_traces`` gives each pair's two orders, whose verdicts the student's confidence
+    averages (`backends.answer_confidence`)."""
+    def score(name, test, out):
+        return combine(name, test, out[0], out[1], task)
+
+    score.answer_traces = lambda out: [[a, b] for (a,), (b,) in zip(out[0], out[1])]
+    return score
 
 
 PROXY_NOTE = ("Label: a PROXY, not human judgment (the MT-bench human judgments are not obtainable here): each test "
@@ -300,21 +302,3 @@ def judge_programs(lm: LoadedModel, pairs: Sequence[Example], task: ModuleType, 
         BSM: lambda: both_orders(lambda ex: bsm(lm, ex, task, branch_tokens=sizes.branch_tokens,
                                                 solve_tokens=sizes.solve_tokens, **greedy), pairs, task),
     }
-
-
-def oasst2_table(exp, pairs: Sequence[Example], judges: Judges, notes: Sequence[str] = ()) -> dict:
-    """Table 3's OASST2 column: every judge and the distilled judge (trained on MT-bench pairs) on
-    OASST2 pairs; written as ``table3_oasst2`` with its own metrics file."""
-    from .. import pipeline, report
-
-    sub = replace(exp, notebook=f"{exp.notebook}_oasst2", rows=[], traces={},
-                     manifest=report.Manifest(f"{exp.notebook}_oasst2", dict(exp.manifest.parameters)))
-    sub.manifest.model_fingerprint = exp.manifest.model_fingerprint
-    both = score_both_orders(exp.task)
-    pipeline.evaluate_systems(sub, pairs, judge_programs(exp.lm, pairs, exp.task, judges, exp.sizes, exp.greedy), score=both)
-    pipeline.evaluate_students(sub, pairs, lambda student: judge_programs(student, pairs, exp.task, judges, exp.sizes,
-                                                                          exp.greedy)[SYSTEM1](), STUDENTS, score=both)
-    return pipeline.finish(sub, table="table3_oasst2", figure="fig_bsm_oasst2_agreement_vs_tokens",
-                           paper=report.paper_table("table3", "oasst2"), title="Table 3: BSM distillation, OASST2",
-                           mcnemar_pairs=MCNEMAR_PAIRS, findings=findings(sub, pairs),
-                           notes=["Label: OASST2's human ranking (the rank-0 reply is better).", *notes])

@@ -21,17 +21,16 @@ from types import ModuleType
 from typing import Callable, Sequence
 
 from ..evaluate import SystemResult, evaluate
+from ..findings import compare
 from ..models import LoadedModel
+from ..registry import COT as _ROWS
 from ..tasks import Example
 from . import Trace, parse, single_call
+from . import system1 as direct_answer
 
-SYSTEM1 = "System 1 (8-shot, no CoT)"
-COT0 = "CoT zero-shot"
-COT8 = "CoT 8-shot"
-DISTILL = "Distill CoT"
-ROWS = (SYSTEM1, COT0, COT8, DISTILL)
-STUDENTS = (DISTILL,)
-MCNEMAR_PAIRS = ((DISTILL, COT0), (DISTILL, SYSTEM1), (COT0, SYSTEM1), (COT8, SYSTEM1))
+# Table 4's rows (defined in the registry)
+SYSTEM1, COT0, COT8, DISTILL = _ROWS.SYSTEM1, _ROWS.COT0, _ROWS.COT8, _ROWS.DISTILL
+ROWS, STUDENTS = _ROWS.ROWS, _ROWS.STUDENTS
 KS = (1, 5, 10)
 
 ZERO_SHOT = ('{question}\nLet\'s think step by step. At the end, write the final answer on its own line as '
@@ -78,6 +77,32 @@ def sample_test(run: Callable[[Sequence[Example], int | list[int]], list[list[Tr
     return run(examples, [samples] * n_k + [1] * (len(examples) - n_k))
 
 
+def maj_k(program: Callable[..., list[list[Trace]]], examples: Sequence[Example], sizes, sampling: dict):
+    """`sample_test` with the profile's protocol: ``sizes.samples`` sampled answers on the first
+    ``sizes.n_test_k`` questions, one on the rest, each drawn with ``sampling`` (temperature,
+    top-p, seed, batch size: `pipeline.Experiment.test_sampling`)."""
+    return sample_test(lambda ex, n: program(ex, n=n, **sampling), examples, sizes.samples, sizes.n_test_k)
+
+
+def programs(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, shots: Sequence[Example], sizes,
+             sampling: dict) -> dict[str, Callable[[], list[list[Trace]]]]:
+    """Table 4's three systems on ``examples``, each a no-argument program sampled as `maj_k` says."""
+    return {
+        SYSTEM1: lambda: maj_k(lambda ex, **kw: system1(lm, ex, task, shots, max_new_tokens=sizes.system1_tokens, **kw),
+                               examples, sizes, sampling),
+        COT0: lambda: maj_k(lambda ex, **kw: cot_zero_shot(lm, ex, task, max_new_tokens=sizes.cot_tokens, **kw),
+                            examples, sizes, sampling),
+        COT8: lambda: maj_k(lambda ex, **kw: cot_few_shot(lm, ex, task, shots, max_new_tokens=sizes.cot_tokens, **kw),
+                            examples, sizes, sampling),
+    }
+
+
+def student(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, sizes, sampling: dict):
+    """The distilled System 1 on ``examples``: a direct answer (no exemplars), sampled as `maj_k` says."""
+    return maj_k(lambda ex, **kw: direct_answer(lm, ex, task, max_new_tokens=sizes.student_tokens, **kw),
+                 examples, sizes, sampling)
+
+
 def evaluate_k(name: str, examples: Sequence[Example], traces: list[list[Trace]], task: ModuleType,
                ks: Sequence[int] = KS) -> SystemResult:
     """The k=1 row (every question's first sample), with maj@k accuracy, #Tokens and n for every k
@@ -105,8 +130,6 @@ def score_k(task: ModuleType, ks: Sequence[int] = KS):
 
 def findings(exp, test) -> list[str]:
     """What Table 4's numbers say, computed from them."""
-    from .. import pipeline
-
     rows = {r.name: r for r in exp.rows}
     out = []
     for name in ROWS:
@@ -116,7 +139,7 @@ def findings(exp, test) -> list[str]:
                              f"n = {r.extra[f'n@{k}']})" for k in KS if f"accuracy@{k}" in r.extra)
             out.append(f"{name}: {accs}; parse failures of the first sample: strict "
                        f"{100 * r.extra['strict_parse_failures']:.0f}%, flexible {100 * r.extra['flexible_parse_failures']:.0f}%.")
-    out.append(pipeline.compare(exp, COT0, SYSTEM1))
+    out.append(compare(exp, COT0, SYSTEM1))
     f = exp.filters.get(DISTILL)
     if f is not None:
         if f["kept"]:
@@ -126,8 +149,8 @@ def findings(exp, test) -> list[str]:
         else:
             out.append(f"Self-consistency kept none of the {f['inputs']} unlabeled questions (no majority), so "
                        f"{DISTILL} ran no fine-tuning step and is the base model.")
-    out.append("The negative result (paper: 52.8% CoT vs 7.1% distilled): " + pipeline.compare(exp, DISTILL, COT0))
-    out.append(pipeline.compare(exp, DISTILL, SYSTEM1))
+    out.append("The negative result (paper: 52.8% CoT vs 7.1% distilled): " + compare(exp, DISTILL, COT0))
+    out.append(compare(exp, DISTILL, SYSTEM1))
     return out
 
 

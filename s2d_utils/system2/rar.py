@@ -14,22 +14,17 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Sequence
 
+from ..findings import answer_profile, compare, lenient_accuracy, output_profile
 from ..generation import generate
 from ..models import LoadedModel
+from ..registry import RAR
 from ..tasks import Example
 from . import Call, Trace, parse, single_call
 
-# Table 1's rows, in the paper's order (the notebooks, tables, metrics and tests use these names)
-SYSTEM1 = "System 1"
-ONE_STEP = "System 2: 1-step RaR"
-TWO_STEP = "System 2: 2-step RaR"
-DISTILL_SYSTEM1 = "Distill System 1"
-DISTILL_SYSTEM2 = "Distill System 2 (2-step RaR)"
-DISTILL_NO_FILTER = "Distill System 2 without filter"
-ROWS = (SYSTEM1, ONE_STEP, TWO_STEP, DISTILL_SYSTEM1, DISTILL_SYSTEM2, DISTILL_NO_FILTER)
-STUDENTS = (DISTILL_SYSTEM1, DISTILL_SYSTEM2, DISTILL_NO_FILTER)
-MCNEMAR_PAIRS = ((DISTILL_SYSTEM2, SYSTEM1), (DISTILL_SYSTEM2, TWO_STEP), (DISTILL_SYSTEM2, DISTILL_NO_FILTER),
-                 (TWO_STEP, SYSTEM1))
+# Table 1's rows, in the paper's order (defined in the registry, which every table and verdict reads)
+SYSTEM1, ONE_STEP, TWO_STEP = RAR.SYSTEM1, RAR.ONE_STEP, RAR.TWO_STEP
+DISTILL_SYSTEM1, DISTILL_SYSTEM2, DISTILL_NO_FILTER = RAR.DISTILL_SYSTEM1, RAR.DISTILL_SYSTEM2, RAR.DISTILL_NO_FILTER
+ROWS, STUDENTS = RAR.ROWS, RAR.STUDENTS
 
 ONE_STEP_SUFFIX = "Rephrase and expand the question, and respond."
 REPHRASE = {
@@ -88,16 +83,14 @@ def two_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, 
 
 def findings(exp, test) -> list[str]:
     """What Table 1's numbers say, computed from them (true under any model, or silent)."""
-    from .. import pipeline
-
-    out = [pipeline.compare(exp, TWO_STEP, SYSTEM1)]
+    out = [compare(exp, TWO_STEP, SYSTEM1)]
     s1, s2 = exp.row(SYSTEM1), exp.row(TWO_STEP)
     if abs(s1.parse_failures - s2.parse_failures) >= 0.1:
         out.append(f"Parse failures: {SYSTEM1} {100 * s1.parse_failures:.1f}%, {TWO_STEP} "
                    f"{100 * s2.parse_failures:.1f}%; part of the gap is whether the model commits to an answer at all.")
     for name in (SYSTEM1, TWO_STEP):
-        out += [x for x in [pipeline.output_profile(exp, name)] if x]
-    lenient = pipeline.lenient_accuracy(exp, (SYSTEM1, ONE_STEP, TWO_STEP), test)
+        out += [x for x in [output_profile(exp, name)] if x]
+    lenient = lenient_accuracy(exp, (SYSTEM1, ONE_STEP, TWO_STEP), test)
     if lenient:
         out.append(lenient)
     f = exp.filters.get(DISTILL_SYSTEM2)
@@ -111,11 +104,11 @@ def findings(exp, test) -> list[str]:
                        f"{100 * f['unfiltered_accuracy']:.0f}% of all 2-step RaR samples.")
     d = exp.row(DISTILL_SYSTEM2)
     out.append(f"{DISTILL_SYSTEM2} answers in {d.tokens:.1f} tokens per input, against {s2.tokens:.1f} for its teacher: "
-               + pipeline.compare(exp, DISTILL_SYSTEM2, TWO_STEP))
-    out.append(pipeline.compare(exp, DISTILL_SYSTEM2, SYSTEM1))
-    out.append("The filter (ablation): " + pipeline.compare(exp, DISTILL_SYSTEM2, DISTILL_NO_FILTER))
+               + compare(exp, DISTILL_SYSTEM2, TWO_STEP))
+    out.append(compare(exp, DISTILL_SYSTEM2, SYSTEM1))
+    out.append("The filter (ablation): " + compare(exp, DISTILL_SYSTEM2, DISTILL_NO_FILTER))
     for name in STUDENTS:
-        note = pipeline.answer_profile(exp, name, test)
+        note = answer_profile(exp, name, test)
         if note:
             out.append(note)
     return out

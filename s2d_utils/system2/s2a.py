@@ -17,19 +17,16 @@ from types import ModuleType
 from typing import Sequence
 
 from .. import paths
+from ..findings import compare, compare_in_group
 from ..generation import generate
 from ..models import LoadedModel
-from ..tasks import Example
-from . import Call, Trace, parse
+from ..registry import S2A as _ROWS
+from ..tasks import Example, sycophancy
+from . import Call, Trace, parse, rescore
 
-# Table 2's rows, in the paper's order
-SYSTEM1 = "System 1"
-S2A = "System 2: S2A"
-DISTILL = "Distill S2A"
-DISTILL_NO_USC = "Distill S2A without USC"
-ROWS = (SYSTEM1, S2A, DISTILL, DISTILL_NO_USC)
-STUDENTS = (DISTILL, DISTILL_NO_USC)
-MCNEMAR_PAIRS = ((DISTILL, SYSTEM1), (DISTILL, S2A), (DISTILL, DISTILL_NO_USC), (S2A, SYSTEM1))
+# Table 2's rows, in the paper's order (defined in the registry)
+SYSTEM1, S2A, DISTILL, DISTILL_NO_USC = _ROWS.SYSTEM1, _ROWS.S2A, _ROWS.DISTILL, _ROWS.DISTILL_NO_USC
+ROWS, STUDENTS = _ROWS.ROWS, _ROWS.STUDENTS
 
 CONTEXT_LABEL = "Unbiased text context (includes all content except user's bias):"
 QUESTION_LABEL = "Question/Query (does not include user bias/preference):"
@@ -107,22 +104,8 @@ def opinion_echo(exp, name: str, test: Sequence[Example]) -> float | None:
 
 def findings(exp, test) -> list[str]:
     """What Table 2's numbers say, computed from them."""
-    from .. import pipeline
-    from ..evaluate import SystemResult, wilson
-
-    def group_row(name: str, group: str) -> SystemResult:
-        r = exp.row(name)
-        idx = [i for i, e in enumerate(test) if e.meta.get("group") == group]
-        correct = tuple(r.correct[i] for i in idx)
-        lo, hi = wilson(sum(correct), len(correct))
-        return SystemResult(f"{name} ({group})", len(correct), sum(correct) / max(1, len(correct)), lo, hi,
-                            r.tokens, r.parse_failures, correct)
-
     def cmp(a: str, b: str, group: str) -> str:
-        ra, rb = group_row(a, group), group_row(b, group)
-        p, verdict = pipeline.difference(ra, rb, a)
-        return (f"{group} inputs (n = {ra.n}): {a} {100 * ra.accuracy:.1f}% vs {b} {100 * rb.accuracy:.1f}% "
-                f"(exact McNemar {pipeline._p(p)}): {verdict}.")
+        return compare_in_group(exp, a, b, group, test)
 
     out = []
     s1 = exp.row(SYSTEM1)
@@ -155,20 +138,14 @@ def findings(exp, test) -> list[str]:
     if any(e.meta.get("group") == "unbiased" for e in test):
         out.append(cmp(S2A, SYSTEM1, "unbiased"))
         out.append(cmp(DISTILL, S2A, "unbiased"))
-    out.append("USC (ablation), all test inputs: " + pipeline.compare(exp, DISTILL, DISTILL_NO_USC))
+    out.append("USC (ablation), all test inputs: " + compare(exp, DISTILL, DISTILL_NO_USC))
     out += scorer_findings(exp, test)
     return out
 
 
-LABELLED = paths.ROOT / "tests" / "fixtures" / "sycophancy_labelled.jsonl"
-
-
-def scorer_findings(exp, test, labelled: Path = LABELLED) -> list[str]:
+def scorer_findings(exp, test, labelled: Path = sycophancy.LABELLED) -> list[str]:
     """How far the scoring rule can be trusted: its agreement with a person's reading of the
     labelled responses (per kind), and the table's accuracies re-read under the previous rule."""
-    from ..system2 import rescore
-    from ..tasks import sycophancy
-
     out = []
     if labelled.exists():
         agree = sycophancy.scorer_agreement(sycophancy.read_labelled(labelled))
@@ -177,9 +154,10 @@ def scorer_findings(exp, test, labelled: Path = LABELLED) -> list[str]:
             return ", ".join(f"{k} {v['agree']}/{v['n']}" for k, v in agree[rule].items() if k != "all")
 
         cur, prev = agree["current"]["all"], agree["previous"]["all"]
+        shown = labelled.relative_to(paths.ROOT) if labelled.is_relative_to(paths.ROOT) else labelled.name
         out.append(f"The scoring rule reads {cur['agree']} of {cur['n']} responses labelled by a person as the person "
                    f"did ({kinds('current')}); the previous rule (the candidate named most often) {prev['agree']} of "
-                   f"{prev['n']} ({kinds('previous')}). Fixture: {labelled.relative_to(paths.ROOT)}.")
+                   f"{prev['n']} ({kinds('previous')}). Fixture: {shown}.")
     parts = []
     for name in (SYSTEM1, S2A, DISTILL, DISTILL_NO_USC):
         traces = exp.traces.get(name)

@@ -1,7 +1,7 @@
 """Generation through an OpenAI-compatible server (vLLM, SGLang, llama.cpp's ``llama-server``,
 ``transformers serve``), with the official ``openai`` client.
 
-- The prompt is rendered here by the model's own chat template (`generation.render`), so the
+- The prompt is rendered here by the model's own chat template (`base.render`), so the
   server reads exactly what the local engine reads and the cache keys mean the same thing. It is
   sent as token ids where the server takes them (vLLM, SGLang, llama-server: no second BOS or
   re-tokenization); as text where it does not (``transformers serve``), and then the server's
@@ -15,6 +15,8 @@
   tokenizer: a mismatch is an error, not a silent #Tokens.
 - `connect` fails at once, naming the URL, when no server answers there, or when it serves
   another model (with the models it lists).
+- `OpenAIBackend.score`: teacher-forced probabilities from the server's prompt log-probabilities
+  (``echo``), where it gives them; None where it does not.
 
 ``transformers serve`` specifics (see NOTES): ``temperature`` alone does not turn sampling on, so
 its requests carry a ``generation_config`` JSON (``do_sample``, ``top_k=0``, the stop tokens); its
@@ -28,7 +30,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Sequence
 
-from .backends import Generated, Job, Sampling, Settings
+from .base import Generated, Job, Sampling, Settings, answer_tokens, stop_token_ids
 
 SEED_BITS = 31  # llama-server takes a uint32 seed, the others int64: 31 bits fit everywhere
 PROBE_TIMEOUT = 10.0  # seconds for the first start-up check: a server that is down fails in seconds
@@ -52,7 +54,7 @@ ADAPTER_ROUTES = ("{base}/load_lora_adapter", "{root}/load_lora_adapter")  # vLL
 def adapter_name(adapter_dir) -> str:
     """The name a student's adapter is served under: its content hash. vLLM keys its prefix cache
     by adapter name, so two different adapters must never share one, and one adapter keeps its name."""
-    from .models import adapter_hash
+    from ..models import adapter_hash
 
     return "s2d-lora-" + adapter_hash(adapter_dir)[:16]
 
@@ -84,7 +86,7 @@ class OpenAIBackend:
         self.version: str | None = None
         self.flavor = "openai"  # "vllm" (reports /version), "transformers" (takes a generation_config), "openai"
         self.token_prompts = True
-        self.stops = sorted(_stop_ids(lm))
+        self.stops = sorted(stop_token_ids(lm))
         self._check(lm)
 
     # ----- start-up checks -----
@@ -218,17 +220,20 @@ class OpenAIBackend:
     def _one(self, job: Job, sampling: Sampling):
         """One request (in a worker thread); the response is read in the caller's thread, where
         the tokenizer is used (a Rust tokenizer shared across threads can raise "Already borrowed")."""
+        return self._create(**self._request(job, sampling))
+
+    def _create(self, **request):
+        """One ``/v1/completions`` request; its failure, after the client's retries, a `ServerError`."""
         import openai
 
         try:
-            response = self.client.completions.create(**self._request(job, sampling))
+            return self.client.completions.create(**request)
         except openai.APIStatusError as err:
             raise ServerError(f"{self.base_url}: HTTP {err.status_code} after {self.settings.max_retries} retries: "
                               f"{_detail(err)}") from err
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
             raise ServerError(f"{self.base_url}: {type(err).__name__} after {self.settings.max_retries} retries "
                               f"(timeout {self.settings.timeout:g} s per request): {err}") from err
-        return response
 
     def concurrency(self, sampling: Sampling) -> int:
         if self.flavor == "transformers" and sampling.temperature > 0:
@@ -262,6 +267,46 @@ class OpenAIBackend:
                     yield j, result
         if error is not None:
             raise error
+
+
+    # ----- scoring -----
+
+    def score(self, lm, prompts: Sequence[str], outputs: Sequence[str], finish_reasons: Sequence[str],
+              batch_size: int = 0, cache_dir=None) -> list[float] | None:
+        """Teacher-forced probabilities (`base.Backend.score`) from the server's prompt log-probabilities,
+        as lm-evaluation-harness scores a continuation: one request per pair, the prompt's and the
+        answer's token ids as the prompt, ``echo`` with ``logprobs=1`` and one generated token, ignored.
+
+        None where the server cannot: it takes text prompts only (it would tokenize the pair itself,
+        not necessarily into our tokens), refuses the request (HTTP 400 / 422: no ``echo``), reads
+        another number of prompt tokens, or leaves an answer token without its log-probability.
+        One request at a time, not cached; ``batch_size`` and ``cache_dir`` are not used.
+        """
+        import math
+
+        if not self.token_prompts:
+            return None
+        out = []
+        for text, output, reason in zip(prompts, outputs, finish_reasons):
+            prompt = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+            answer = answer_tokens(lm, output, reason)
+            if not answer:
+                out.append(1.0)
+                continue
+            try:
+                response = self._create(model=self.served_model, prompt=prompt + answer, max_tokens=1, temperature=0.0,
+                                        echo=True, logprobs=1)
+            except ServerError as err:
+                if getattr(err.__cause__, "status_code", None) in (400, 422):
+                    return None
+                raise
+            read = getattr(response.usage, "prompt_tokens", None)
+            logprobs = getattr(response.choices[0], "logprobs", None)
+            values = list(getattr(logprobs, "token_logprobs", None) or [])[len(prompt) : len(prompt) + len(answer)]
+            if read not in (None, len(prompt) + len(answer)) or len(values) < len(answer) or None in values:
+                return None
+            out.append(math.exp(sum(values)))
+        return out
 
 
 def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
@@ -313,84 +358,6 @@ def _detail(err) -> str:
     if isinstance(body, dict):
         return str(body.get("detail") or body.get("message") or body.get("error") or body)
     return str(body or err)
-
-
-def _stop_ids(lm) -> set[int]:
-    from .generation import stop_token_ids
-
-    return stop_token_ids(lm)
-
-
-class TransformersServe:
-    """``transformers serve <folder>`` in a subprocess on a free port of 127.0.0.1 (tests, bench).
-
-    `start` waits for ``/health`` (raising `ServerError` with the log's tail if it does not come
-    up by ``deadline`` seconds); `stop` terminates it (``kill=True``: SIGKILL, as a crash would).
-    A context manager: the server never outlives the block.
-    """
-
-    LAUNCH = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
-
-    def __init__(self, folder, workdir, dtype: str = "float32", deadline: float = 150.0):
-        from pathlib import Path
-
-        self.folder, self.workdir, self.dtype, self.deadline = Path(folder), Path(workdir), dtype, deadline
-        self.proc = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> "TransformersServe":
-        import os
-        import socket
-        import subprocess
-        import sys
-
-        import httpx
-
-        hub = self.workdir / "hub"  # /v1/models raises CacheNotFound unless the hub cache folder exists
-        hub.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        log_path = self.workdir / f"serve-{self.port}.log"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "TOKENIZERS_PARALLELISM": "false"}
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-c", self.LAUNCH, "serve", str(self.folder), "--host",
-                                          "127.0.0.1", "--port", str(self.port), "--dtype", self.dtype, "--device", "cpu"],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
-        until = time.time() + self.deadline
-        while time.time() < until and self.proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        tail = log_path.read_text(errors="replace")[-3000:]
-        raise ServerError(f"transformers serve did not come up on {self.url} within {self.deadline:g} s:\n{tail}")
-
-    def stop(self, kill: bool = False) -> None:
-        import signal
-        import subprocess
-
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=20)
-        self.proc = None
-
-    def __enter__(self) -> "TransformersServe":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 _BACKENDS: dict[tuple, OpenAIBackend] = {}

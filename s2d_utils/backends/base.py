@@ -1,29 +1,54 @@
-"""The seam below `generation.generate`: what a backend takes, what it gives back, and which one runs.
+"""The seam below `generation.generate`: what a backend takes, what it gives back, and the helpers
+every backend shares.
 
-`generate` renders prompts, looks samples up in the cache and hands the missing ones to a
-backend as `Job`s (rendered prompt, its token ids, the sample's own seed) with one `Sampling`;
+`generate` renders prompts (`render`), looks samples up in the cache and hands the missing ones to
+a backend as `Job`s (rendered prompt, its token ids, the sample's own seed) with one `Sampling`;
 the backend yields one `Generated` per job (text, generated-token count, finish reason) as each
-finishes, and `generate` caches it at once. Two backends:
-
-- ``local`` (`generation.LocalBackend`): the model in this process, through our engine
-  (continuous batching, shared prefixes) or the model's own forward. Bit-for-bit reproducible.
-- ``openai`` (`served.OpenAIBackend`): any OpenAI-compatible server (vLLM, SGLang, llama.cpp's
-  ``llama-server``, ``transformers serve``), one ``/v1/completions`` request per sample carrying
-  the sample's seed; the prompt is rendered here, with the model's own chat template.
-
-One setting chooses: the environment (``S2D_BACKEND=openai S2D_BASE_URL=http://host:8000/v1
-S2D_SERVED_MODEL=<name>``), or a notebook's ``BACKEND`` / ``BASE_URL`` / ``SERVED_MODEL`` passed to
-`pipeline.start` (which writes the same variables). A distilled student (a model with a LoRA
-adapter merged in) always generates locally: the server serves the base model.
+finishes, and `generate` caches it at once. `backends.answer_confidence` asks the same backend to
+`score` outputs it generated: their teacher-forced probability under the model.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence, Union
 
 KINDS = ("local", "openai")
+
+Prompt = Union[str, Sequence[dict]]
+
+
+def render(lm, prompt: Prompt) -> str:
+    """The exact text the model sees for ``prompt``: chat template plus the assistant header."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("empty prompt: a System 1 or System 2 call needs some input text")
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = list(prompt)
+        if not messages:
+            raise ValueError("empty chat: a prompt needs at least one message")
+    return lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def stop_token_ids(lm) -> set[int]:
+    """The tokens that end a sample: the tokenizer's end-of-sequence and the generation config's."""
+    ids = {lm.tokenizer.eos_token_id}
+    eos = getattr(lm.generation_config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(eos)
+    return {i for i in ids if i is not None}
+
+
+def answer_tokens(lm, output: str, finish_reason: str) -> list[int]:
+    """The tokens a score is taken over: ``output`` re-tokenized from its text, and the
+    end-of-sequence token when the sample stopped there."""
+    tok = lm.tokenizer
+    answer = tok(output, add_special_tokens=False)["input_ids"]
+    return answer + [tok.eos_token_id] if finish_reason == "stop" else answer
 
 
 @dataclass(frozen=True)
@@ -55,7 +80,7 @@ class Generated:
 
 
 class Backend(Protocol):
-    """What `generate` needs of a backend."""
+    """What `generate` and `answer_confidence` need of a backend."""
 
     kind: str
     flush_every: int | None  # commit cached samples every this many (None: every batch_size)
@@ -67,10 +92,18 @@ class Backend(Protocol):
             stats) -> Iterator[tuple[int, Generated]]:
         """Yield ``(job index, Generated)`` as jobs finish, in any order."""
 
+    def score(self, lm, prompts: Sequence[str], outputs: Sequence[str], finish_reasons: Sequence[str],
+              batch_size: int = 8, cache_dir=None) -> list[float] | None:
+        """Per (rendered prompt, output text, finish reason), the probability the model gives the
+        output teacher-forced on the prompt: the product of its next-token probabilities (temperature
+        1) over `answer_tokens`. A probability, not its log: the local backend's confidence cache
+        stores what torch's ``exp`` gives. None: this backend cannot score (a server that gives no
+        prompt log-probabilities). ``cache_dir``: where a backend that caches its scores keeps them."""
+
 
 @dataclass(frozen=True)
 class Settings:
-    """Which backend generates, read from the environment (see the module docstring)."""
+    """Which backend generates, read from the environment (see `backends`)."""
 
     kind: str = "local"
     base_url: str | None = None

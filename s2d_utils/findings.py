@@ -1,0 +1,177 @@
+"""The sentences under each table, computed from its numbers: comparisons with their exact McNemar
+test, the power a test size has, and the guards that stop a constant from passing for a result.
+
+Every function reads an experiment (`pipeline.Experiment`) only through what it recorded:
+``exp.rows``, ``exp.row(name)``, ``exp.traces``, ``exp.task``, ``exp.test``, ``exp.filters``,
+``exp.trained`` and ``exp.sizes``; so the method modules' ``findings`` build their sentences from
+here without importing the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Sequence
+
+from .evaluate import SystemResult
+from .records import CONSTANT_SHARE, DOMINANT_SHARE, constant_score, one_answer
+from .stats import ALPHA, detectable_difference, discordant, mcnemar_p, p_text, pct, wilson
+from .tasks import Example
+from .traces import rescore
+
+
+def mcnemar(a: SystemResult, b: SystemResult) -> float:
+    """Exact McNemar p of two result rows on the same inputs."""
+    if a.n != b.n:
+        raise ValueError(f"{a.name} ({a.n}) and {b.name} ({b.n}) were not evaluated on the same inputs")
+    return mcnemar_p(a.correct, b.correct)
+
+
+def mcnemar_tests(exp: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
+    """Exact McNemar p-values for pairs of rows evaluated on the same inputs."""
+    names = {r.name for r in exp.rows}
+    return {f"{a} vs {b}": mcnemar(exp.row(a), exp.row(b)) for a, b in pairs if a in names and b in names}
+
+
+def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
+    """(exact McNemar p, what it shows) for two results on the same inputs: "<a> is higher" or
+    "lower" (p < 0.05), else "not shown" with the smallest difference this n could detect at 80%
+    power (absence of evidence is not evidence of no difference)."""
+    p = mcnemar(ra, rb)
+    if p >= ALPHA:
+        only_a, only_b = discordant(ra.correct, rb.correct)
+        mde = detectable_difference(ra.n, (only_a + only_b) / ra.n)
+        return p, (f"no difference shown (n = {ra.n} detects {100 * mde:.0f} points or more with 80% power)")
+    return p, f"{a} is {'higher' if ra.accuracy > rb.accuracy else 'lower'}"
+
+
+def compare(exp: Any, a: str, b: str) -> str:
+    """"a X% vs b Y% (McNemar p = ...): higher / lower / no significant difference"."""
+    ra, rb = exp.row(a), exp.row(b)
+    p, verdict = difference(ra, rb, a)
+    return f"{a} {pct(ra.accuracy)} vs {b} {pct(rb.accuracy)} (exact McNemar {p_text(p)}): {verdict}."
+
+
+def group_row(exp: Any, name: str, group: str, test: Sequence[Example]) -> SystemResult:
+    """A row restricted to the test inputs of one group (S2A: biased or unbiased)."""
+    r = exp.row(name)
+    idx = [i for i, e in enumerate(test) if e.meta.get("group") == group]
+    correct = tuple(r.correct[i] for i in idx)
+    lo, hi = wilson(sum(correct), len(correct))
+    return SystemResult(f"{name} ({group})", len(correct), sum(correct) / max(1, len(correct)), lo, hi,
+                        r.tokens, r.parse_failures, correct)
+
+
+def compare_in_group(exp: Any, a: str, b: str, group: str, test: Sequence[Example]) -> str:
+    """`compare` on one group's inputs."""
+    ra, rb = group_row(exp, a, group, test), group_row(exp, b, group, test)
+    p, verdict = difference(ra, rb, a)
+    return (f"{group} inputs (n = {ra.n}): {a} {100 * ra.accuracy:.1f}% vs {b} {100 * rb.accuracy:.1f}% "
+            f"(exact McNemar {p_text(p)}): {verdict}.")
+
+
+def answer_profile(exp: Any, name: str, test: Sequence[Example]) -> str | None:
+    """If one answer dominates a system's outputs (`DOMINANT_SHARE` up to `CONSTANT_SHARE`; above,
+    `guard_findings` says it), name it with what that constant answer would score."""
+    answers = [ts[0].answer for ts in exp.traces.get(name, [])]
+    found = one_answer(answers, DOMINANT_SHARE)
+    if found is None or found[0] is None or one_answer(answers, CONSTANT_SHARE) is not None:
+        return None
+    top, count = found
+    constant = constant_score(exp.task, top, test)
+    if constant is None:
+        return None
+    return (f"{name} answers {top!r} to {count} of {len(answers)} test inputs; that answer alone would score "
+            f"{pct(constant)}, so compare its accuracy with this, not with 0.")
+
+
+def output_profile(exp: Any, name: str, share: float = 0.5) -> str | None:
+    """If one final completion makes up at least ``share`` of a system's test outputs, quote it."""
+    finals = [ts[0].final.strip() for ts in exp.traces.get(name, [])]
+    found = one_answer(finals, share)
+    if found is None:
+        return None
+    text, count = found
+    parsed = next(ts[0].answer for ts in exp.traces[name] if ts[0].final.strip() == text)
+    shown = text if len(text) <= 120 else text[:117] + "..."
+    return (f"{name} gives the same completion to {count} of {len(finals)} test inputs: {shown!r} "
+            f"(parsed as {parsed!r}).")
+
+
+def lenient_accuracy(exp: Any, names: Sequence[str], test: Sequence[Example]) -> str | None:
+    """Accuracy under the task's lenient parse (if it has one), for the rows where it differs."""
+    lenient = getattr(exp.task, "lenient_extract", None)
+    if lenient is None:
+        return None
+    parts, rescored = [], {}
+    for name in names:
+        traces = exp.traces.get(name)
+        if not traces:
+            continue
+        again = rescore([ts[:1] for ts in traces], test, exp.task, reader=lambda c, e: lenient(c.output, e))
+        correct = tuple(bool(exp.task.score(ts[0].answer, e.gold)) for ts, e in zip(again, test))
+        rescored[name] = replace(exp.row(name), accuracy=sum(correct) / len(correct), correct=correct)
+        if correct != exp.row(name).correct:
+            parts.append(f"{name} {pct(rescored[name].accuracy)} (table: {pct(exp.row(name).accuracy)})")
+    if not parts:
+        return None
+    text = ("The parse rule matters: read leniently (a self-contradicting answer counts as its explicit "
+            "yes/no), " + ", ".join(parts) + ".")
+    first, last = names[0], names[-1]
+    if first in rescored and last in rescored:
+        p, verdict = difference(rescored[last], rescored[first], last)
+        text += f" Under that reading, {last} vs {first}: exact McNemar {p_text(p)}, {verdict}."
+    return text
+
+
+def power_note(n: int) -> list[str]:
+    """What this test size can detect: the smallest difference an exact McNemar test finds with 80%
+    power at alpha 0.05, for systems that disagree on 10%, 30% or 50% of the inputs."""
+    if not n:
+        return []
+    mdes = ", ".join(f"{100 * d:.0f} points if they disagree on {psi:.0%} of inputs"
+                     for psi in (0.1, 0.3, 0.5) if (d := detectable_difference(n, psi)) <= psi)
+    return [f"Power: with n = {n} paired test inputs, two systems' accuracies must differ by at least {mdes} for a "
+            "McNemar test to find it with 80% power (alpha 0.05); smaller differences are 'not shown', not absent."]
+
+
+def training_notes(trained: dict[str, Any], sizes: Any) -> list[str]:
+    """One note per trained student: kept pairs, optimizer steps against the profile's budget, final loss."""
+    s = sizes
+    budget = (f"the profile's budget: {s.steps} steps" if s.steps else
+              f"the profile's budget: {s.epochs} epochs of batch {s.lora_batch}, at least {s.min_steps} steps")
+    parts = [f"{name}: {t.examples} pair{'s' * (t.examples != 1)}, {t.steps} optimizer steps, final training loss "
+             f"{t.losses[-1]:.3f}"
+             for name, t in trained.items() if t is not None and t.losses]
+    return [f"Training ({budget}): " + "; ".join(parts) + "."] if parts else []
+
+
+def guard_findings(exp: Any, share: float = CONSTANT_SHARE) -> list[str]:
+    """Sentences that stop a constant from passing for a result: a system giving one answer to
+    ``share`` of the test inputs (with what that answer alone scores, where the task can say), and
+    a filter whose kept targets are (nearly) all one answer."""
+    out = []
+    for r in exp.rows:
+        traces = exp.traces.get(r.name)
+        if not traces:
+            continue
+        answers = [ts[0].answer for ts in traces]
+        found = one_answer(answers, share)
+        if found is not None:
+            top, count = found
+            said = "no parsed answer" if top is None else repr(top)
+            constant = constant_score(exp.task, top, exp.test) if len(exp.test) == len(answers) else None
+            alone = "" if constant is None or top is None else f" (that answer alone scores {pct(constant)})"
+            out.append(f"{r.name} gives one answer ({said}) to {count} of {len(answers)} test inputs{alone}: its "
+                       "accuracy is that answer's, and it cannot carry a verdict on the paper's claims.")
+    for name, f in exp.filters.items():
+        targets = f.get("targets") or {}
+        kept = sum(targets.values())
+        if kept > 1 and None not in targets:
+            top, count = max(targets.items(), key=lambda kv: kv[1])
+            shown = ", ".join(f"{a!r} {c}" for a, c in targets.items())
+            if count == kept:
+                out.append(f"Every one of the {kept} targets the filter kept for {name} is {top!r}: that student can "
+                           "learn only a constant.")
+            elif count >= share * kept:
+                out.append(f"The filter's targets for {name} are nearly one answer ({shown}).")
+    return out

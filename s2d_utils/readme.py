@@ -1,0 +1,201 @@
+"""The README's generated blocks, rebuilt from the committed files in figures/ (`make readme`).
+
+Every number a reader sees in the README comes from a file the notebooks or the benchmarks wrote:
+each block between ``<!-- generated: NAME ... -->`` and ``<!-- end of generated: NAME -->`` is
+rebuilt by one function here, and a test fails when the README and figures/ disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import paths, profiles, registry
+
+BENCH_FILE = "bench_generation.json"  # written by `make bench` into figures/
+
+
+def marks(block: str) -> tuple[str, str]:
+    return (f"<!-- generated: {block} (by `make readme` from figures/; do not edit by hand) -->",
+            f"<!-- end of generated: {block} -->")
+
+
+def readme_results(root: Path | None = None) -> str:
+    """The README's results: each committed table file (cpu profile) with its figure, verbatim."""
+    figures = (root or paths.ROOT) / "figures"
+    parts = []
+    for nb in registry.NOTEBOOKS:
+        md = figures / f"{nb.table}.md"
+        if not md.exists():
+            raise FileNotFoundError(f"{md}: run `make reproduce` first (the README shows the committed tables)")
+        body = md.read_text().split("\n", 1)[1].strip()  # drop the file's own '# title' line
+        parts += [f"### {nb.readme}", body, f"![{nb.readme}](figures/{nb.figure}.png)"]
+    return "\n\n".join(parts)
+
+
+def readme_bench(root: Path | None = None) -> str:
+    """The README's throughput table, from the last `make bench` run's JSON."""
+    path = (root or paths.ROOT) / "figures" / BENCH_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run `make bench` first")
+    data = json.loads(path.read_text())
+    runs = data["models"]
+    head = "| measure | " + " | ".join(runs) + " |"
+    rule = "|---|" + "---|" * len(runs)
+    lines = [head, rule]
+
+    def row(label, fmt, key):
+        lines.append(f"| {label} | " + " | ".join(fmt(runs[m][key]) for m in runs) + " |")
+
+    row("plain `model.generate`, best batch (tokens/s)", lambda v: f"{v:.1f}", "hf_tokens_per_s")
+    row(f"s2d engine, {data['batch_size']} rows in flight (tokens/s)", lambda v: f"{v:.1f}", "engine_tokens_per_s")
+    row("**engine / `model.generate`**", lambda v: f"**{v:.2f}x**", "speedup")
+    row("weight-GEMM ceiling (tokens/s)", lambda v: f"{v:.0f}", "gemm_ceiling_tokens_per_s")
+    row("greedy output token-identical to `model.generate`", lambda v: f"{v:.0%} of prompts", "greedy_identical")
+    row("prefill (tokens/s)", lambda v: f"{v:.0f}", "prefill_tokens_per_s")
+    row("LoRA fine-tuning, batch 8, checkpointing (tokens/s)", lambda v: f"{v:.0f}", "lora_train_tokens_per_s")
+    row("peak resident memory of the benchmark process (GB)", lambda v: f"{v:.2f}", "peak_rss_gb")
+    w = data["workload"]
+    lines.append("")
+    lines.append(f"Workload: {w['prompts']} prompts x {w['samples']} samples, temperature 0.7, top-p 0.95, up to "
+                 f"{w['max_new_tokens']} new tokens, {w['threads']} threads; measured {w['date']} on {w['machine']}.")
+    return "\n".join(lines)
+
+
+def _table_and_figure(root: Path | None, name: str, figure: str, alt: str, notebook: str) -> str:
+    """A committed table file (without its '# title' line) and its figure."""
+    md = (root or paths.ROOT) / "figures" / f"{name}.md"
+    if not md.exists():
+        raise FileNotFoundError(f"{md}: run `make reproduce` first ({notebook} writes it)")
+    body = md.read_text().split("\n", 1)[1].strip()
+    return f"{body}\n\n![{alt}](figures/{figure}.png)"
+
+
+def readme_summary(root: Path | None = None) -> str:
+    """The README's verdicts on the paper's claims and the figure across methods (06_summary)."""
+    return _table_and_figure(root, registry.SUMMARY_FILE, registry.SUMMARY_FIGURE, "All methods: accuracy vs #Tokens",
+                             registry.SUMMARY)
+
+
+def readme_routing(root: Path | None = None) -> str:
+    """The README's routing table and figure (07_routing)."""
+    return _table_and_figure(root, registry.ROUTING_FILE, registry.ROUTING_FIGURE,
+                             "Routing: accuracy vs #Tokens and calibration", registry.ROUTING)
+
+
+RUN_FILE = "reproduce_cpu.json"  # written by benchmarks/record_run.py after a `make reproduce`
+
+
+def readme_run(root: Path | None = None) -> str:
+    """The README's record of one cold `make reproduce` (and its warm rerun) against the limits."""
+    path = (root or paths.ROOT) / "figures" / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run `make reproduce` under benchmarks/peak_rss.py, then benchmarks/record_run.py")
+    data = json.loads(path.read_text())
+    cold, warm, lim = data["cold"], data.get("warm", {}), data["limits"]
+    unfinished, stopped = cold.get("unfinished", []), cold.get("stopped_after_s")
+    total = sum(cold["notebook_s"].values()) + (stopped or 0)
+    head = (f"One uninterrupted cold `make reproduce` (profile {data['profile']}, commit {data['commit']}, "
+            f"{data['date']}, {data['machine']}, nothing else running): ")
+    if unfinished:
+        head += (f"**stopped in {', '.join(unfinished)} after {stopped} s** ({stopped / 60:.0f} minutes, not finished), "
+                 f"**{total / 60:.1f} minutes** by then (limit {lim['cold_total_s'] / 60:.0f} for the whole run)")
+    else:
+        head += f"**{total / 60:.1f} minutes** for the notebooks (limit {lim['cold_total_s'] / 60:.0f})"
+    lines = [head + f"; peak resident memory **{cold['peak_process_gb']:.2f} GB** "
+             f"in one process, {cold['peak_tree_gb']:.2f} GB for the whole process tree (limit {lim['peak_rss_gb']:.0f} GB).",
+             ""]
+    peaks = cold.get("peak_notebook_gb") or {}  # older records have no per-notebook memory
+    lines += (["| notebook | cold (s) | its slowest stages (s) | warm rerun (s) | peak memory (GB) |", "|---|---|---|---|---|"]
+              if peaks else ["| notebook | cold (s) | its slowest stages (s) | warm rerun (s) |", "|---|---|---|---|"])
+    over_cold, over_warm = [], []
+
+    def mark(v, limit):
+        return "" if v is None else (f"**{v}**" if v > limit else str(v))
+
+    for name, sec in cold["notebook_s"].items():
+        stages = sorted(cold.get("stage_s", {}).get(name, {}).items(), key=lambda kv: -kv[1])[:3]
+        w = warm.get("notebook_s", {}).get(name)
+        if sec > lim["notebook_cold_s"]:
+            over_cold.append(name)
+        if w is not None and w > lim["notebook_warm_s"]:
+            over_warm.append(name)
+        peak = peaks.get(name)
+        lines.append(f"| {name} | {mark(sec, lim['notebook_cold_s'])} | " + ", ".join(f"{k} {v}" for k, v in stages)
+                     + f" | {mark(w, lim['notebook_warm_s'])} |"
+                     + (f" {mark(round(peak, 2), lim['peak_rss_gb']) if peak is not None else ''} |" if peaks else ""))
+    for name in unfinished:
+        over_cold.append(name)
+        lines.append(f"| {name} | **stopped after {stopped}** | | |")
+    whole = ("over" if total > lim["cold_total_s"] else "not finished, so not measured against") if unfinished else (
+        "within" if total <= lim["cold_total_s"] else "over")
+    verdict = [f"the whole run {whole} its limit",
+               ("every notebook within " if not over_cold else f"{', '.join(over_cold)} over ")
+               + f"{lim['notebook_cold_s'] // 60} minutes cold"]
+    if warm:
+        verdict.append(("every notebook within " if not over_warm else f"{', '.join(over_warm)} over ")
+                       + f"{lim['notebook_warm_s'] // 60} minutes warm")
+    verdict.append(f"memory {'within' if cold['peak_process_gb'] <= lim['peak_rss_gb'] else 'over'} its limit")
+    lines += ["", "Against the limits (bold: over): " + "; ".join(verdict) + f". From `figures/{RUN_FILE}`, written by "
+              "`benchmarks/record_run.py` from the run's log and manifests."]
+    return "\n".join(lines)
+
+
+ESTIMATE_FILE = "estimate_cpu.json"  # benchmarks/estimate_time.py's estimate beside a measured cold run
+
+
+def readme_estimate(root: Path | None = None) -> str:
+    """The README's wall-time estimate check: the estimate of the cpu profile from rates measured
+    here, beside the cold run of `figures/reproduce_cpu.json`; then the gpu profile's work."""
+    path = (root or paths.ROOT) / "figures" / ESTIMATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run benchmarks/estimate_time.py --profile cpu --rates figures/rates_cpu.json "
+                                f"--record figures/reproduce_cpu.json --json {path}")
+    data = json.loads(path.read_text())
+    r, m = data["rates"], data["rates_measured"]
+    lines = ["| notebook | generation (cap) | prefill | fine-tuning | estimate | measured cold | measured / estimate |",
+             "|---|---|---|---|---|---|---|"]
+    ratios = []
+    for nb, e in data["notebooks"].items():
+        ratio = e["measured_s"] / e["total_s"]
+        ratios.append(ratio)
+        lines.append(f"| {nb} | {e['generation_s'] / 60:.1f} min | {e['prefill_s'] / 60:.1f} min | "
+                     f"{e['fine_tune_s'] / 60:.1f} min | {e['total_s'] / 60:.1f} min | {e['measured_s'] / 60:.1f} min | "
+                     f"{ratio:.0%} |")
+    lines += ["", f"Rates of {data['model']} ({m['dtype']}, {m['machine']}, {m['date']}): engine "
+              f"{r['engine_tokens_per_s']:.0f}, prefill {r['prefill_tokens_per_s']:.0f}, LoRA "
+              f"{r['lora_train_tokens_per_s']:.0f} tokens/s (`figures/rates_cpu.json`); measured: the cold run of "
+              f"`figures/reproduce_cpu.json` without model loading. The runs took {min(ratios):.0%} to "
+              f"{max(ratios):.0%} of the estimate: it is a ceiling (calls end before their cap; the engine "
+              "computes shared prompt prefixes once, the estimate for every call).",
+              "", "The `gpu` profile's work, from its sizes (every call at its cap; steps if the filter keeps every "
+              "input):", "", "| notebook | generated tokens (cap) | calls | fine-tuning steps x rows |", "|---|---|---|---|"]
+    for nb in registry.NOTEBOOKS:
+        b = profiles.generation_budget(nb.method, nb.task, "gpu")
+        steps, rows = profiles.training_bound(nb.method, nb.task, "gpu")
+        lines.append(f"| {nb.notebook} | {b['total']:,} | {b['calls']:,} | {steps} x {rows} |")
+    return "\n".join(lines)
+
+
+README_BLOCKS = {"summary": readme_summary, "results": readme_results, "routing": readme_routing,
+                 "bench": readme_bench, "run": readme_run, "estimate": readme_estimate}
+
+
+def update_readme(path: Path | None = None) -> bool:
+    """Rewrite every generated block of README.md from the files in figures/; True if it changed."""
+    path = path or paths.ROOT / "README.md"
+    text = original = path.read_text()
+    for block, build in README_BLOCKS.items():
+        start, end = marks(block)
+        if start not in text or end not in text:
+            raise ValueError(f"{path}: no generated {block!r} block (markers {start!r} ... {end!r})")
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + start + "\n\n" + build(path.parent) + "\n\n" + end + tail
+    if text != original:
+        path.write_text(text)
+    return text != original
+
+
+if __name__ == "__main__":  # `python -m s2d_utils.readme` = `make readme`
+    print("README.md updated" if update_readme() else "README.md already matches figures/")
