@@ -200,3 +200,39 @@ def test_a_judges_confidence_is_the_mean_over_both_orders(tmp_path, monkeypatch)
                                score=bsm.score_both_orders(judge))
     assert exp.info["confidence"][bsm.DISTILL] == [pytest.approx(0.6)] * 2  # (0.8 + 0.4) / 2
     assert [ts[0].answer for ts in exp.traces[bsm.DISTILL]] == ["A", "A"]  # both orders agree: A, then B mapped back
+
+
+@pytest.mark.parametrize("mode", ["merged", "attached"])
+def test_evaluate_students_in_each_mode_gives_the_students_rows(mode, tiny_lm, tmp_path, monkeypatch):
+    """A trained student evaluated merged (a copy with the adapter merged in) or attached (the adapter
+    on the loaded base, removed afterwards) answers the same; an untrained one is the base itself."""
+    from s2d_utils import distill
+    from s2d_utils.system2 import system1
+
+    monkeypatch.setenv("S2D_STUDENT_MODE", mode)
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(paths, "GENERATION_CACHE", tmp_path / "cache" / "generations.sqlite")
+    monkeypatch.setattr(pipeline.backends.Settings, "from_env", classmethod(lambda cls: cls()))
+    test = TEST[:4]
+    pairs = [{"prompt": e.input, "completion": "The answer is yes."} for e in test]
+    trained = distill.finetune(tiny_lm, pairs, distill.LoraSettings(batch_size=4, max_steps=2, epochs=1),
+                               out_dir=tmp_path / "adapters", progress=False, name="s")
+    exp = pipeline.Experiment("02_rar_coin_flip", "rar", coin_flip, "smoke", 0, profiles.rar_sizes("coin_flip", "smoke"),
+                              tiny_lm, records.Manifest("02_rar_coin_flip", {}))
+    exp.trained = {rar.DISTILL_SYSTEM2: trained, rar.DISTILL_SYSTEM1: None}
+    program = lambda lm: system1(lm, test, coin_flip, max_new_tokens=6)  # noqa: E731
+    rows = pipeline.evaluate_students(exp, test, program)
+    assert [r.name for r in rows] == [rar.DISTILL_SYSTEM2, rar.DISTILL_SYSTEM1]
+    assert exp.manifest.parameters["student_mode"] == mode
+    base = [ts[0].final for ts in program(tiny_lm)]
+    assert [ts[0].final for ts in exp.traces[rar.DISTILL_SYSTEM1]] == base  # untrained: the base model's answers
+    assert not hasattr(tiny_lm.model, "peft_config") or not tiny_lm.model.peft_config  # nothing left attached
+    assert set(exp.info["confidence"]) == {rar.DISTILL_SYSTEM2, rar.DISTILL_SYSTEM1}
+    if mode == "attached":  # the merged run of the same adapter answers the same
+        monkeypatch.setenv("S2D_STUDENT_MODE", "merged")
+        merged = pipeline.Experiment(exp.notebook, "rar", coin_flip, "smoke", 0, exp.sizes, tiny_lm,
+                                     records.Manifest(exp.notebook, {}))
+        merged.trained = {rar.DISTILL_SYSTEM2: trained}
+        pipeline.evaluate_students(merged, test, program)
+        assert [ts[0].final for ts in merged.traces[rar.DISTILL_SYSTEM2]] == \
+            [ts[0].final for ts in exp.traces[rar.DISTILL_SYSTEM2]]
