@@ -273,26 +273,25 @@ def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callabl
             result = exp.trained[name]
             if result is None:
                 out.append(_score(exp, name, test, program(exp.lm), score))
-                _confidence(exp, name, exp.lm, served)
+                _confidence(exp, name, exp.lm)
             elif mode == "attached" and not served:  # on the loaded base, removed afterwards
                 with distill.attached(exp.lm, result) as student:
                     out.append(_score(exp, name, test, program(student), score))
-                    _confidence(exp, name, student, served)
+                    _confidence(exp, name, student)
             else:
                 student = distill.load_distilled(exp.lm, result, weights=not served)
                 out.append(_score(exp, name, test, program(student), score))
-                _confidence(exp, name, student, served)
+                _confidence(exp, name, student)
                 del student
                 free_memory()
     exp.rows.extend(out)
     return out
 
 
-def _confidence(exp: Experiment, name: str, student: LoadedModel, served: bool) -> None:
+def _confidence(exp: Experiment, name: str, student: LoadedModel) -> None:
     """The student's probability of its own answer on each test input (`backends.answer_confidence`),
-    for the routing notebook; not computed for a student a server generated for (no weights here)."""
-    if served and not student.loaded:
-        return
+    for the routing notebook: scored here where its weights are, by its server where it is served
+    as an adapter; none where that server cannot score (it returns text alone)."""
     traces = exp.answer_traces.get(name, exp.traces[name])
     confidence = backends.answer_confidence(student, traces)
     if confidence is not None:  # None: a server that cannot score its outputs
