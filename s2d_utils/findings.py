@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from .evaluate import SystemResult
-from .records import CONSTANT_SHARE, DOMINANT_SHARE, constant_score, one_answer
+from .records import CONSTANT_SHARE, DOMINANT_SHARE, constant_score, constant_system, one_answer
 from .stats import ALPHA, detectable_difference, discordant, mcnemar_p, p_text, pct, wilson
 from .tasks import Example
 from .traces import rescore
@@ -74,7 +74,7 @@ def answer_profile(exp: Any, name: str, test: Sequence[Example]) -> str | None:
     `guard_findings` says it), name it with what that constant answer would score."""
     answers = [ts[0].answer for ts in exp.traces.get(name, [])]
     found = one_answer(answers, DOMINANT_SHARE)
-    if found is None or found[0] is None or one_answer(answers, CONSTANT_SHARE) is not None:
+    if found is None or found[0] is None or found[1] >= CONSTANT_SHARE * len(answers):
         return None
     top, count = found
     constant = constant_score(exp.task, top, test)
@@ -155,14 +155,13 @@ def guard_findings(exp: Any, share: float = CONSTANT_SHARE) -> list[str]:
         if not traces:
             continue
         answers = [ts[0].answer for ts in traces]
-        found = one_answer(answers, share)
+        found = constant_system(r.name, answers, share)
         if found is not None:
-            top, count = found
-            said = "no parsed answer" if top is None else repr(top)
+            said, top = found
             constant = constant_score(exp.task, top, exp.test) if len(exp.test) == len(answers) else None
             alone = "" if constant is None or top is None else f" (that answer alone scores {pct(constant)})"
-            out.append(f"{r.name} gives one answer ({said}) to {count} of {len(answers)} test inputs{alone}: its "
-                       "accuracy is that answer's, and it cannot carry a verdict on the paper's claims.")
+            out.append(f"{said}{alone}: its accuracy is that answer's, and it cannot carry a verdict on the paper's "
+                       "claims.")
     for name, f in exp.filters.items():
         targets = f.get("targets") or {}
         kept = sum(targets.values())

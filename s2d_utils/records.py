@@ -142,6 +142,17 @@ def one_answer(answers: Sequence[Any], share: float) -> tuple[Any, int] | None:
     return (top, count) if count >= share * len(answers) else None
 
 
+def constant_system(name: str, answers: Sequence[Any], share: float = CONSTANT_SHARE) -> tuple[str, Any] | None:
+    """("<name> gives one answer (<it>) to <count> of <n> test inputs", the answer) where one answer
+    makes up ``share`` of a system's answers (it cannot carry a verdict), else None."""
+    found = one_answer(answers, share)
+    if found is None:
+        return None
+    top, count = found
+    said = "no parsed answer" if top is None else repr(top)
+    return f"{name} gives one answer ({said}) to {count} of {len(answers)} test inputs", top
+
+
 def constant_score(task: ModuleType, answer: Any, test: Sequence[Example]) -> float | None:
     """What ``answer`` given to every test input would score (None where the task cannot say)."""
     if answer is None or not test:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from . import figures, profiles, registry, tables
 from .paper import CONSTANT
-from .records import CONSTANT_SHARE, load_metrics as _load, one_answer
+from .records import CONSTANT_SHARE, constant_system, load_metrics as _load
 from .registry import BEATS, FILTER, NEAR, NO_DISTILL, Notebook
 from .stats import ALPHA, detectable_difference, discordant, mcnemar_p, p_text, paired_difference_ci
 
@@ -117,13 +117,8 @@ class View:
 
     def constant_system(self, name: str) -> str | None:
         """Why ``name`` cannot carry a verdict (one answer to >= CONSTANT_SHARE of the inputs), or None."""
-        answers = self.answers.get(name)
-        found = one_answer(answers or [], CONSTANT_SHARE)
-        if found is None:
-            return None
-        top, count = found
-        said = "no parsed answer" if top is None else repr(top)
-        return f"{name} gives one answer ({said}) to {count} of {len(answers)} test inputs"
+        found = constant_system(name, self.answers.get(name) or [])
+        return found[0] if found else None
 
     def compare(self, a: str, b: str) -> Comparison:
         return Comparison.of(a, self.correct[a], b, self.correct[b])
