@@ -69,12 +69,12 @@ def target_tokens(method: str, task: str, profile: str) -> int:
 def estimate(method: str, task: str, profile: str, rates: dict, prompt_tokens: float) -> dict:
     """Seconds per part and in all for one notebook (see the module docstring)."""
     budget = profiles.generation_budget(method, task, profile)
-    steps, rows = profiles.training_bound(method, task, profile)
+    steps, rows, tokens = profiles.training_bound(method, task, profile)
+    step_tokens = tokens if tokens else rows * (prompt_tokens + target_tokens(method, task, profile))
     parts = {
         "generation_s": budget["total"] / rates["engine_tokens_per_s"],
         "prefill_s": budget["calls"] * prompt_tokens / rates["prefill_tokens_per_s"],
-        "fine_tune_s": steps * rows * (prompt_tokens + target_tokens(method, task, profile))
-        / rates["lora_train_tokens_per_s"],
+        "fine_tune_s": steps * step_tokens / rates["lora_train_tokens_per_s"],
     }
     return {"generated_tokens_cap": budget["total"], "calls": budget["calls"], "mean_prompt_tokens": prompt_tokens,
             "train_steps": steps, **{k: round(v, 1) for k, v in parts.items()}, "total_s": round(sum(parts.values()), 1)}

@@ -51,9 +51,29 @@ def final_response_target(kept: Kept) -> str:
     return kept.trace.final.strip()
 
 
+def final_call_target(kept: Kept) -> str:
+    """Distillation target for RaR (Sec. 4.1) as the paper's distilled #Tokens imply: the response of
+    the program's last call (2-step RaR: the respond call) in the sample the filter kept, whose
+    parsed answer is the vote's (`filters.self_consistency` keeps the first such sample)."""
+    return kept.trace.final.strip()
+
+
 def verdict_target(kept: Kept) -> str:
     """Distillation target for an LLM judge (Sec. 4.3): the verdict token string, e.g. "[[A]]"."""
     return f"[[{kept.answer}]]"
+
+
+TARGET_NOTES = {
+    answer_target: f"the vote's answer in the fixed sentence {ANSWER_TEMPLATE.format(answer='X')!r}",
+    final_call_target: "the final (respond) call's whole response in a kept sample whose parsed answer is the vote's",
+    final_response_target: "the chosen sample's whole final response",
+    verdict_target: "the verdict alone ('[[A]]', '[[B]]' or '[[C]]')",
+}
+
+
+def target_note(target: Callable[[Kept], str]) -> str:
+    """What a target function makes the students learn, for the table notes."""
+    return TARGET_NOTES.get(target, (target.__doc__ or target.__name__).strip().split("\n")[0])
 
 
 def sft_pairs(kept: Sequence[Kept], target: Callable[[Kept], str] = answer_target,
@@ -81,6 +101,8 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
 
     if not pairs:
         raise ValueError(f"{name}: no training pairs (the filter kept nothing); cannot fine-tune")
+    if simulated():
+        return plan_only(base, pairs, settings, name)
     out = adapter_dir(base, pairs, settings, name, out_dir)
     if (done := read_trained(out)) is not None:
         return done
@@ -117,6 +139,32 @@ def finetune(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraS
             p.requires_grad_(False)
         del model
         free_memory()
+
+
+def simulated() -> bool:
+    """Whether this is a simulated run (``S2D_BACKEND=simulated``): students are planned, not trained."""
+    from .backends import Settings
+
+    return Settings.from_env().kind == "simulated"
+
+
+PLANS: dict[str, dict] = {}  # student name -> its plan, in this process (the simulated run's work plan)
+
+
+def plan_only(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings, name: str) -> TrainResult:
+    """The simulated trainer: every pair tokenized as training would (`lora.tokenize`), every step
+    planned (rows, tokens, micro-batches: `schedule.plan`) and checked against the budget; no
+    gradient is computed and the student stays the base model. Raises if the plan misses its budget."""
+    from .schedule import plan, plan_problems
+
+    data = [tokenize(base, p) for p in pairs]
+    p = plan(data, settings)
+    problems = plan_problems(p, settings)
+    if problems:
+        raise RuntimeError(f"{name}: the training plan misses its budget: {'; '.join(problems)}")
+    PLANS[name] = p.as_dict()
+    return TrainResult(Path(f"simulated-{name}"), p.steps, p.pairs, p.tokens, 0.0, (), False, p.rows, p.warmup,
+                       asdict(settings), p.as_dict())
 
 
 def train_processes() -> int:

@@ -134,15 +134,38 @@ def power_note(n: int) -> list[str]:
             "McNemar test to find it with 80% power (alpha 0.05); smaller differences are 'not shown', not absent."]
 
 
-def training_notes(trained: dict[str, Any], sizes: Any) -> list[str]:
-    """One note per trained student: kept pairs, optimizer steps against the profile's budget, final loss."""
+def budget_text(sizes: Any) -> str:
+    """A profile's fine-tuning budget in words: steps x tokens a step (the paper's unit) or epochs of
+    a batch of rows, and the schedule."""
     s = sizes
-    budget = (f"the profile's budget: {s.steps} steps" if s.steps else
-              f"the profile's budget: {s.epochs} epochs of batch {s.lora_batch}, at least {s.min_steps} steps")
-    parts = [f"{name}: {t.examples} pair{'s' * (t.examples != 1)}, {t.steps} optimizer steps, final training loss "
-             f"{t.losses[-1]:.3f}"
-             for name, t in trained.items() if t is not None and t.losses]
-    return [f"Training ({budget}): " + "; ".join(parts) + "."] if parts else []
+    warmup = f", {s.warmup_share:.0%} warmup" if getattr(s, "warmup_share", 0) else ", no warmup"
+    if getattr(s, "tokens_per_step", None):
+        return f"{s.steps} steps x {s.tokens_per_step / 1000:g}k tokens{warmup}, linear decay"
+    if s.steps:
+        return f"{s.steps} steps of {s.lora_batch} rows{warmup}, linear decay"
+    return f"{s.epochs} epoch{'s' * (s.epochs != 1)} of {s.lora_batch} rows, at least {s.min_steps} steps{warmup}, linear decay"
+
+
+def training_notes(trained: dict[str, Any], sizes: Any, paper_budget: str | None = None) -> list[str]:
+    """One note on the training budget and schedule, with each trained student's pairs, steps, rows
+    and tokens a step, epochs and final loss; what still differs from the paper's fine-tuning."""
+    parts = []
+    for name, t in trained.items():
+        if t is None or not t.losses and t.planned is None:
+            continue
+        loss = "no loss (simulated: nothing trained)" if t.planned is not None else f"final training loss {t.losses[-1]:.3f}"
+        parts.append(f"{name}: {t.examples:,} pair{'s' * (t.examples != 1)}, {t.steps:,} optimizer steps of {t.rows:,} "
+                     f"rows ({t.tokens_per_step:,.0f} tokens a step, {t.epochs:.1f} epochs), {loss}")
+    if not parts:
+        return []
+    paper = f"; the paper's: {paper_budget}" if paper_budget else ""
+    notes = [f"Training (the profile's budget: {budget_text(sizes)}{paper}): " + "; ".join(parts) + "."]
+    settings = next(t.settings for t in trained.values() if t is not None)
+    if settings:
+        notes.append(f"Fine-tuning here is LoRA (rank {settings.get('r')}, LR {settings.get('learning_rate'):g}, dropout "
+                     f"{settings.get('dropout'):g}, loss on the answer tokens only); the paper states dropout 0.1 and "
+                     "LR 5.5e-6, which reads as full fine-tuning (not offered here: every student is a LoRA adapter).")
+    return notes
 
 
 def guard_findings(exp: Any, share: float = CONSTANT_SHARE) -> list[str]:

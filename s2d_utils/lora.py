@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from . import paths
 from .files import staged_folder
 from .generation import render
 from .memory import trim_heap
 from .models import LoadedModel
+from .schedule import (MICRO_TOKENS, TrainPlan, lr_factor, micro_batches, plan, plan_problems,  # noqa: F401
+                       rows_per_step, step_batches, training_steps, warmup_steps)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,23 @@ class LoraSettings:
     steps: int | None = None  # an exact budget (the paper's step counts); wins over epochs and the floor
     seed: int = 0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    # the paper's unit: real (unpadded) prompt + answer tokens per optimizer step. Set, it replaces
+    # ``batch_size``: a step takes as many rows as that many tokens hold at the pairs' mean length
+    # (`rows_per_step`), drawn from a stream of seeded shuffles (a step may span epochs)
+    tokens_per_step: int | None = None
+    warmup_share: float = 0.0  # share of the steps over which the LR rises linearly before it decays
+
+    def key(self) -> dict:
+        """The settings as the adapter's content key holds them: the fields added after the committed
+        students were trained are left out at their defaults, so those students keep their folders."""
+        out = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if out.get(name) == default:
+                out.pop(name)
+        return out
+
+
+_LATER_FIELDS = {"tokens_per_step": None, "warmup_share": 0.0}
 
 
 @dataclass(frozen=True)
@@ -54,10 +71,22 @@ class TrainResult:
     seconds: float
     losses: tuple[float, ...]
     reused: bool
+    rows: int = 0  # rows a step
+    warmup: int = 0  # warmup steps
+    settings: dict = field(default_factory=dict, compare=False)
+    planned: dict | None = field(default=None, compare=False)  # a simulated student's `TrainPlan` (nothing trained)
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        return self.tokens / self.steps if self.steps else 0.0
+
+    @property
+    def epochs(self) -> float:
+        return self.steps * self.rows / self.examples if self.examples else 0.0
 
 
 def tokenize(lm: LoadedModel, pair: dict[str, str]) -> tuple[list[int], list[int]]:
@@ -70,7 +99,7 @@ def tokenize(lm: LoadedModel, pair: dict[str, str]) -> tuple[list[int], list[int
 
 
 def adapter_key(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings) -> str:
-    key = {"base": base.fingerprint, "pairs": list(pairs), "settings": asdict(settings)}
+    key = {"base": base.fingerprint, "pairs": list(pairs), "settings": settings.key()}
     if base.dtype not in ("float32", "unknown"):  # a bf16 base trains another student (fp32 keys as they were)
         key["dtype"] = base.dtype
     payload = json.dumps(key, sort_keys=True)
@@ -86,7 +115,11 @@ def read_trained(out: Path, reused: bool = True) -> TrainResult | None:
 
 
 def _result(out: Path, log: dict, reused: bool) -> TrainResult:
-    return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), reused)
+    settings = log.get("settings", {})
+    # logs written before rows_per_step was recorded: a step took batch_size rows (fewer pairs: all)
+    rows = log.get("rows_per_step") or min(settings.get("batch_size", 0), log["examples"])
+    return TrainResult(out, log["steps"], log["examples"], log["tokens"], log["seconds"], tuple(log["losses"]), reused,
+                       rows, log.get("warmup_steps", 0), settings, log.get("planned"))
 
 
 def with_lora(model, settings: LoraSettings):
@@ -100,12 +133,13 @@ def with_lora(model, settings: LoraSettings):
 
 
 def optimizer(model, settings: LoraSettings, total: int):
-    """AdamW over the trainable (LoRA) parameters and its linear decay to 0 over ``total`` steps."""
+    """AdamW over the trainable (LoRA) parameters, with `lr_factor`'s warmup and linear decay."""
     import torch
 
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
                               weight_decay=0.0)
-    return optim, torch.optim.lr_scheduler.LambdaLR(optim, lambda s: max(0.0, 1.0 - s / max(total, 1)))
+    warmup = warmup_steps(settings, total)
+    return optim, torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, total, warmup))
 
 
 def adapter_dir(base: LoadedModel, pairs: Sequence[dict[str, str]], settings: LoraSettings, name: str,
@@ -125,22 +159,6 @@ def needs_checkpointing(data: Sequence[tuple[list[int], list[int]]], settings: L
     return max(len(ids) for ids, _ in data) * min(settings.batch_size, len(data)) > CHECKPOINT_TOKENS
 
 
-def step_batches(n_pairs: int, settings: LoraSettings) -> Iterator[list[int]]:
-    """The pairs (by index) of each optimizer step: epochs of a seeded shuffle cut into batches,
-    `training_steps` of them. The in-notebook loop and the `s2d_utils.train` entry point both
-    follow it, so they see the same batches in the same order."""
-    rng = random.Random(settings.seed)
-    step, total = 0, training_steps(n_pairs, settings)
-    while step < total:
-        order = list(range(n_pairs))
-        rng.shuffle(order)
-        for start in range(0, n_pairs, settings.batch_size):
-            if step >= total:
-                return
-            yield order[start : start + settings.batch_size]
-            step += 1
-
-
 def collate(batch: Sequence[tuple[list[int], list[int]]], pad: int):
     """(ids, attention mask, labels) of tokenized pairs, right-padded (labels -100 off the answer)."""
     import torch
@@ -154,35 +172,6 @@ def collate(batch: Sequence[tuple[list[int], list[int]]], pad: int):
         labels[r, : len(y)] = torch.tensor(y)
         mask[r, : len(x)] = 1
     return ids, mask, labels
-
-
-def training_steps(n_pairs: int, settings: LoraSettings) -> int:
-    """Optimizer steps for ``n_pairs`` pairs: the exact budget if set, else ``epochs`` passes but at
-    least ``min_steps``; ``max_steps`` caps either."""
-    total = settings.steps or max(math.ceil(n_pairs / settings.batch_size) * settings.epochs, settings.min_steps)
-    return min(total, settings.max_steps) if settings.max_steps else total
-
-
-MICRO_TOKENS = 1024  # padded tokens per forward/backward pass: a step's rows beyond it accumulate
-# gradients in several passes (same gradient). Measured on the 0.5B model, BSM judge prompts at batch
-# 4 (~3,000 tokens in one pass) held 13.8 GB resident in the 04 notebook; activations scale with this
-
-
-def micro_batches(batch: Sequence[tuple[list[int], list[int]]], limit: int | None = None) -> list[list[int]]:
-    """The rows of one optimizer step cut into consecutive passes of at most ``limit`` padded
-    tokens (`MICRO_TOKENS`; one row at least)."""
-    limit = MICRO_TOKENS if limit is None else limit
-    parts: list[list[int]] = []
-    width = 0
-    for r, (ids, _) in enumerate(batch):
-        w = max(width, len(ids))
-        if parts and w * (len(parts[-1]) + 1) <= limit:
-            parts[-1].append(r)
-            width = w
-        else:
-            parts.append([r])
-            width = len(ids)
-    return parts
 
 
 def accumulate(model, batch: Sequence[tuple[list[int], list[int]]], pad: int, device) -> tuple[float, int]:
@@ -230,14 +219,15 @@ def train_loop(base: LoadedModel, model, pairs, settings: LoraSettings, out: Pat
 
     device = next(model.parameters()).device
     data = [tokenize(base, p) for p in pairs]
-    total = training_steps(len(data), settings)
+    rows = rows_per_step([len(ids) for ids, _ in data], settings)
+    total = training_steps(len(data), settings, rows)
     optim, sched = optimizer(model, settings, total)
     pad = base.tokenizer.pad_token_id
     losses, tokens, step = [], 0, 0
     t0 = time.perf_counter()
     bar = tqdm(total=total, desc=f"fine-tune {name}", disable=not progress, unit="step")
-    for rows in step_batches(len(data), settings):
-        loss, n = accumulate(model, [data[i] for i in rows], pad, device)
+    for batch in step_batches(len(data), settings, rows):
+        loss, n = accumulate(model, [data[i] for i in batch], pad, device)
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
@@ -249,6 +239,7 @@ def train_loop(base: LoadedModel, model, pairs, settings: LoraSettings, out: Pat
     bar.close()
     seconds = time.perf_counter() - t0
     log = {"steps": step, "examples": len(data), "tokens": tokens, "seconds": seconds, "losses": losses,
+           "rows_per_step": rows, "warmup_steps": warmup_steps(settings, total),
            "settings": asdict(settings), "base": base.name, "base_fingerprint": base.fingerprint}
     return publish(out, lambda tmp: model.save_pretrained(str(tmp)), pairs, log)
 

@@ -130,3 +130,16 @@ def paper_table(table: str, block: str) -> PaperTable:
     if (table, block) not in PAPER:
         raise KeyError(f"no paper figures for {(table, block)}; known: {sorted(PAPER)}")
     return PAPER[(table, block)]
+
+
+# Fine-tuning budgets (PAPER.md, "Setup"): task -> (optimizer steps, tokens a step)
+TRAINING = {"last_letter": (3, 66_000), "coin_flip": (100, 66_000), "sycophancy": (350, 23_000),
+            "judge": (600, 131_000), "gsm8k": (5000, 33_000)}
+
+
+def training_budget(task: str) -> str | None:
+    """The paper's fine-tuning budget for a task, in words ("100 steps x 66k tokens"), or None."""
+    if task not in TRAINING:
+        return None
+    steps, tokens = TRAINING[task]
+    return f"{steps:,} steps x {tokens / 1000:g}k tokens"

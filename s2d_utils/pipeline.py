@@ -31,8 +31,9 @@ from .evaluate import SystemResult, evaluate
 from .backends import backend_for
 from .generation import fits, generate
 from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
-from .paper import CONSTANT, PAPER_MODEL, paper_table
+from .paper import CONSTANT, paper_table
 from .tasks import Example, is_hub_id
+from .notes import table_notes
 from .traces import Trace, cut_share
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -139,6 +140,10 @@ def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PR
     manifest = records.Manifest(notebook, {**params, "model": model, "sizes": sizes.as_dict()})
     with manifest.stage("load model"):
         lm = load_model(model, device=DEVICE, dtype=dtype, weights=settings.kind == "local")
+    if settings.kind == "simulated":  # a dry run: random answers, students planned (`simulate`)
+        from .simulate import begin
+
+        begin(task.NAME, PROFILE, lm)
     manifest.parameters["dtype"] = lm.dtype
     with manifest.stage("connect backend"):
         manifest.backend = backend_for(lm).identity(lm)
@@ -156,11 +161,23 @@ def data(exp: Experiment, source: Any = None, **task_kw: Any) -> tuple[list[Exam
     s = exp.sizes
     train_source = source if getattr(exp.task, "TRAIN_FROM_SOURCE", False) else None
     train = exp.task.load("train", n=s.n_train, seed=exp.seed, source=train_source, **task_kw)
-    test = exp.task.load("test", n=s.n_test, seed=exp.seed, source=source, **task_kw)
+    default = profiles.test_source(exp.method, exp.task.NAME, exp.profile) if source is None else None
+    test = exp.task.load("test", n=s.n_test, seed=exp.seed, source=source if default is None else default, **task_kw)
     exp.manifest.data = {"train": records.data_hash(train), "test": records.data_hash(test)}
+    if default is not None:
+        exp.manifest.data["test_source"] = f"the profile's default test file, {default}"
+        exp.info["test_source"] = str(default)
     exp.test = list(test)
-    unlabel = getattr(exp.task, "unlabel", lambda e: replace(e, gold=None))
-    return train, [unlabel(e) for e in train], test
+    return train, [unlabeled(exp.task, e) for e in train], test
+
+
+def unlabeled(task: ModuleType, example: Example) -> Example:
+    """What System 2 may see of a training input: the task's ``unlabel`` (gold and every
+    label-derived detail dropped), checked to have left no gold behind."""
+    out = task.unlabel(example)
+    if out.gold is not None:
+        raise ValueError(f"{task.NAME}.unlabel left the gold of {example.id}")
+    return out
 
 
 def use_test(exp: Experiment, test: Sequence[Example], why: str) -> list[Example]:
@@ -244,8 +261,8 @@ def train_students(exp: Experiment, kept: dict[str, filters.FilterResult],
     trains nothing: that student is the base model, and the table notes say so. ``prompt`` builds
     the student's prompt from an input (default: the input text, the System 1 prompt)."""
     s = exp.sizes
-    lora = distill.LoraSettings(epochs=s.epochs, batch_size=s.lora_batch, max_steps=s.max_steps, min_steps=s.min_steps,
-                                steps=s.steps, seed=exp.seed)
+    lora = profiles.lora_settings(s, exp.seed)
+    exp.info["target"] = distill.target_note(target)
     with exp.manifest.stage("fine-tune"):
         for name, res in kept.items():
             pairs = distill.sft_pairs(res.kept, target, prompt)
@@ -254,9 +271,10 @@ def train_students(exp: Experiment, kept: dict[str, filters.FilterResult],
 
 
 def training_summary(exp: Experiment) -> dict[str, dict]:
-    return {name: {"pairs": t.examples if t else 0, "steps": t.steps if t else 0,
-                   "final loss": t.losses[-1] if t else None,
-                   "tokens/s": round(t.tokens_per_second, 1) if t and not t.reused else None,
+    return {name: {"pairs": t.examples if t else 0, "steps": t.steps if t else 0, "rows/step": t.rows if t else 0,
+                   "tokens/step": round(t.tokens_per_step) if t else 0, "epochs": round(t.epochs, 2) if t else 0,
+                   "final loss": t.losses[-1] if t and t.losses else None,
+                   "tokens/s": round(t.tokens_per_second, 1) if t and not t.reused and t.seconds else None,
                    "reused": t.reused if t else None} for name, t in exp.trained.items()}
 
 
@@ -271,9 +289,10 @@ def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callabl
     with exp.manifest.stage("evaluate distilled"):
         for name in names or list(exp.trained):
             result = exp.trained[name]
-            if result is None:
-                out.append(_score(exp, name, test, program(exp.lm), score))
-                _confidence(exp, name, exp.lm)
+            if result is None or result.planned is not None:  # untrained, or planned only (simulated): the base
+                base = exp.lm if result is None else replace(exp.lm, fingerprint=f"{exp.lm.fingerprint}+plan:{name}")
+                out.append(_score(exp, name, test, program(base), score))
+                _confidence(exp, name, base)
             elif mode == "attached" and not served:  # on the loaded base, removed afterwards
                 with distill.attached(exp.lm, result) as student:
                     out.append(_score(exp, name, test, program(student), score))
@@ -305,39 +324,10 @@ def show_trace(trace: Trace, example: Example) -> None:
     print("parsed answer:", trace.answer, "| gold:", example.gold)
 
 
-def _where(exp: Experiment) -> str:
-    """Where the numbers were computed, for the table notes."""
-    lm = exp.lm
-    where = f"{os.cpu_count()} CPU cores" if lm.device == "cpu" else lm.device
-    if exp.manifest.backend.get("kind") == "openai":  # the base model's samples came from a server
-        local = [t for t in exp.trained.values() if t is not None and str(t.adapter_dir) in backends.ADAPTER_FALLBACKS]
-        students = (f"students on {where} (the server could not load their LoRA adapters)" if local
-                    else "students as LoRA adapters on the same server")
-        where = f"a {exp.manifest.backend['server']} server ({exp.manifest.backend['served_model']}), {students}"
-    return where
-
-
-def _notes(exp: Experiment) -> list[str]:
-    """The notes every table carries: model and machine, how to read the columns, the constant row,
-    untrained students, the training budget and what this n can detect."""
-    lm = exp.lm
-    dtype = exp.manifest.backend.get("dtype") or lm.dtype  # a server's, where one generated
-    notes = [f"ours: {lm.name} ({dtype} weights) on {_where(exp)}, profile {exp.profile}, seed {exp.seed}; "
-             f"paper: {PAPER_MODEL}.",
-             "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
-             "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "
-             "token cap stopped (a cut completion counts only if it states its answer in the strict form)."]
-    if CONSTANT in {r.name for r in exp.rows}:
-        notes.append(f"{CONSTANT}: the one answer ({exp.row(CONSTANT).extra['answer']!r}) that, given to every "
-                     "test input, scores best; any claim must clear it as well as System 1.")
-    notes += [f"{name}: no training input had a usable target, so no fine-tuning step ran; the row is the base model."
-              for name, t in exp.trained.items() if t is None]
-    return notes + sentences.training_notes(exp.trained, exp.sizes) + sentences.power_note(len(exp.test))
-
-
 def _training_record(exp: Experiment) -> dict[str, Any]:
     return {k: ({"pairs": t.examples, "steps": t.steps, "tokens": t.tokens, "seconds": round(t.seconds, 1),
-                 "final_loss": t.losses[-1] if t.losses else None, "reused": t.reused} if t else None)
+                 "final_loss": t.losses[-1] if t.losses else None, "reused": t.reused,
+                 **({"planned": t.planned} if t.planned else {})} if t else None)
             for k, t in exp.trained.items()}
 
 
@@ -354,7 +344,7 @@ def finish(exp: Experiment, *, findings: Sequence[str] = (), notes: Sequence[str
     exp.rows = [replace(r, extra={**r.extra, "cut": cut_share(exp.traces[r.name])}) if r.name in exp.traces else r
                 for r in exp.rows]
     tests = sentences.mcnemar_tests(exp, rec.mcnemar)
-    base_notes = _notes(exp)
+    base_notes = table_notes(exp)
     findings = [*findings, *sentences.guard_findings(exp)]
     df = tables.results_table(exp.rows, paper)
     md, _ = tables.save_table(df, rec.table, exp.profile, rec.title, [*base_notes, *notes], findings)
@@ -373,6 +363,10 @@ def finish(exp: Experiment, *, findings: Sequence[str] = (), notes: Sequence[str
         "outputs": {"table": md.name, "figure": fig.name},
         **(extra or {}),
     }
+    if exp.manifest.backend.get("kind") == "simulated":
+        from .simulate import record_workplan
+
+        metrics["workplan"] = record_workplan(exp)
     path = records.save_metrics(exp.notebook, exp.profile, metrics, exp.manifest)
     records.save_test_traces(exp.notebook, exp.profile, exp.traces, exp.test)
     return {"metrics": metrics, "table": df, "table_path": md, "figure_path": fig, "metrics_path": path}

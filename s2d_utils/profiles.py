@@ -50,6 +50,12 @@ class Sizes:
     # 6 pairs for 3 epochs takes 3 steps and learns only the answer format: the floor stops that)
     min_steps: int = 1
     steps: int | None = None
+    # the paper's unit (PAPER.md, "Setup"): real prompt + answer tokens per optimizer step. Set, a
+    # step takes as many rows as these tokens hold at the kept pairs' mean length (`lora.rows_per_step`;
+    # gradients accumulate over micro-batches), and ``lora_batch`` is unused. The paper's 66k, 131k
+    # and 33k read as 16, 32 and 8 packed sequences of 4,096 tokens: real tokens, not padding.
+    tokens_per_step: int | None = None
+    warmup_share: float = 0.0  # share of the steps with a linear LR warmup (then linear decay to 0)
     batch_size: int = 128  # generation rows in flight; 128 beat 64 by ~23% on 2 CPU cores
 
     def as_dict(self) -> dict:
@@ -58,7 +64,15 @@ class Sizes:
     def validate(self) -> "Sizes":
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name in ("max_steps", "steps", "n_test_k"):
+            if value is None and f.name in ("max_steps", "steps", "n_test_k", "tokens_per_step"):
+                continue
+            if f.name == "target":
+                if value not in TARGETS:
+                    raise ValueError(f"target={value!r}: expected one of {list(TARGETS)}")
+                continue
+            if f.name == "format_hint":
+                if not isinstance(value, bool):
+                    raise ValueError(f"format_hint={value!r}: must be True or False")
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{f.name}={value!r}: must be a number")
@@ -68,6 +82,9 @@ class Sizes:
             elif f.name == "top_p":
                 if not 0 < value <= 1:
                     raise ValueError(f"top_p={value}: must be in (0, 1]")
+            elif f.name == "warmup_share":
+                if not 0 <= value < 1:
+                    raise ValueError(f"warmup_share={value}: must be in [0, 1)")
             elif f.name == "unbiased_share":
                 if not 0 <= value <= 1:
                     raise ValueError(f"unbiased_share={value}: must be in [0, 1]")
@@ -76,11 +93,20 @@ class Sizes:
         return self
 
 
+# What a RaR student learns to say: "final", the response of the program's last call (the respond
+# call of 2-step RaR) of a sample whose parsed answer is the vote's, as the paper's distilled
+# #Tokens imply (25.5 last letter, 50.3 coin flip: a sentence, not a template); "template", "The
+# answer is X." (~6 tokens), which the smoke and cpu profiles keep: a 0.5B student fine-tuned for
+# 12 steps learns a short fixed form, and the committed cpu tables were made with it
+TARGETS = ("final", "template")
+
+
 @dataclass(frozen=True)
 class RarSizes(Sizes):
     """Rephrase-and-Respond notebooks (paper Table 1)."""
 
     n_answer: int = 1  # 2-step RaR answers per sampled rephrasing (paper, coin flip: both stages sampled)
+    target: str = "final"  # see TARGETS
     system1_tokens: int = 64  # max new tokens per call
     rar1_tokens: int = 128
     rephrase_tokens: int = 64
@@ -110,6 +136,9 @@ class BsmSizes(Sizes):
     cot_tokens: int = 192
     branch_tokens: int = 128
     solve_tokens: int = 24
+    # bsm.SOLVE_FORMAT_HINT in every solve call: a concession to the 0.5B model (without it, it answers
+    # each solve call with one number), for the smoke and cpu profiles only
+    format_hint: bool = True
 
 
 @dataclass(frozen=True)
@@ -125,7 +154,7 @@ class CotSizes(Sizes):
 
 
 _RAR_SMOKE = RarSizes(n_train=6, n_test=6, samples=2, n_answer=1, system1_tokens=12, rar1_tokens=16,
-                      rephrase_tokens=12, answer_tokens=12, max_steps=2, lora_batch=4)
+                      rephrase_tokens=12, answer_tokens=12, max_steps=2, lora_batch=4, target="template")
 
 SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
     "rar": {
@@ -135,13 +164,18 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # unlabeled ones keep a cold run under 20 minutes (measured: see the README); batch 4
             # (12 steps still cover 3 epochs of what the vote keeps, at half the memory)
             "cpu": RarSizes(n_train=32, n_test=100, samples=8, n_answer=1, system1_tokens=48, rar1_tokens=128,
-                            rephrase_tokens=64, answer_tokens=64, lora_batch=4, min_steps=12),
-            # all 200 unlabeled and 200 test questions the task has; three epochs, at least 12 steps
+                            rephrase_tokens=64, answer_tokens=64, lora_batch=4, min_steps=12, target="template"),
+            # all 200 unlabeled and 200 test questions the task has; 12 steps of 16k tokens (~70
+            # tokens a pair: ~14 epochs over what the vote keeps; LoRA at 2e-4 needs more steps
+            # than the paper's 3), 10% warmup
             "gpu": RarSizes(n_train=200, n_test=200, samples=8, n_answer=1, system1_tokens=128, rar1_tokens=512,
-                            rephrase_tokens=256, answer_tokens=256, min_steps=12),
+                            rephrase_tokens=256, answer_tokens=256, steps=12, tokens_per_step=16_000,
+                            warmup_share=0.1),
             # Sec. 4.1: 200 train / 200 test, 8 samples; token caps generous for a 70B model; 3 steps
+            # of 66k tokens (the paper's budget), 10% warmup (1 step)
             "paper": RarSizes(n_train=200, n_test=200, samples=8, n_answer=1, system1_tokens=128, rar1_tokens=512,
-                              rephrase_tokens=256, answer_tokens=256, steps=3),
+                              rephrase_tokens=256, answer_tokens=256, steps=3, tokens_per_step=66_000,
+                              warmup_share=0.1),
         },
         "coin_flip": {
             "smoke": _RAR_SMOKE,
@@ -149,13 +183,19 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # (8 took 17.5 of the notebook's 34 minutes: sampling is half its time), 80 test
             # questions; one epoch at batch 4, floor of 12 steps
             "cpu": RarSizes(n_train=64, n_test=80, samples=4, n_answer=1, system1_tokens=64, rar1_tokens=128,
-                            rephrase_tokens=64, answer_tokens=64, epochs=1, lora_batch=4, min_steps=12),
-            # the paper's 1,333 test questions, 2,000 of its 20,000 unlabeled ones; 100 steps as in the paper
-            "gpu": RarSizes(n_train=2000, n_test=1333, samples=8, n_answer=1, system1_tokens=256, rar1_tokens=512,
-                            rephrase_tokens=256, answer_tokens=256, steps=100),
-            # Sec. 4.1: 20k unlabeled train, 1.33k test; both RaR stages sampled 8 times; 100 steps (Sec. 4.1)
+                            rephrase_tokens=64, answer_tokens=64, epochs=1, lora_batch=4, min_steps=12,
+                            target="template"),
+            # the paper's 1,333 test questions (its file, `TEST_FILES`), 2,000 of its 20,000 unlabeled
+            # ones, both RaR stages sampled 8 times as in the paper; 100 steps as in the paper, of
+            # 6.6k tokens (the paper's 66k scaled to a tenth of its pool: ~4 epochs), 10% warmup
+            "gpu": RarSizes(n_train=2000, n_test=1333, samples=8, n_answer=8, system1_tokens=256, rar1_tokens=512,
+                            rephrase_tokens=256, answer_tokens=256, steps=100, tokens_per_step=6_600,
+                            warmup_share=0.1),
+            # Sec. 4.1: 20k unlabeled train, 1.33k test (its file); both RaR stages sampled 8 times;
+            # 100 steps of 66k tokens, 10% warmup
             "paper": RarSizes(n_train=20000, n_test=1333, samples=8, n_answer=8, system1_tokens=256, rar1_tokens=512,
-                              rephrase_tokens=256, answer_tokens=256, steps=100),
+                              rephrase_tokens=256, answer_tokens=256, steps=100, tokens_per_step=66_000,
+                              warmup_share=0.1),
         },
     },
     "bsm": {
@@ -168,14 +208,18 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # (batch 4: batch 8 of judge prompts peaked at 8.7 GB resident; one epoch over both orders)
             "cpu": BsmSizes(n_train=8, n_test=32, samples=1, max_answer_chars=300, cot_tokens=128, epochs=1,
                             lora_batch=4, min_steps=4),
-            # every MT-bench pair of the splits, uncut answers, caps for a 7B judge; three epochs over
-            # the kept pairs (the paper's 600 steps were over 19,672 OASST2 pairs), at least 24 steps
+            # 768 unlabeled pairs (OASST2's train split with OASST2_SOURCE, else every MT-bench pair of
+            # the train split), uncut answers, caps for a 7B judge; 100 steps of 32k tokens (both
+            # orders of ~900 tokens: ~2 epochs), 10% warmup
             "gpu": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
-                            cot_tokens=1024, branch_tokens=512, solve_tokens=256, min_steps=24),
-            # Sec. 4.3: 19,672 unlabeled OASST2 pairs in the paper; here every MT-bench pair of the
-            # split, uncut answers (the test split has 480 strong-vs-weak pairs); 600 steps
-            "paper": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
-                              cot_tokens=1024, branch_tokens=512, solve_tokens=256, steps=600),
+                            cot_tokens=1024, branch_tokens=512, solve_tokens=256, steps=100, tokens_per_step=32_000,
+                            warmup_share=0.1, format_hint=False),
+            # Sec. 4.3: 19,672 unlabeled OASST2 pairs (OASST2_SOURCE: the profile refuses without it),
+            # uncut answers; tests: OASST2's validation pairs and MT-bench (480 proxy pairs, or every
+            # human vote); 600 steps of 131k tokens, 10% warmup
+            "paper": BsmSizes(n_train=19672, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
+                              cot_tokens=1024, branch_tokens=512, solve_tokens=256, steps=600,
+                              tokens_per_step=131_000, warmup_share=0.1, format_hint=False),
         },
     },
     "cot": {
@@ -188,13 +232,14 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             # capped at 320 tokens (at 160, a third of the zero-shot samples were cut before their
             # answer); batch 4, floor 12 steps
             "cpu": CotSizes(n_train=30, n_test=100, samples=10, n_test_k=4, cot_tokens=320, lora_batch=4, min_steps=12),
-            # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10
+            # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10;
+            # 100 steps of 8k tokens (~150 tokens a pair: ~3.5 epochs), 10% warmup
             "gpu": CotSizes(n_train=2000, n_test=1319, samples=10, n_test_k=200, system1_tokens=32, cot_tokens=512,
-                            student_tokens=32, min_steps=100),
+                            student_tokens=32, steps=100, tokens_per_step=8_000, warmup_share=0.1),
             # Sec. 4.4: the GSM8k train set (7,473 questions, 7,461 kept) and test set (1,319), K = 10;
-            # 5,000 steps
+            # 5,000 steps of 33k tokens, 10% warmup
             "paper": CotSizes(n_train=7465, n_test=1319, samples=10, system1_tokens=32, cot_tokens=512,
-                              student_tokens=32, steps=5000),
+                              student_tokens=32, steps=5000, tokens_per_step=33_000, warmup_share=0.1),
         },
     },
     "s2a": {
@@ -207,16 +252,36 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             "cpu": S2aSizes(n_train=16, n_test=200, samples=10, unbiased_share=0.25, lora_batch=4, min_steps=12),
             # the analog's whole train split (139 questions; SycophancyEval's answer.jsonl as DATA_SOURCE
             # gives thousands), 200 test inputs (a quarter unbiased), USC over 20 samples; three epochs
-            # over the kept pairs, at least 24 steps (350 steps over ~100 pairs would be 28 epochs)
+            # 24 steps of 2.5k tokens (~150 tokens a pair: ~3 epochs over what USC keeps), 10% warmup
             "gpu": S2aSizes(n_train=139, n_test=200, samples=20, unbiased_share=0.25, system1_tokens=256,
-                            rewrite_tokens=256, answer_tokens=256, usc_tokens=32, min_steps=24),
-            # Sec. 4.2: 6,668 unlabeled inputs, 350 biased + 50 unbiased test inputs, USC over 20
-            # samples (needs SycophancyEval's answer.jsonl as DATA_SOURCE: the analog is smaller); 350 steps
+                            rewrite_tokens=256, answer_tokens=256, usc_tokens=32, steps=24, tokens_per_step=2_500,
+                            warmup_share=0.1),
+            # Sec. 4.2: 6,668 unlabeled inputs (TriviaQA under SycophancyEval's biased template:
+            # TRIVIAQA_SOURCE), 350 biased + 50 unbiased test inputs (SycophancyEval's answer.jsonl:
+            # DATA_SOURCE), USC over 20 samples; 350 steps of 23k tokens, 10% warmup
             "paper": S2aSizes(n_train=6668, n_test=400, samples=20, unbiased_share=0.125, system1_tokens=256,
-                              rewrite_tokens=256, answer_tokens=256, usc_tokens=32, steps=350),
+                              rewrite_tokens=256, answer_tokens=256, usc_tokens=32, steps=350, tokens_per_step=23_000,
+                              warmup_share=0.1),
         },
     },
 }
+
+
+# The test file a profile reads when the notebook's DATA_SOURCE is None: the paper's own test set
+# where the repository carries it (a folder of data/, checked against data/SHA256SUMS). Coin flip's
+# 1,333 questions are the RaR paper's file, which Table 1 matches in size; smoke and cpu keep the
+# synthetic generator (faster, and what the committed cpu tables used).
+TEST_FILES = {("rar", "coin_flip"): {"gpu": "rephrase_and_respond", "paper": "rephrase_and_respond"}}
+
+
+def test_source(method: str, task: str, profile: str):
+    """The default test source of a profile (`TEST_FILES`, verified), or None: the task's own default."""
+    folder = TEST_FILES.get((method, task), {}).get(profile)
+    if folder is None:
+        return None
+    from .tasks import default_source
+
+    return default_source(folder)
 
 
 def _choose(kind: str, name: str, valid) -> None:
@@ -305,13 +370,23 @@ def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
     return out
 
 
-def training_bound(method: str, task: str, profile: str) -> tuple[int, int]:
-    """(optimizer steps, rows a step) of one student when the filter keeps every unlabeled input
-    (BSM: each pair in both orders): an upper bound on a notebook's fine-tuning work."""
-    from .lora import LoraSettings, training_steps
+def training_bound(method: str, task: str, profile: str) -> tuple[int, int | None, int | None]:
+    """(optimizer steps, rows a step, tokens a step) of one student when the filter keeps every
+    unlabeled input (BSM: each pair in both orders): an upper bound on a notebook's fine-tuning
+    work. A budget in rows gives no tokens (they follow from the pairs); one in tokens, no rows."""
+    from .lora import training_steps
 
     z = sizes(method, task, profile)
     pairs = z.n_train * (2 if method == "bsm" else 1)
-    settings = LoraSettings(epochs=z.epochs, batch_size=z.lora_batch, max_steps=z.max_steps, min_steps=z.min_steps,
-                            steps=z.steps)
-    return training_steps(pairs, settings), min(z.lora_batch, pairs)
+    settings = lora_settings(z)
+    if z.tokens_per_step:  # rows follow from the pairs' lengths (`lora.rows_per_step`); the budget is the steps'
+        return training_steps(pairs, settings, 1), None, z.tokens_per_step
+    return training_steps(pairs, settings), min(z.lora_batch, pairs), None
+
+
+def lora_settings(z: Sizes, seed: int = 0):
+    """The `lora.LoraSettings` a profile's sizes give a student (budget, warmup, batch, seed)."""
+    from .lora import LoraSettings
+
+    return LoraSettings(epochs=z.epochs, batch_size=z.lora_batch, max_steps=z.max_steps, min_steps=z.min_steps,
+                        steps=z.steps, tokens_per_step=z.tokens_per_step, warmup_share=z.warmup_share, seed=seed)

@@ -169,11 +169,12 @@ def readme_estimate(root: Path | None = None) -> str:
               f"{max(ratios):.0%} of the estimate: it is a ceiling (calls end before their cap; the engine "
               "computes shared prompt prefixes once, the estimate for every call).",
               "", "The `gpu` profile's work, from its sizes (every call at its cap; steps if the filter keeps every "
-              "input):", "", "| notebook | generated tokens (cap) | calls | fine-tuning steps x rows |", "|---|---|---|---|"]
+              "input):", "", "| notebook | generated tokens (cap) | calls | fine-tuning steps x tokens |", "|---|---|---|---|"]
     for nb in registry.NOTEBOOKS:
         b = profiles.generation_budget(nb.method, nb.task, "gpu")
-        steps, rows = profiles.training_bound(nb.method, nb.task, "gpu")
-        lines.append(f"| {nb.notebook} | {b['total']:,} | {b['calls']:,} | {steps} x {rows} |")
+        steps, rows, tokens = profiles.training_bound(nb.method, nb.task, "gpu")
+        size = f"{tokens / 1000:g}k tokens" if tokens else f"{rows} rows"
+        lines.append(f"| {nb.notebook} | {b['total']:,} | {b['calls']:,} | {steps} x {size} |")
     return "\n".join(lines)
 
 

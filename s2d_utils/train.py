@@ -28,6 +28,7 @@ process's RNG go to ``<adapter folder>.partial/state`` (`save_checkpoint`: never
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -53,7 +54,7 @@ def parse_settings(text: str | None) -> lora.LoraSettings:
     """`lora.LoraSettings` from a JSON object (or a file holding one); unknown keys are an error."""
     if not text:
         return lora.LoraSettings()
-    raw = json.loads(Path(text).read_text() if Path(text).is_file() else text)
+    raw = json.loads(text if text.lstrip().startswith("{") else Path(text).read_text())
     known = {f.name for f in fields(lora.LoraSettings)}
     if set(raw) - known:
         raise ValueError(f"--settings: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
@@ -230,7 +231,8 @@ def train(model_name: str, pairs: list[dict], settings: lora.LoraSettings, name:
         return done
     partial = files.partial(out)
     data = [lora.tokenize(base, p) for p in pairs]
-    total = lora.training_steps(len(data), settings)
+    per_step = lora.rows_per_step([len(ids) for ids, _ in data], settings)
+    total = lora.training_steps(len(data), settings, per_step)
     torch.manual_seed(settings.seed)  # the LoRA A matrices' initialization, as in `distill.finetune`
     inner = load_weights(base, accelerator, getattr(torch, dtype))
     inner.config.use_cache = False
@@ -261,29 +263,44 @@ def train(model_name: str, pairs: list[dict], settings: lora.LoraSettings, name:
     t0 = time.perf_counter() - done["seconds"]
     bar = tqdm(total=total, initial=step, desc=f"fine-tune {name}", unit="step",
                disable=not progress or not accelerator.is_main_process)
-    for k, rows in enumerate(lora.step_batches(len(data), settings)):
+    for k, rows in enumerate(lora.step_batches(len(data), settings, per_step)):
         if k < step:
             continue  # done before the checkpoint we resumed from
         mine, weight = rows[rank::world], 1.0
         if not mine:  # fewer rows than processes: run one with weight 0, so the collectives still meet
             mine, weight = rows[:1], 0.0
-        ids, mask, labels = lora.collate([data[i] for i in mine], pad)
         dev = accelerator.device
-        mean = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
-        # the step's loss is the mean over all its answer tokens, as in the notebook's loop: this
-        # process's share is its token-summed loss over the step's answer-token count; the
-        # data-parallel wrappers average gradients over processes, hence the factor ``world``
-        n_mine = weight * float((labels[:, 1:] != -100).sum())
-        # (at least 1: no division by zero; `lora.tokenize` labels the end token, so every row has one)
+        batch = [data[i] for i in mine]
+        # passes of at most lora.MICRO_TOKENS padded tokens, as in the notebook loop; under DeepSpeed
+        # one pass a step (its engine counts backward calls as accumulation steps of its own)
+        parts = ([list(range(len(batch)))] if accelerator.distributed_type == DistributedType.DEEPSPEED
+                 else lora.micro_batches(batch))
+        # the step's loss is the mean over all its answer tokens, as in the notebook's loop: each
+        # pass adds its token-summed loss over the step's answer-token count; the data-parallel
+        # wrappers average gradients over processes, hence the factor ``world``. Every process runs
+        # as many passes as the busiest one (FSDP gathers its shards in every forward), the extra
+        # ones with weight 0, and only the last pass synchronizes gradients.
+        n_mine = weight * float(sum(sum(t != -100 for t in labels[1:]) for _, labels in batch))
         n_step = max(1.0, float(accelerator.reduce(torch.tensor(n_mine, device=dev), reduction="sum")))
-        share = mean * (n_mine / n_step)
-        accelerator.backward(share * world)
+        n_passes = int(accelerator.gather(torch.tensor([len(parts)], device=dev)).max())
+        loss_total = torch.zeros((), device=dev, dtype=torch.float64)
+        real = torch.zeros((), device=dev, dtype=torch.float64)
+        for j in range(n_passes):
+            part, w = (parts[j], weight) if j < len(parts) else (parts[0], 0.0)
+            ids, mask, labels = lora.collate([batch[r] for r in part], pad)
+            sync = contextlib.nullcontext() if j == n_passes - 1 else accelerator.no_sync(model)
+            with sync:
+                mean = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
+                n_pass = float((labels[:, 1:] != -100).sum())
+                share = mean * (w * n_pass / n_step)
+                accelerator.backward(share * world)
+            loss_total += share.detach().double()
+            real += (w * mask.sum()).double().to(dev)
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
         # the step's loss and real tokens over all processes, in one collective
-        loss_sum, token_sum = accelerator.reduce(torch.stack([share.detach().double(),
-                                                              (weight * mask.sum()).double().to(dev)]), reduction="sum")
+        loss_sum, token_sum = accelerator.reduce(torch.stack([loss_total, real]), reduction="sum")
         losses.append(round(float(loss_sum), 5))
         tokens += int(token_sum)
         step += 1
@@ -300,7 +317,8 @@ def train(model_name: str, pairs: list[dict], settings: lora.LoraSettings, name:
     result = None
     if accelerator.is_main_process:
         log = {"steps": step, "examples": len(data), "tokens": tokens, "seconds": time.perf_counter() - t0,
-               "losses": losses, "settings": asdict(settings), "base": base.name,
+               "losses": losses, "rows_per_step": per_step, "warmup_steps": lora.warmup_steps(settings, total),
+               "settings": asdict(settings), "base": base.name,
                "base_fingerprint": base.fingerprint, "processes": world,
                "distributed": accelerator.distributed_type.value}
         unwrapped = accelerator.unwrap_model(model)

@@ -14,15 +14,15 @@ MAX_LINES = 400
 
 # bottom to top; a module may import from its own layer (no cycle) and from any layer below
 LAYERS = (
-    ("paths", "files", "stats", "registry", "paper"),
+    ("paths", "files", "stats", "registry", "paper", "schedule"),
     ("tasks", "tasks.*", "traces", "cache", "memory"),
-    ("embedded", "models", "backends.base"),
-    ("decoder", "engine", "backends.local", "backends.openai", "backends.serve", "backends"),
+    ("embedded", "models", "backends.base", "simdata", "simdata.*"),
+    ("decoder", "engine", "backends.local", "backends.openai", "backends.serve", "backends.simulated", "backends"),
     ("generation",),
     ("system2", "evaluate", "filters", "records"),
     ("findings", "tables", "figures"),
     ("system2.*", "lora", "distill", "train", "profiles"),
-    ("pipeline", "preflight", "summary", "routing", "readme"),
+    ("notes", "pipeline", "preflight", "summary", "routing", "readme", "simulate"),
 )
 
 

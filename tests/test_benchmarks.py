@@ -148,11 +148,12 @@ def test_the_time_estimate_is_tokens_over_measured_rates():
     budget = profiles.generation_budget("rar", "coin_flip", "gpu")
     assert got["generation_s"] == round(budget["total"] / 100.0, 1)
     assert got["prefill_s"] == round(budget["calls"] * 60.0 / 1000.0, 1)
-    assert (got["train_steps"], profiles.training_bound("rar", "coin_flip", "gpu")) == (100, (100, 8))  # paper's 100
-    assert got["fine_tune_s"] == round(100 * 8 * (60.0 + est.ANSWER_TOKENS) / 50.0, 1)
-    s2a = est.estimate("s2a", "sycophancy", "gpu", rates, prompt_tokens=60.0)  # S2A distills whole responses
-    steps, rows = profiles.training_bound("s2a", "sycophancy", "gpu")
-    assert s2a["fine_tune_s"] == round(steps * rows * (60.0 + 256) / 50.0, 1)
+    # the gpu profile's budget is the paper's unit: 100 steps of 6.6k tokens
+    assert (got["train_steps"], profiles.training_bound("rar", "coin_flip", "gpu")) == (100, (100, None, 6_600))
+    assert got["fine_tune_s"] == round(100 * 6_600 / 50.0, 1)
+    cpu = est.estimate("s2a", "sycophancy", "cpu", rates, prompt_tokens=60.0)  # a budget in rows; S2A distills responses
+    steps, rows, tokens = profiles.training_bound("s2a", "sycophancy", "cpu")
+    assert tokens is None and cpu["fine_tune_s"] == round(steps * rows * (60.0 + 64) / 50.0, 1)
     assert got["total_s"] == pytest.approx(got["generation_s"] + got["prefill_s"] + got["fine_tune_s"], abs=0.2)
 
 

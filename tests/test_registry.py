@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from s2d_utils import filters, paths, pipeline, profiles, records, registry, routing, summary
+from s2d_utils import filters, lora, paths, pipeline, profiles, records, registry, routing, summary
 from s2d_utils.evaluate import evaluate
 from s2d_utils.paper import CONSTANT, paper_table
 from s2d_utils.system2 import Call, Trace, rar
@@ -86,7 +86,8 @@ def _experiment(tmp_path, monkeypatch):
         exp.traces[name] = _traces(answers, logprob=-0.1 if name in students else None)
         exp.rows.append(evaluate(name, TEST, exp.traces[name], coin_flip))
     exp.filters = {name: {"inputs": 20, "kept": 12, "targets": {"yes": 6, "no": 6}} for name in students}
-    exp.trained = {name: SimpleNamespace(examples=12, steps=12, tokens=100, seconds=1.0, losses=[0.5], reused=False)
+    exp.trained = {name: lora.TrainResult("adapter", 12, 12, 100, 1.0, (0.5,), False, 4, 0,
+                                          {"r": 16, "learning_rate": 2e-4, "dropout": 0.1})
                    for name in students}
     exp.info["confidence"] = {name: [0.9 if a == g else 0.3 for a, g in zip(answers, gold)]
                               for name, answers in students.items()}

@@ -4,6 +4,8 @@ that gives the backend the one setting chooses for a model.
 
 - ``local`` (`local.LocalBackend`, `LOCAL`): the model in this process, through our engine
   (continuous batching, shared prefixes) or the model's own forward. Bit-for-bit reproducible.
+- ``simulated`` (`simulated.SIMULATED`): random answers in the task's format, for full-size dry
+  runs on a CPU (`s2d_utils.simulate`); nothing it returns is a result.
 - ``openai`` (`openai.OpenAIBackend`): any OpenAI-compatible server (vLLM, SGLang, llama.cpp's
   ``llama-server``, ``transformers serve``), one ``/v1/completions`` request per sample carrying
   the sample's seed; the prompt is rendered here, with the model's own chat template.
@@ -29,6 +31,7 @@ from .base import (KINDS, Backend, Generated, Job, Prompt, Sampling, Settings, a
                    configure, render, stop_token_ids)
 from .local import LOCAL, LocalBackend  # noqa: F401
 from .openai import AdapterUnsupported, OpenAIBackend, ServerError, TokenCountMismatch, connect  # noqa: F401
+from .simulated import LEDGER, SIMULATED  # noqa: F401
 
 ADAPTER_FALLBACKS: dict[str, str] = {}  # adapter folder -> why the server could not serve it
 
@@ -44,6 +47,8 @@ def backend_for(lm) -> Backend:
     settings = Settings.from_env()
     if settings.kind == "local":
         return LOCAL
+    if settings.kind == "simulated":  # students too: a simulated student is the base (nothing trained)
+        return SIMULATED
     backend = connect(settings, lm)
     if lm.adapter is None:
         return backend

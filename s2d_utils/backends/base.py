@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence, Union
 
-KINDS = ("local", "openai")
+KINDS = ("local", "openai", "simulated")  # simulated: random answers for dry runs (`simulated`)
 
 Prompt = Union[str, Sequence[dict]]
 
@@ -125,7 +125,7 @@ class Settings:
                            float(env.get("S2D_REQUEST_TIMEOUT", 600)), int(env.get("S2D_MAX_RETRIES", 5)))
         except ValueError as err:
             raise ValueError(f"S2D_CONCURRENCY / S2D_REQUEST_TIMEOUT / S2D_MAX_RETRIES: not a number ({err})") from err
-        if kind == "openai" and not settings.base_url:
+        if kind == "openai" and not settings.base_url:  # (simulated needs nothing)
             raise ValueError("S2D_BACKEND=openai needs S2D_BASE_URL (e.g. http://127.0.0.1:8000/v1)")
         if settings.concurrency < 1 or settings.timeout <= 0 or settings.max_retries < 0:
             raise ValueError(f"S2D_CONCURRENCY={settings.concurrency} must be >= 1, S2D_REQUEST_TIMEOUT="

@@ -52,7 +52,8 @@ SOLVE = ("You are given a user question and responses provided by two AI assista
          "{format_hint}Evaluation of {name}:")
 # Our one addition to the BSM paper's solve prompt: small models answer it with a single number
 # (measured: Qwen2.5-Coder-0.5B gives "5" to every solve call), which scores only one side; this
-# line restates the two-line format the instruction already asks for. Used for every model.
+# line restates the two-line format the instruction already asks for. The smoke and cpu profiles
+# use it (`profiles.BsmSizes.format_hint`); gpu and paper send the BSM paper's prompt unchanged.
 SOLVE_FORMAT_HINT = 'Answer in exactly two lines, "Assistant A: <score>" and "Assistant B: <score>".\n\n'
 MAX_CRITERIA = 5
 
@@ -162,8 +163,10 @@ def merge(scores: Sequence[tuple[int, int] | None]) -> str | None:
 
 
 def bsm(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, branch_tokens: int = 128,
-        solve_tokens: int = 24, **gen) -> list[list[Trace]]:
-    """Branch-Solve-Merge on each pair (one order); the trace holds the branch and every solve call."""
+        solve_tokens: int = 24, format_hint: bool = True, **gen) -> list[list[Trace]]:
+    """Branch-Solve-Merge on each pair (one order); the trace holds the branch and every solve call.
+    ``format_hint``: `SOLVE_FORMAT_HINT` in every solve prompt (the sizes' ``format_hint``: the smoke
+    and cpu profiles only, a concession to the 0.5B model; the BSM paper's prompt has none)."""
     desc = gen.pop("desc", "BSM")
     b_prompts = [BRANCH.format(question=e.input) for e in examples]
     branches = generate(lm, b_prompts, max_new_tokens=branch_tokens, desc=f"{desc}: branch", **gen)
@@ -171,7 +174,8 @@ def bsm(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, branc
     for i, (e, (b,)) in enumerate(zip(examples, branches)):
         for c in parse_criteria(b.text):
             jobs.append(SOLVE.format(question=e.input, answer_a=e.meta["answer_a"], answer_b=e.meta["answer_b"],
-                                     criterion=c, name=criterion_name(c), format_hint=SOLVE_FORMAT_HINT))
+                                     criterion=c, name=criterion_name(c),
+                                     format_hint=SOLVE_FORMAT_HINT if format_hint else ""))
             owners.append(i)
     solves = generate(lm, jobs, max_new_tokens=solve_tokens, desc=f"{desc}: solve", **gen) if jobs else []
     per: list[list[Call]] = [[] for _ in examples]
@@ -285,7 +289,14 @@ PROXY_NOTE = ("Label: a PROXY, not human judgment (the MT-bench human judgments 
               "dolly-v2-12b, stablelm-tuned-alpha-7b), in random order, labelled 'the strong model's answer is "
               "better'. The paper's columns are agreement with humans.")
 SOLVE_NOTE = ("BSM's solve prompt is the BSM paper's plus one line restating its two-line output format "
-              "(bsm.SOLVE_FORMAT_HINT): without it the 0.5B model answers every solve call with a single number.")
+              "(bsm.SOLVE_FORMAT_HINT), in the smoke and cpu profiles only: without it the 0.5B model answers every "
+              "solve call with a single number.")
+PAPER_SOLVE_NOTE = "BSM's solve prompt is the BSM paper's, word for word (no format hint: that is for the 0.5B model)."
+
+
+def solve_note(sizes) -> str:
+    """The table note on the solve prompt the sizes ran (with or without the format hint)."""
+    return SOLVE_NOTE if getattr(sizes, "format_hint", True) else PAPER_SOLVE_NOTE
 VERDICT_NOTE = ("Every judge runs in both orders; a pair's verdict is the orders' common verdict, else a tie "
                 "(FastChat's rule). Agree %: that verdict equals the label (a tie never does: the proxy has no ties). "
                 "Inconsistent %: the verdict changes when the answers are swapped (a parse failure counts as a "
@@ -300,5 +311,6 @@ def judge_programs(lm: LoadedModel, pairs: Sequence[Example], task: ModuleType, 
         COT: lambda: both_orders(lambda ex: cot_judge(lm, ex, task, judges, max_new_tokens=sizes.cot_tokens, **greedy),
                                  pairs, task),
         BSM: lambda: both_orders(lambda ex: bsm(lm, ex, task, branch_tokens=sizes.branch_tokens,
-                                                solve_tokens=sizes.solve_tokens, **greedy), pairs, task),
+                                                solve_tokens=sizes.solve_tokens, format_hint=sizes.format_hint,
+                                                **greedy), pairs, task),
     }

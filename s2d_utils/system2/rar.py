@@ -81,6 +81,14 @@ def two_step(lm: LoadedModel, examples: Sequence[Example], task: ModuleType, *, 
     return out
 
 
+def target(sizes):
+    """The students' target the sizes choose (`profiles.TARGETS`): the respond call's response
+    (``"final"``: gpu and paper) or the answer in a fixed sentence (``"template"``: smoke and cpu)."""
+    from .. import distill
+
+    return distill.final_call_target if sizes.target == "final" else distill.answer_target
+
+
 def findings(exp, test) -> list[str]:
     """What Table 1's numbers say, computed from them (true under any model, or silent)."""
     out = [compare(exp, TWO_STEP, SYSTEM1)]

@@ -14,6 +14,8 @@ an evaluation set, so only ``split="test"``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import random
 import re
 from functools import lru_cache
@@ -124,6 +126,14 @@ _SENTENCE_ANSWER = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|,\s*so\s+|\bso\s+)[\"'â€œâ
 _STATE = re.compile(r"\b(?:is|remains|will be|would be|lands|ends up|stays)\s+(?:now\s+)?"
                     r"(still heads|heads|tails|no longer heads|not heads|not still heads)\b[^.?!\n]*([.?!\n]|$)",
                     re.IGNORECASE)
+
+
+UNLABELED_META = ("people", "source")  # who is in the question (the flips decide the gold: dropped)
+
+
+def unlabel(example: Example) -> Example:
+    """The unlabeled copy System 2 sees: no gold, no flips; meta keeps only `UNLABELED_META`."""
+    return replace(example, gold=None, meta={k: v for k, v in example.meta.items() if k in UNLABELED_META})
 
 
 def _stated_state(text: str) -> str | None:

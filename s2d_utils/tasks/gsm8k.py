@@ -13,6 +13,8 @@ so an exemplar is never a distillation input nor a test question.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import random
 import re
 from functools import lru_cache
@@ -102,6 +104,14 @@ TRAIN_FROM_SOURCE = True
 
 _STRICT = re.compile(r"(?:the (?:final )?answer is|####)\s*:?\s*\**\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+UNLABELED_META = ()  # the gold worked solution ("solution") is a label: nothing of meta survives
+
+
+def unlabel(example: Example) -> Example:
+    """The unlabeled copy System 2 sees: no gold and no worked solution."""
+    return replace(example, gold=None, meta={k: v for k, v in example.meta.items() if k in UNLABELED_META})
 
 
 def extract(text: str, mode: str = "flexible", example: Example | None = None) -> str | None:

@@ -14,6 +14,8 @@ for k = 4) or a folder holding it; such a file is an evaluation set, so only ``s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import random
 import re
 from functools import lru_cache
@@ -93,6 +95,14 @@ _ANSWER_IS = re.compile(r"answer is\s*:?\s*[\"'“‘*]*([a-z]+)", re.IGNORECASE
 _MARKED = re.compile(r"(?:[\"'“‘]|\*\*)([a-z]+)(?:[\"'”’]|\*\*)", re.IGNORECASE)
 _LAST_TOKEN = re.compile(r"([a-z]+)[\s.!\"'”’*]*$", re.IGNORECASE)
 MAX_LETTERS = 8  # without the question at hand, a longer string cannot be a few words' last letters
+
+
+UNLABELED_META = ("words", "source")  # the input's own words (the parser reads them) and where it came from
+
+
+def unlabel(example: Example) -> Example:
+    """The unlabeled copy System 2 sees: no gold; meta keeps only `UNLABELED_META`."""
+    return replace(example, gold=None, meta={k: v for k, v in example.meta.items() if k in UNLABELED_META})
 
 
 def extract(text: str, mode: str = "flexible", example: Example | None = None) -> str | None:

@@ -1,0 +1,47 @@
+"""The notes every method table carries (`pipeline.finish` writes them under the table): the model,
+the machine or server, how to read the columns, the constant row, untrained students, the
+students' target, the training budget, and what this n can detect."""
+
+from __future__ import annotations
+
+import os
+
+from . import backends, findings as sentences
+from .paper import CONSTANT, PAPER_MODEL, training_budget
+
+
+def where(exp) -> str:
+    """Where the numbers were computed, for the table notes."""
+    lm = exp.lm
+    where = f"{os.cpu_count()} CPU cores" if lm.device == "cpu" else lm.device
+    if exp.manifest.backend.get("kind") == "openai":  # the base model's samples came from a server
+        local = [t for t in exp.trained.values() if t is not None and str(t.adapter_dir) in backends.ADAPTER_FALLBACKS]
+        students = (f"students on {where} (the server could not load their LoRA adapters)" if local
+                    else "students as LoRA adapters on the same server")
+        where = f"a {exp.manifest.backend['server']} server ({exp.manifest.backend['served_model']}), {students}"
+    return where
+
+
+def table_notes(exp) -> list[str]:
+    """The notes every table carries: model and machine, how to read the columns, the constant row,
+    untrained students, the training budget and what this n can detect."""
+    lm = exp.lm
+    dtype = exp.manifest.backend.get("dtype") or lm.dtype  # a server's, where one generated
+    simulated = ["SIMULATED RUN: every output is a random answer in the task's format, independent of the gold, and no "
+                 "student was trained (each is the base model): nothing in this table is a result."] \
+        if exp.manifest.backend.get("kind") == "simulated" else []
+    notes = [*simulated,
+             f"ours: {lm.name} ({dtype} weights) on {where(exp)}, profile {exp.profile}, seed {exp.seed}; "
+             f"paper: {PAPER_MODEL}.",
+             "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
+             "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "
+             "token cap stopped (a cut completion counts only if it states its answer in the strict form)."]
+    if CONSTANT in {r.name for r in exp.rows}:
+        notes.append(f"{CONSTANT}: the one answer ({exp.row(CONSTANT).extra['answer']!r}) that, given to every "
+                     "test input, scores best; any claim must clear it as well as System 1.")
+    notes += [f"{name}: no training input had a usable target, so no fine-tuning step ran; the row is the base model."
+              for name, t in exp.trained.items() if t is None]
+    if exp.info.get("target"):
+        notes.append(f"Students' training target: {exp.info['target']} (no intermediate tokens).")
+    return (notes + sentences.training_notes(exp.trained, exp.sizes, training_budget(exp.task.NAME))
+            + sentences.power_note(len(exp.test)))
