@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # Jupyter takes .venv's "python3" kernel before a user-level one of the same name
 export JUPYTER_PREFER_ENV_PATH ?= 1
 
-.PHONY: reproduce record preflight readme test test-slow test-fast lab nbstripout bench clean-results
+.PHONY: reproduce record preflight readme simulate test test-slow test-fast lab nbstripout bench clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml models/smollm2-135m-instruct.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ record: $(VENV)/.installed
 	@mkdir -p results
 	bash -o pipefail -c '$(PY) benchmarks/peak_rss.py -- $(MAKE) reproduce PROFILE=$(PROFILE) 2>&1 | tee results/reproduce.log'
 	$(PY) benchmarks/record_run.py --profile $(PROFILE) $(if $(WARM),--warm) results/reproduce.log
+	$(PY) -m s2d_utils.readme
+
+# every notebook at PROFILE=gpu or paper's full sizes on this CPU, with a simulated model (random
+# answers in each task's format) and a simulated trainer (every step planned, nothing trained):
+# results/simulated/<profile>/ (tables, verdicts, workplan.md), never figures/; its work plan goes
+# to docs/workplans/<profile>.json, which the README's "How to go big" shows
+simulate: $(VENV)/.installed
+	$(if $(filter gpu paper,$(PROFILE)),,$(error make simulate needs PROFILE=gpu or PROFILE=paper))
+	$(PY) -m s2d_utils.simulate --profile $(PROFILE) --publish
 	$(PY) -m s2d_utils.readme
 
 readme: $(VENV)/.installed

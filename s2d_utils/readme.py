@@ -178,8 +178,26 @@ def readme_estimate(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def readme_workplan(root: Path | None = None) -> str:
+    """The work plans of the simulated full-size runs (`simulate`: ``docs/workplans/<profile>.json``)."""
+    from .simulate import markdown
+
+    root = root or paths.ROOT
+    out = []
+    for profile in ("gpu", "paper"):
+        path = root / "docs" / "workplans" / f"{profile}.json"
+        if not path.exists():
+            out.append(f"`PROFILE={profile}`: no work plan yet (`make simulate PROFILE={profile}` writes {path.name}).")
+            continue
+        plan = json.loads(path.read_text())
+        out.append(markdown(plan["notebooks"], profile) + f"\n\nThe simulated run took {plan['wall_s'] / 60:.1f} "
+                   f"minutes on this repository's CPU machine; its largest notebook kernel peaked at "
+                   f"{plan['peak_rss_gb']:.1f} GB (`docs/workplans/{path.name}`).")
+    return "\n\n".join(out)
+
+
 README_BLOCKS = {"summary": readme_summary, "results": readme_results, "routing": readme_routing,
-                 "bench": readme_bench, "run": readme_run, "estimate": readme_estimate}
+                 "bench": readme_bench, "run": readme_run, "estimate": readme_estimate, "workplan": readme_workplan}
 
 
 def update_readme(path: Path | None = None) -> bool:

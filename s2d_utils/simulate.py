@@ -152,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=STAND_IN, help="the stand-in whose tokenizer counts tokens")
     ap.add_argument("--rates", type=Path, default=None, help="a JSON of measured rates (the keys of THROUGHPUT's)")
     ap.add_argument("--publish", action="store_true", help="copy workplan.json to docs/workplans/<profile>.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/simulated/<profile>")
     args = ap.parse_args(argv)
 
-    root = paths.ROOT / "results" / "simulated" / args.profile
-    shutil.rmtree(root, ignore_errors=True)  # a fresh run: the ledger counts every call
-    (root / "executed").mkdir(parents=True)
+    root = (args.out or paths.ROOT / "results" / "simulated" / args.profile).resolve()
+    if paths.FIGURES in (root, *root.parents):
+        raise SystemExit(f"--out {root}: inside {paths.FIGURES}; simulated outputs never go there")
+    if not args.notebooks:  # a whole run starts fresh: the ledger counts every call (some notebooks: added to it)
+        shutil.rmtree(root, ignore_errors=True)
+    (root / "executed").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     params = sources(args.profile, root / "sources")
     env = {**os.environ, "S2D_RESULTS": str(root), "S2D_FIGURES": str(root / "figures"), "S2D_BACKEND": "simulated",
@@ -168,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "papermill", str(paths.NOTEBOOKS / f"{name}.ipynb"),
                str(root / "executed" / f"{name}.ipynb"), "-p", "PROFILE", args.profile, "--cwd", str(paths.NOTEBOOKS),
                "--log-level", "WARNING"]
+        cmd += ["-p", "MODEL", args.model]  # 06 and 07 check the metrics were made with it
         if name not in (registry.SUMMARY, registry.ROUTING):
-            cmd += ["-p", "MODEL", args.model]
             for key, value in params.get(registry.notebook(name).task, {}).items():
                 cmd += ["-p", key, value]
         print(f"== {name} (simulated, profile {args.profile})", flush=True)

@@ -113,7 +113,8 @@ def answer_confidence(lm, traces, batch_size: int = 8, cache_dir=None,
             pairs.append((render(lm, call_messages(call.prompt)), call.output, call.finish_reason))
         marks.append(keys)
     if backend is None:  # nothing to score, or the weights are here: scored here, as the routing notebook always was
-        backend = LOCAL if lm.loaded or not pairs else backend_for(lm)
+        simulated = Settings.from_env().kind == "simulated"  # a dry run scores nothing for real
+        backend = SIMULATED if simulated else LOCAL if lm.loaded or not pairs else backend_for(lm)
     scores = backend.score(lm, [p for p, _, _ in pairs], [o for _, o, _ in pairs], [r for _, _, r in pairs],
                            batch_size=batch_size, cache_dir=cache_dir)
     if scores is None:

@@ -5,8 +5,10 @@ What it returns for a call depends on the call (read from the rendered prompt, a
 BSM's branch gets a list of criteria, its solve calls two scores, USC's selection a response number,
 S2A's rewrite the two labelled parts, RaR's rephrase call a rephrasing, and every other call some
 filler words and, at the end, an answer drawn at random from the task's answer space in the task's
-own form ("The answer is yes.", "[[B]]"). The answer never depends on the gold, so no simulated
-table can pass for a result. Lengths are drawn up to the call's token cap; one call in
+own form ("The answer is yes.", "[[B]]"): `AGREE` of the calls on one input give that input's own
+preferred answer (seeded by its text), so votes agree as often as real samples' do and the filters
+keep inputs to train on. The answer never depends on the gold, so no simulated table can pass for
+a result. Lengths are drawn up to the call's token cap; one call in
 `CUT_SHARE` runs to its cap without an answer (finish reason "length"), as real samples do.
 
 Every call is counted in `LEDGER` (calls, prompt tokens, generated tokens, the caps' bound), per
@@ -79,7 +81,27 @@ def call_kind(prompt: str) -> str:
     return "answer"
 
 
+AGREE = 0.6  # share of calls on an input that give the input's own preferred answer (so votes can agree)
+
+
+def _anchor(prompt: str) -> str:
+    """The part of a prompt that names its input across a program's calls (RaR's respond call
+    quotes the original question; S2A's answer call carries the rewritten question)."""
+    for mark in ("(original) ", "Question/Query: "):
+        if mark in prompt:
+            return prompt.split(mark, 1)[1].split("\n", 1)[0]
+    return prompt
+
+
 def _answer(task: str, prompt: str, rng: random.Random) -> str:
+    """An answer in ``task``'s form: with probability `AGREE` the input's preferred one (drawn with a
+    seed from the prompt's text alone), else one drawn with ``rng``. Neither depends on the gold."""
+    if rng.random() < AGREE:
+        rng = random.Random(hashlib.sha256(_anchor(prompt).encode()).digest())
+    return _draw(task, prompt, rng)
+
+
+def _draw(task: str, prompt: str, rng: random.Random) -> str:
     """An answer from ``task``'s answer space, in its form, drawn with ``rng`` alone (never the gold)."""
     if task == "judge":
         return f"[[{rng.choice('ABC')}]]"
