@@ -155,7 +155,7 @@ def training_notes(trained: dict[str, Any], sizes: Any, paper_budget: str | None
             continue
         loss = "no loss (simulated: nothing trained)" if t.planned is not None else f"final training loss {t.losses[-1]:.3f}"
         parts.append(f"{name}: {t.examples:,} pair{'s' * (t.examples != 1)}, {t.steps:,} optimizer steps of {t.rows:,} "
-                     f"rows ({t.tokens_per_step:,.0f} tokens a step, {t.epochs:.1f} epochs), {loss}")
+                     f"row{'s' * (t.rows != 1)} ({t.tokens_per_step:,.0f} tokens a step, {t.epochs:.1f} epochs), {loss}")
     if not parts:
         return []
     paper = f"; the paper's: {paper_budget}" if paper_budget else ""

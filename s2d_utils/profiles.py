@@ -214,10 +214,12 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
             "gpu": BsmSizes(n_train=768, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
                             cot_tokens=1024, branch_tokens=512, solve_tokens=256, steps=100, tokens_per_step=32_000,
                             warmup_share=0.1, format_hint=False),
-            # Sec. 4.3: 19,672 unlabeled OASST2 pairs (OASST2_SOURCE: the profile refuses without it),
-            # uncut answers; tests: OASST2's validation pairs and MT-bench (480 proxy pairs, or every
-            # human vote); 600 steps of 131k tokens, 10% warmup
-            "paper": BsmSizes(n_train=19672, n_test=480, samples=1, max_answer_chars=100_000, system1_tokens=8,
+            # Sec. 4.3: 19,672 unlabeled OASST2 pairs (OASST2_SOURCE: the profile refuses without it);
+            # answers cut at 3,000 characters (~750 tokens each: two of them, the judge's prompt and
+            # the CoT judge's 1,024 tokens fit Llama-2's 4,096-token context, which longer MT-bench
+            # answers overflow); tests: OASST2's validation pairs and MT-bench (480 proxy pairs, or
+            # every human vote); 600 steps of 131k tokens, 10% warmup
+            "paper": BsmSizes(n_train=19672, n_test=480, samples=1, max_answer_chars=3_000, system1_tokens=8,
                               cot_tokens=1024, branch_tokens=512, solve_tokens=256, steps=600,
                               tokens_per_step=131_000, warmup_share=0.1, format_hint=False),
         },

@@ -37,13 +37,16 @@ CONTEXT = {"gpu": 32_768, "paper": 4_096}  # Qwen2.5-7B-Instruct; Llama-2-70b-ch
 PARAMS = {"gpu": 7.6e9, "paper": 69e9}  # the profile's model's parameters (training FLOPs: 6 x params x tokens)
 STAND_IN = "smollm2-135m-instruct"  # whose tokenizer counts tokens (the profile's model is not here)
 
-# Throughput assumptions where no measured rate is given (`--rates`): generation from published vLLM
-# figures, training from FLOPs at a stated utilization. Each entry says where it comes from.
+# Throughput assumptions where no measured rate is given (`--rates`): generation from a published
+# vLLM figure for the nearest model and GPU (not the profile's model: none was published), prompts at
+# ten times that rate (an assumption of ours), training from FLOPs at a stated utilization.
+_LAMBDA = ("LambdaLabsML/vllm-benchmark, benchmark_v0.md at commit 0e8fc5d0f9865a326666cb82aeb2d8dc74c82c5e: vLLM "
+           "0.6.0, ShareGPT, 5,000 prompts at once, one scheduler step, output tokens/s of {}; an ASSUMPTION for {}")
 THROUGHPUT = {
-    "gpu": {"decode_tokens_per_s": 2_500.0, "prefill_tokens_per_s": 25_000.0, "gpus": 1, "gpu": "H100 80GB",
-            "source": "ASSUMPTION (to be replaced by a measured rate: benchmarks/bench_generation.py or --rates)"},
-    "paper": {"decode_tokens_per_s": 1_000.0, "prefill_tokens_per_s": 10_000.0, "gpus": 4, "gpu": "H100 80GB",
-              "source": "ASSUMPTION (to be replaced by a measured rate: benchmarks/bench_generation.py or --rates)"},
+    "gpu": {"decode_tokens_per_s": 3_958.0, "prefill_tokens_per_s": 39_580.0, "gpus": 1, "gpu": "H100 80GB",
+            "source": _LAMBDA.format("Llama-3.1-8B on one GPU (tp=1)", "Qwen2.5-7B-Instruct")},
+    "paper": {"decode_tokens_per_s": 2_291.0, "prefill_tokens_per_s": 22_910.0, "gpus": 4, "gpu": "H100 80GB",
+              "source": _LAMBDA.format("Llama-3.1-70B on four GPUs (tp=4)", "Llama-2-70b-chat")},
 }
 TRAIN_MFU, GPU_BF16_FLOPS = 0.4, 989e12  # training at 40% of an H100's dense bf16 peak: an assumption, stated
 
@@ -137,8 +140,9 @@ def markdown(plans: list[dict], profile: str) -> str:
         lines.append(f"| {p['notebook']} | {g['calls']:,} | {g['prompt_tokens']:,} | {g['cap_tokens']:,} | {pairs} | "
                      f"{steps} | {p['generation_gpu_h']:.1f} | {p['training_gpu_h']:.1f} | {p['peak_rss_gb']:.1f} GB |")
     r = plans[0]["rates"] if plans else THROUGHPUT[profile]
-    lines += ["", f"GPU hours at {r['decode_tokens_per_s']:,.0f} generated and {r['prefill_tokens_per_s']:,.0f} prompt "
-              f"tokens/s on {r['gpus']} x {r['gpu']} ({r['source']}); training at 6 x {PARAMS[profile] / 1e9:.1f}B "
+    lines += ["", f"GPU hours at {r['decode_tokens_per_s']:,.0f} generated tokens/s ({r['source']}) and "
+              f"{r['prefill_tokens_per_s']:,.0f} prompt tokens/s (ten times that: an assumption) on {r['gpus']} x "
+              f"{r['gpu']}, every call at its cap (a bound); training at 6 x {PARAMS[profile] / 1e9:.1f}B "
               f"parameters x tokens FLOPs, {TRAIN_MFU:.0%} of {GPU_BF16_FLOPS / 1e12:.0f} TFLOP/s a GPU (an assumption). "
               f"Tokens counted with the {STAND_IN} tokenizer (a stand-in); prompts held to the model's "
               f"{CONTEXT[profile]:,}-token context. Peak RAM: the notebook kernel's (Python side)."]
