@@ -103,25 +103,27 @@ def record_workplan(exp) -> dict:
     return plan
 
 
-def sources(profile: str, folder: Path) -> dict[str, dict[str, str]]:
-    """Synthetic files in the formats of the data the repository cannot ship, and the notebook
-    parameters that name them (per task)."""
+def sources(profile: str, folder: Path, tasks) -> dict[str, dict[str, str]]:
+    """Synthetic files in the formats of the data the repository cannot ship, for the ``tasks`` that
+    read them in ``profile``, and the notebook parameters that name them (per task)."""
     params: dict[str, dict[str, str]] = {}
     if profile != "paper":
         return params
-    from .simdata import judge as sim_judge, sycophancy as sim_syco
-
     folder.mkdir(parents=True, exist_ok=True)
-    oasst = folder / "oasst2"
-    sim_judge.write_oasst2(oasst)
-    human = folder / "mt_bench_human_judgments.jsonl"
-    sim_judge.write_human_judgments(human)
-    answers = folder / "answer.jsonl"
-    sim_syco.write_answer_file(answers)
-    trivia = folder / "triviaqa.jsonl"
-    sim_syco.write_triviaqa(trivia)
-    params["judge"] = {"OASST2_SOURCE": str(oasst), "HUMAN_JUDGMENTS_SOURCE": str(human)}
-    params["sycophancy"] = {"DATA_SOURCE": str(answers), "TRIVIAQA_SOURCE": str(trivia)}
+    if "judge" in tasks:
+        from .simdata import judge as sim_judge
+
+        oasst, human = folder / "oasst2", folder / "mt_bench_human_judgments.jsonl"
+        sim_judge.write_oasst2(oasst)
+        sim_judge.write_human_judgments(human)
+        params["judge"] = {"OASST2_SOURCE": str(oasst), "HUMAN_JUDGMENTS_SOURCE": str(human)}
+    if "sycophancy" in tasks:
+        from .simdata import sycophancy as sim_syco
+
+        answers, trivia = folder / "answer.jsonl", folder / "triviaqa.jsonl"
+        sim_syco.write_answer_file(answers)
+        sim_syco.write_triviaqa(trivia)
+        params["sycophancy"] = {"DATA_SOURCE": str(answers), "TRIVIAQA_SOURCE": str(trivia)}
     return params
 
 
@@ -166,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     (root / "executed").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    params = sources(args.profile, root / "sources")
+    names = args.notebooks or list(registry.ALL)
+    tasks = {nb.task for nb in registry.NOTEBOOKS if nb.notebook in names}
+    params = sources(args.profile, root / "sources", tasks)
     env = {**os.environ, "S2D_RESULTS": str(root), "S2D_FIGURES": str(root / "figures"), "S2D_BACKEND": "simulated",
            "S2D_MODELS": str(paths.MODELS)}
-    names = args.notebooks or list(registry.ALL)
     seconds = {}
     for name in names:
         start = time.perf_counter()
