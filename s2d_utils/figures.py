@@ -61,7 +61,8 @@ def plot_accuracy_vs_tokens(results: Sequence[SystemResult], paper: PaperTable,
             if v is None:
                 continue
             ci = interval(r, m.key)
-            err = [[100 * (v - ci[0])], [100 * (ci[1] - v)]] if ci else None
+            # clamped: at 0% or 100% the interval's rounding can put its edge a hair past the value
+            err = [[max(0.0, 100 * (v - ci[0]))], [max(0.0, 100 * (ci[1] - v))]] if ci else None
             axes[0].errorbar(values.get(m.tokens_key, r.tokens), 100 * v, yerr=err, fmt=marker, color=c, capsize=3)
             p_val, p_tok = paper.value(r.name, m.column), paper.value(r.name, m.tokens_column)
             if p_val is not None and p_tok is not None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -69,7 +70,7 @@ def _type_names(kind: Types) -> str:
 
 def read_jsonl(path: str | Path, required: Mapping[str, Types | None] | tuple[str, ...] = (),
                check: Callable[[Any], str | None] | None = None) -> list[Any]:
-    """The rows of a JSON-lines file, in order (blank lines skipped).
+    """The rows of a JSON-lines file (``.jsonl``, or gzipped ``.jsonl.gz``), in order (blank lines skipped).
 
     ``required``: fields every row must have (a row must then be a JSON object), as names, or as
     {name: type or tuple of types (``type(None)`` for null), None for any}. ``check(row)``: any
@@ -77,7 +78,8 @@ def read_jsonl(path: str | Path, required: Mapping[str, Types | None] | tuple[st
     ``"<path> line <n>: ..."`` (n counts from 1, blank lines included) naming the field at fault."""
     fields = required if isinstance(required, Mapping) else dict.fromkeys(required)
     rows = []
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -127,6 +127,9 @@ def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PR
     params = dict(MODEL=MODEL, PROFILE=PROFILE, SEED=SEED, DEVICE=DEVICE, DATA_SOURCE=DATA_SOURCE,
                   FILTER_RULE=FILTER_RULE, **others)
     check_parameters(**params)
+    if hasattr(task, "check_sources"):  # a profile that needs data the repository cannot carry refuses here
+        task.check_sources(PROFILE, {"DATA_SOURCE": DATA_SOURCE, **{k: v for k, v in others.items()
+                                                                     if k.endswith("_SOURCE")}})
     variants = getattr(task, "VARIANTS", None)
     if "VARIANT" in others and variants is not None and others["VARIANT"] not in variants:
         raise ValueError(f"VARIANT={others['VARIANT']!r}: expected one of {list(variants)}")
@@ -153,17 +156,24 @@ def start(notebook: str, method: str, task: ModuleType, *, MODEL: str | None, PR
     return Experiment(notebook, method, task, PROFILE, SEED, sizes, lm, manifest, FILTER_RULE)
 
 
-def data(exp: Experiment, source: Any = None, **task_kw: Any) -> tuple[list[Example], list[Example], list[Example]]:
+def data(exp: Experiment, source: Any = None, train_source: Any = None,
+         **task_kw: Any) -> tuple[list[Example], list[Example], list[Example]]:
     """(labeled training inputs, the same without labels, test set). System 2 only ever sees the
     unlabeled copy (the task's ``unlabel`` drops the gold and any label-bearing details); the
     labels of the training inputs serve the filter diagnostics alone. A task with
-    ``TRAIN_FROM_SOURCE`` takes its training inputs from the given source too."""
+    ``TRAIN_FROM_SOURCE`` takes its training inputs from the given source too; ``train_source``
+    (the task's ``load(train_source=...)``) takes them from another dataset, as the paper did for
+    S2A (TriviaQA) and BSM (OASST2)."""
     s = exp.sizes
-    train_source = source if getattr(exp.task, "TRAIN_FROM_SOURCE", False) else None
-    train = exp.task.load("train", n=s.n_train, seed=exp.seed, source=train_source, **task_kw)
+    own = source if getattr(exp.task, "TRAIN_FROM_SOURCE", False) else None
+    extra = {} if train_source is None else {"train_source": train_source}
+    train = exp.task.load("train", n=s.n_train, seed=exp.seed, source=own, **extra, **task_kw)
     default = profiles.test_source(exp.method, exp.task.NAME, exp.profile) if source is None else None
     test = exp.task.load("test", n=s.n_test, seed=exp.seed, source=source if default is None else default, **task_kw)
     exp.manifest.data = {"train": records.data_hash(train), "test": records.data_hash(test)}
+    if train_source is not None:
+        exp.manifest.data["train_source"] = str(train_source)
+        exp.info["train_source"] = str(train_source)
     if default is not None:
         exp.manifest.data["test_source"] = f"the profile's default test file, {default}"
         exp.info["test_source"] = str(default)
@@ -194,8 +204,12 @@ def another_test(exp: Experiment, record: registry.Notebook, test: Sequence[Exam
     (its own table, figure and metrics): BSM's OASST2 column."""
     manifest = records.Manifest(record.notebook, dict(exp.manifest.parameters), exp.manifest.model_fingerprint,
                                 dict(exp.manifest.backend), {**exp.manifest.data, "test": records.data_hash(test)})
-    return replace(exp, notebook=record.notebook, manifest=manifest, rows=[], traces={}, answer_traces={}, info={},
+    kept = {k: v for k, v in exp.info.items() if k in TRAINING_INFO}  # what the students learned stays; the rest is per test
+    return replace(exp, notebook=record.notebook, manifest=manifest, rows=[], traces={}, answer_traces={}, info=kept,
                    test=list(test))
+
+
+TRAINING_INFO = ("target", "train_source", "train_label")  # exp.info keys about training, not about one test set
 
 
 Score = Callable[[str, Sequence[Example], Any], "tuple[SystemResult, list[list[Trace]]]"]

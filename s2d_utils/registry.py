@@ -138,7 +138,8 @@ NOTEBOOKS = (
              mcnemar=COT.MCNEMAR),
 )
 
-# BSM's out-of-distribution column (notebook 04, with OASST2_SOURCE): its own table, figure and metrics
+# BSM's in-distribution column (notebook 04, with OASST2_SOURCE: the paper trains on OASST2 and tests on
+# its 273 human-labelled validation pairs): its own table, figure and metrics
 OASST2 = NOTEBOOKS[3].variant("oasst2", table="table3_oasst2", figure="fig_bsm_oasst2_agreement_vs_tokens",
                               title="Table 3: BSM distillation, OASST2", paper=("table3", "oasst2"),
                               label="BSM judge, OASST2", readme="Table 3, Branch-Solve-Merge on OASST2",

@@ -105,10 +105,9 @@ def record_workplan(exp) -> dict:
 
 def sources(profile: str, folder: Path, tasks) -> dict[str, dict[str, str]]:
     """Synthetic files in the formats of the data the repository cannot ship, for the ``tasks`` that
-    read them in ``profile``, and the notebook parameters that name them (per task)."""
+    read them, and the notebook parameters that name them (per task). Both profiles get them: the
+    paper profile refuses to run without them, and a gpu user with the data runs the same path."""
     params: dict[str, dict[str, str]] = {}
-    if profile != "paper":
-        return params
     folder.mkdir(parents=True, exist_ok=True)
     if "judge" in tasks:
         from .simdata import judge as sim_judge
@@ -122,7 +121,7 @@ def sources(profile: str, folder: Path, tasks) -> dict[str, dict[str, str]]:
 
         answers, trivia = folder / "answer.jsonl", folder / "triviaqa.jsonl"
         sim_syco.write_answer_file(answers)
-        sim_syco.write_triviaqa(trivia)
+        sim_syco.write_triviaqa(trivia, answer_file=answers)
         params["sycophancy"] = {"DATA_SOURCE": str(answers), "TRIVIAQA_SOURCE": str(trivia)}
     return params
 

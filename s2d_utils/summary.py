@@ -24,14 +24,38 @@ MARGIN = 0.10  # "near" / "equivalent": within 10 accuracy points (the 95% CI of
 MIN_PAIRS = 8  # a student trained on fewer kept inputs cannot carry a claim
 HELD, NOT_HELD, NOT_SHOWN, NOT_TESTABLE = "held", "not held", "not shown", "not testable"
 BLOCKS = registry.NOTEBOOKS  # the method notebooks whose claims are tested, in order
+# blocks that exist only when their data was given (BSM on OASST2: OASST2_SOURCE); tested when present
+OPTIONAL = (registry.OASST2,)
 
 
 def load_metrics(profile: str, model: str | None = None, blocks: Sequence[Notebook] = BLOCKS,
                  allow_missing: bool = False) -> dict[str, dict[str, Any]]:
     """Every method notebook's metrics for ``profile`` (`records.load_metrics`): a clear error
     naming the notebook whose metrics are missing or stale; with ``allow_missing`` a notebook
-    without metrics is left out, and its claims say so."""
-    return _load([b.notebook for b in blocks], profile, profiles.model_for(profile, model), allow_missing)
+    without metrics is left out, and its claims say so. The `OPTIONAL` blocks' metrics join where
+    they exist (and are checked the same way)."""
+    model = profiles.model_for(profile, model)
+    out = _load([b.notebook for b in blocks], profile, model, allow_missing)
+    if blocks is BLOCKS:
+        extra = _load([b.notebook for b in OPTIONAL], profile, model, True)
+        if extra:
+            out = _load([b.notebook for b in (*blocks, *OPTIONAL) if b.notebook in {**out, **extra}], profile, model,
+                        allow_missing)
+    return out
+
+
+def blocks_of(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None) -> tuple[Notebook, ...]:
+    """The blocks a summary covers: ``blocks`` (default `BLOCKS`), then each `OPTIONAL` block
+    whose metrics are in ``metrics``."""
+    base = tuple(BLOCKS if blocks is None else blocks)
+    return base + tuple(b for b in OPTIONAL if b.notebook in metrics and b not in base)
+
+
+def method_label(b: Notebook, m: dict | None) -> str:
+    """A block's name in the summary: BSM's MT-bench block says which label it was scored on
+    (the proxy, or human votes: ``info["label_kind"]``)."""
+    kind = ((m or {}).get("info") or {}).get("label_kind")
+    return b.label.replace("proxy agreement", f"{kind} agreement") if kind else b.label
 
 
 def _row(m: dict, name: str) -> dict:
@@ -214,7 +238,7 @@ def _claim(v: View, m: dict, b: Notebook, claim: str) -> tuple[str, str]:
     return verdict, f"{numbers}" + (f"; {why}" if why else "")
 
 
-def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] = BLOCKS) -> list[dict[str, str]]:
+def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None) -> list[dict[str, str]]:
     """One verdict per paper claim, method and group (S2A: biased and unbiased inputs separately),
     under every parse rule the notebook recorded; where the rules disagree the verdict says so and
     gives each. Outcomes: held, not held (contradicted: significant the other way, or equivalence /
@@ -222,7 +246,7 @@ def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] = BLOCKS) -> l
     precondition is missing: System 2 no better than System 1 or a constant answer, no student
     trained on enough inputs, a constant system or constant training targets)."""
     out = []
-    for b in blocks:
+    for b in blocks_of(metrics, blocks):
         m = metrics.get(b.notebook)
         if m is None:
             out.append({"claim": ", ".join(list(b.claims)), "method": b.label, "verdict": NOT_TESTABLE,
@@ -230,7 +254,7 @@ def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] = BLOCKS) -> l
             continue
         for group in b.groups or (None,):
             vs = views(m, group)
-            label = b.label + (f" ({group} inputs)" if group else "")
+            label = method_label(b, m) + (f" ({group} inputs)" if group else "")
             for claim in list(b.claims):
                 results = [(v.rule, *_claim(v, m, b, claim)) for v in vs]
                 first_rule, verdict, numbers = results[0]
@@ -273,15 +297,18 @@ def save_verdicts(rows: list[dict[str, str]], profile: str, model: str) -> Path:
     return path
 
 
-def plot(metrics: dict[str, dict], profile: str, model: str, blocks: Sequence[Notebook] = BLOCKS) -> Path:
+def plot(metrics: dict[str, dict], profile: str, model: str, blocks: Sequence[Notebook] | None = None) -> Path:
     """One figure across methods (`figures.plot_summary`): headline measure vs #Tokens."""
-    return figures.plot_summary(metrics, profile, model, blocks, registry.SUMMARY_FIGURE)
+    return figures.plot_summary(metrics, profile, model, blocks_of(metrics, blocks), registry.SUMMARY_FIGURE)
 
 
-def tables_markdown(profile: str, blocks: Sequence[Notebook] = BLOCKS) -> str:
-    """Every method table file of the profile, verbatim (tables, notes and findings)."""
+def tables_markdown(profile: str, blocks: Sequence[Notebook] | None = None) -> str:
+    """Every method table file of the profile, verbatim (tables, notes and findings); an
+    `OPTIONAL` block's where it exists."""
     parts = []
-    for b in blocks:
+    base = tuple(BLOCKS if blocks is None else blocks)
+    present = tuple(b for b in OPTIONAL if blocks is None and tables.output_path(b.table, profile, "md").exists())
+    for b in base + present:
         path = tables.output_path(b.table, profile, "md")
         if not path.exists():
             raise FileNotFoundError(f"{b.notebook}: {path} is missing; run that notebook first")

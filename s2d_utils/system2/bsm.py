@@ -230,21 +230,28 @@ def combine(name: str, examples: Sequence[Example], first: list[list[Trace]], se
 
 
 def findings(exp, test) -> list[str]:
-    """What Table 3's numbers say, computed from them."""
+    """What Table 3's numbers say, computed from them. The label's name is ``exp.info["label"]``
+    (default: the proxy label); with label ties (human votes) agreement without ties is given too."""
     out = []
     rows = {r.name: r for r in exp.rows}
+    label = exp.info.get("label", "the proxy label")
+    decisive = sum(e.gold != "C" for e in test)
     for name in ROWS:
         if name in rows:
             r = rows[name]
-            out.append(f"{name}: agrees with the proxy label on {100 * r.accuracy:.1f}% of pairs; its verdict changes "
-                       f"under swapping on {100 * r.extra['inconsistent']:.1f}%; {r.tokens:.1f} tokens per judgment.")
+            ties = (f" ({100 * r.extra['agreement_without_ties']:.1f}% of the {decisive} that pick a side, ties "
+                    f"left out)" if decisive < len(test) and decisive else "")
+            out.append(f"{name}: agrees with {label} on {100 * r.accuracy:.1f}% of the {len(test)} test pairs{ties}; "
+                       f"its verdict changes under swapping on {100 * r.extra['inconsistent']:.1f}%; {r.tokens:.1f} "
+                       "tokens per judgment.")
     out.append(compare(exp, BSM, SYSTEM1))
     f = exp.filters.get(DISTILL)
     if f is not None:
         if f["kept"]:
             prec = f"{100 * f['precision']:.0f}%" if f.get("precision") is not None else "n.a."
+            train_label = exp.info.get("train_label", "the proxy label, on the kept strong-vs-weak pairs")
             out.append(f"The swap filter kept {f['kept']} of {f['inputs']} unlabeled pairs (both orders agree); "
-                       f"on the kept strong-vs-weak pairs the kept verdict matches the proxy label {prec} of the time, "
+                       f"the kept verdict matches {train_label} {prec} of the time, "
                        f"against {100 * (f['unfiltered_accuracy'] or 0):.0f}% for unfiltered BSM verdicts.")
             ties = (f.get("targets") or {}).get("C", 0)
             out.append(f"{ties} of the {f['kept']} kept pairs are tie/tie (both orders said tie, which the swap filter "
@@ -301,6 +308,30 @@ VERDICT_NOTE = ("Every judge runs in both orders; a pair's verdict is the orders
                 "(FastChat's rule). Agree %: that verdict equals the label (a tie never does: the proxy has no ties). "
                 "Inconsistent %: the verdict changes when the answers are swapped (a parse failure counts as a "
                 "change). #Tokens: per judgment (one order), every call counted.")
+VERDICT_NOTE_TIES = ("Every judge runs in both orders; a pair's verdict is the orders' common verdict, else a tie "
+                     "(FastChat's rule). Agree %: that verdict equals the vote, a tie vote matched only by a tie "
+                     "verdict (the paper's 'with ties'; agreement without ties is under the table). Inconsistent %: "
+                     "the verdict changes when the answers are swapped (a parse failure counts as a change). "
+                     "#Tokens: per judgment (one order), every call counted.")
+
+
+def verdict_note(test) -> str:
+    """The note on how verdicts are scored: with label ties (human votes) or without (proxy, OASST2)."""
+    return VERDICT_NOTE_TIES if any(e.gold == "C" for e in test) else VERDICT_NOTE
+
+
+def human_note(source, test, scope: str) -> str:
+    """The label note of a test on MT-bench human votes."""
+    ties = sum(e.gold == "C" for e in test)
+    pairs = len({(e.input, e.meta["answer_a"], e.meta["answer_b"]) for e in test})
+    return (f"Label: MT-bench human judgments from {source}: every vote of turn 1 on {scope}, {len(test)} votes on "
+            f"{pairs} distinct pairs, {ties} of them ties (kept). Each vote is scored on its own, as FastChat counts "
+            "agreement; votes on one pair or one question share the judge's verdict and are not independent, so "
+            "the intervals and tests here, which treat them as independent, are narrower than the data support.")
+
+
+OASST2_NOTE = ("Label: OASST2's human ranking (the rank-0 reply is better than the rank-1 reply; no ties). Test pairs: "
+               "every English first turn of OASST2's validation split with two ranked replies.")
 
 
 def judge_programs(lm: LoadedModel, pairs: Sequence[Example], task: ModuleType, judges: Judges, sizes, greedy: dict):

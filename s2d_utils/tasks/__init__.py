@@ -144,8 +144,9 @@ def check_split(split: str, n: int | None, size: int) -> int:
 
 
 def read_json_rows(path: Path) -> list[Any]:
-    """Rows of a JSON list, a BIG-bench style {'examples': [...]} file, or JSON lines."""
-    if path.suffix == ".jsonl":
+    """Rows of a JSON list, a BIG-bench style {'examples': [...]} file, or JSON lines (``.jsonl``,
+    or gzipped: ``.jsonl.gz``)."""
+    if path.suffix == ".jsonl" or path.name.endswith(".jsonl.gz"):
         return read_jsonl(path)
     text = path.read_text(encoding="utf-8")
     try:

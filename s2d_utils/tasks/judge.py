@@ -31,9 +31,10 @@ import re
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
-from . import DATA_ENV, Example, check_split, default_source, read_json_rows, source_rows
+from ..paths import is_hub_id
+from . import DATA_ENV, Example, check_split, default_source, hub_rows, read_json_rows, source_rows
 
 NAME = "judge"
 ANSWERS = ("A", "B", "C")  # a closed answer space: tables get a best-constant-answer row
@@ -133,9 +134,16 @@ def _split_questions(questions: dict[int, dict], seed: int) -> dict[str, list[in
 
 
 def load(split: str = "test", n: int | None = None, seed: int = 0, source: str | Path | None = None,
-         max_answer_chars: int | None = None) -> list[Example]:
+         max_answer_chars: int | None = None, train_source: str | Path | None = None) -> list[Example]:
     """Pairs of one split (see the module docstring). Gold: the proxy label "A" or "B" (None for
-    training pairs that are not strong vs weak; the pipeline drops all training labels anyway)."""
+    training pairs that are not strong vs weak; the pipeline drops all training labels anyway).
+
+    ``train_source`` (OASST2, `load_oasst2`): the training pairs as the paper took them, OASST2's
+    train split, at most ``n`` of them (every pair when the split holds fewer: the count is in the
+    notebook's output and the table's training note)."""
+    if train_source is not None and split == "train":
+        pairs = load_oasst2(train_source, "train", seed=seed, max_answer_chars=max_answer_chars)
+        return pairs if n is None else pairs[:n]
     folder = data_folder(source)
     questions, answers = read_questions(folder), read_answers(folder)
     missing = [m for m in STRONG + WEAK if m not in answers]
@@ -227,11 +235,22 @@ def _conversation(path, row: int, item: dict, field: str) -> tuple[str, str]:
     return conv[0]["content"], conv[1]["content"]
 
 
-def load_human_judgments(source: str | Path, n: int | None = None, max_answer_chars: int | None = None,
-                         turn: int = 1) -> list[Example]:
+def question_ids(split: str, seed: int = 0, source: str | Path | None = None) -> list[int]:
+    """The MT-bench question ids of one split (`load`'s split by question, stratified by category)."""
+    check_split(split, None, 0)
+    return list(_split_questions(read_questions(data_folder(source)), seed).get(split, []))
+
+
+def load_human_judgments(source: str | Path, question_ids: Iterable[int] | None = None, n: int | None = None,
+                         max_answer_chars: int | None = None, turn: int = 1) -> list[Example]:
     """MT-bench human judgments (lmsys/mt_bench_human_judgments, split "human"): one Example per
-    vote of the given turn, gold "A", "B" or "C" (ties kept as ties)."""
+    vote of the given turn on the given questions (None: every question), in file order; gold "A",
+    "B" or "C". Ties are kept as ties: a table gives agreement with ties (every vote) and without
+    (`without_ties`; `bsm.combine`'s ``agreement_without_ties``), as the paper does. Several votes on
+    one pair are several examples: each vote is matched on its own, as FastChat counts agreement.
+    ``n`` (None: all) takes the first n."""
     label, rows = source_rows(source, "human.jsonl", split="human")
+    wanted = None if question_ids is None else set(question_ids)
     out = []
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
@@ -242,21 +261,58 @@ def load_human_judgments(source: str | Path, n: int | None = None, max_answer_ch
                 raise ValueError(f"{label} row {i}: field {key!r} must be {kind.__name__}, got {r.get(key)!r}")
         if r["winner"] not in WINNERS:
             raise ValueError(f"{label} row {i}: field 'winner' is {r['winner']!r}; expected one of {list(WINNERS)}")
-        if r["turn"] != turn:
+        if r["turn"] != turn or (wanted is not None and r["question_id"] not in wanted):
             continue
         q, a = _conversation(label, i, r, "conversation_a")
         _, b = _conversation(label, i, r, "conversation_b")
-        out.append(pair_example(f"{DATASET}-human-{i}", q, a, b, WINNERS[r["winner"]], max_answer_chars,
+        gold = WINNERS[r["winner"]]
+        out.append(pair_example(f"{DATASET}-human-{i}", q, a, b, gold, max_answer_chars,
                                 question_id=r["question_id"], model_a=r["model_a"], model_b=r["model_b"],
                                 judge=r["judge"], label="human"))
+    if n is not None and n > len(out):
+        raise ValueError(f"{label}: {len(out)} human votes of turn {turn} on the requested questions, n={n} requested")
     return out[:check_split("test", n, len(out))]
 
 
-def load_oasst2(source: str | Path, n: int | None = None, seed: int = 0, max_answer_chars: int | None = None,
-                lang: str = "en") -> list[Example]:
-    """OASST2 pairs: each English first turn (a prompter message with no parent) with its rank-0
-    assistant reply against another ranked reply, in a random order; gold = the rank-0 side."""
-    label, rows = source_rows(source, "oasst2.jsonl", split="validation")
+def without_ties(examples: Sequence[Example]) -> list[Example]:
+    """The votes that pick a side (the paper's "without ties")."""
+    return [e for e in examples if e.gold != "C"]
+
+
+OASST2_HUB = "OpenAssistant/oasst2"
+OASST2_SPLITS = ("train", "validation")
+
+
+def oasst2_rows(source: str | Path, split: str) -> tuple[Path | str, list[Any]]:
+    """(label, message rows) of one OASST2 split: the hub id (`OASST2_HUB`: its split), a folder
+    holding ``<split>.jsonl`` or ``<split>.jsonl.gz`` (the hub's splits exported as JSON lines), or
+    one such file (read whole: it is the split)."""
+    if split not in OASST2_SPLITS:
+        raise ValueError(f"OASST2 split {split!r}: expected one of {OASST2_SPLITS}")
+    if is_hub_id(str(source)):
+        return str(source), hub_rows(str(source), split)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = [path / f"{split}{ext}" for ext in (".jsonl", ".jsonl.gz") if (path / f"{split}{ext}").is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path}: no {split}.jsonl or {split}.jsonl.gz (OASST2's {split} split as JSON "
+                                    f"lines of messages; or pass the hub id {OASST2_HUB})")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected OASST2 messages as JSON lines, a folder holding "
+                                f"train.jsonl and validation.jsonl, or the hub id {OASST2_HUB})")
+    return path, read_json_rows(path)
+
+
+def load_oasst2(source: str | Path, split: str = "validation", n: int | None = None, seed: int = 0,
+                max_answer_chars: int | None = None, lang: str = "en") -> list[Example]:
+    """OASST2 pairs of one split (flat message rows: message_id, parent_id, text, role, lang, rank):
+    each English first turn (a prompter message with no parent) with its rank-0 assistant reply
+    against its rank-1 reply, in a random order; gold = the rank-0 side. Deleted messages and
+    prompts with fewer than two ranked replies are left out. The order is a seeded shuffle (a
+    smaller ``n`` is a prefix of a larger one); ``n=None`` takes every pair, a larger ``n`` than
+    the split holds raises naming both."""
+    label, rows = oasst2_rows(source, split)
     by_id, children = {}, {}
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
@@ -266,21 +322,43 @@ def load_oasst2(source: str | Path, n: int | None = None, seed: int = 0, max_ans
                 raise ValueError(f"{label} row {i}: field {key!r} must be a string, got {r.get(key)!r}")
         if r["role"] not in ("prompter", "assistant"):
             raise ValueError(f"{label} row {i}: field 'role' is {r['role']!r}; expected 'prompter' or 'assistant'")
+        if r.get("rank") is not None and (isinstance(r["rank"], bool) or not isinstance(r["rank"], int)):
+            raise ValueError(f"{label} row {i}: field 'rank' must be an integer or null, got {r['rank']!r}")
+        if r.get("deleted"):
+            continue
         by_id[r["message_id"]] = r
         if r.get("parent_id"):
             children.setdefault(r["parent_id"], []).append(r)
-    rng = random.Random(f"oasst2|{seed}")
     out = []
     for mid, r in by_id.items():
         if r.get("parent_id") or r["role"] != "prompter" or r["lang"] != lang:
             continue
-        ranked = sorted((c for c in children.get(mid, []) if c["role"] == "assistant" and isinstance(c.get("rank"), int)),
+        ranked = sorted((c for c in children.get(mid, []) if c["role"] == "assistant" and c.get("rank") is not None),
                         key=lambda c: c["rank"])
         if len(ranked) < 2 or ranked[0]["rank"] != 0:
             continue
         best, other = ranked[0], ranked[1]
-        flip = rng.random() < 0.5
+        flip = random.Random(f"oasst2|{seed}|{mid}").random() < 0.5
         a, b = (other, best) if flip else (best, other)
         out.append(pair_example(f"oasst2-{mid}", r["text"], a["text"], b["text"], "B" if flip else "A",
-                                max_answer_chars, label="oasst2 rank"))
+                                max_answer_chars, label="oasst2 rank", split=split))
+    random.Random(f"oasst2|{seed}|{split}|order").shuffle(out)
+    if n is not None and n > len(out):
+        raise ValueError(f"{label}: OASST2's {split} split gives {len(out)} pairs ({lang} first turns with two ranked "
+                         f"replies), n={n} requested")
     return out[:check_split("test", n, len(out))]
+
+
+def check_sources(profile: str, sources: dict[str, Any]) -> None:
+    """The paper profile distills on OASST2 (Sec. 4.3): refuse it without ``OASST2_SOURCE``, and
+    refuse a single OASST2 file where both splits are read (train and test would share pairs)."""
+    oasst2 = sources.get("OASST2_SOURCE")
+    if profile == "paper" and oasst2 is None:
+        raise ValueError(f"PROFILE='paper' distills BSM on OASST2's 19,672 unlabeled training pairs and tests on its "
+                         f"validation pairs: pass OASST2_SOURCE (the hub id {OASST2_HUB}, or a folder holding "
+                         "train.jsonl and validation.jsonl); HUMAN_JUDGMENTS_SOURCE (lmsys/mt_bench_human_judgments) "
+                         "gives the MT-bench column its human labels")
+    if oasst2 is not None and not is_hub_id(str(oasst2)) and Path(oasst2).expanduser().is_file():
+        raise ValueError(f"OASST2_SOURCE={str(oasst2)!r}: one file has no splits, and the notebook reads two (train "
+                         "pairs to distill on, validation pairs to test on); pass a folder holding train.jsonl and "
+                         f"validation.jsonl, or the hub id {OASST2_HUB}")
