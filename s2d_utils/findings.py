@@ -1,5 +1,6 @@
-"""The sentences under each table, computed from its numbers: comparisons with their exact McNemar
-test, the power a test size has, and the guards that stop a constant from passing for a result.
+"""The sentences under each table, computed from its numbers: comparisons by the paired score test
+(`claims.beats`, the rule the verdict table uses too), the power a test size has, and the guards
+that stop a constant from passing for a result.
 
 Every function reads an experiment (`pipeline.Experiment`) only through what it recorded:
 ``exp.rows``, ``exp.row(name)``, ``exp.traces``, ``exp.task``, ``exp.test``, ``exp.filters``,
@@ -12,43 +13,51 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Sequence
 
+from .claims import HELD, NOT_HELD, Comparison, beats
 from .evaluate import SystemResult
 from .records import CONSTANT_SHARE, DOMINANT_SHARE, constant_score, constant_system, one_answer
-from .stats import ALPHA, detectable_difference, discordant, mcnemar_p, p_text, pct, wilson
+from .stats import detectable, discordant, p_text, pct, score_p, wilson
 from .tasks import Example
 from .traces import rescore
 
 
 def mcnemar(a: SystemResult, b: SystemResult) -> float:
-    """Exact McNemar p of two result rows on the same inputs."""
+    """The paired score test's two-sided p (McNemar's) of two result rows on the same inputs."""
     if a.n != b.n:
         raise ValueError(f"{a.name} ({a.n}) and {b.name} ({b.n}) were not evaluated on the same inputs")
-    return mcnemar_p(a.correct, b.correct)
+    return score_p(*discordant(a.correct, b.correct), a.n)
 
 
 def mcnemar_tests(exp: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
-    """Exact McNemar p-values for pairs of rows evaluated on the same inputs."""
+    """McNemar p-values (the score test) for pairs of rows evaluated on the same inputs."""
     names = {r.name for r in exp.rows}
     return {f"{a} vs {b}": mcnemar(exp.row(a), exp.row(b)) for a, b in pairs if a in names and b in names}
 
 
 def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
-    """(exact McNemar p, what it shows) for two results on the same inputs: "<a> is higher" or
-    "lower" (p < 0.05), else "not shown" with the smallest difference this n could detect at 80%
-    power (absence of evidence is not evidence of no difference)."""
-    p = mcnemar(ra, rb)
-    if p >= ALPHA:
-        only_a, only_b = discordant(ra.correct, rb.correct)
-        mde = detectable_difference(ra.n, (only_a + only_b) / ra.n)
-        return p, (f"no difference shown (n = {ra.n} detects {100 * mde:.0f} points or more with 80% power)")
-    return p, f"{a} is {'higher' if ra.accuracy > rb.accuracy else 'lower'}"
+    """(McNemar p, what it shows) for two results on the same inputs, by the verdicts' rule
+    (`claims.beats`): "<a> is higher" or "lower" (p < 0.05), else "no difference shown" with the
+    smallest difference this n could detect at 80% power (absence of evidence is not evidence of no
+    difference), or that the interval excludes a gain of 2 points."""
+    if ra.n != rb.n:
+        raise ValueError(f"{ra.name} ({ra.n}) and {rb.name} ({rb.n}) were not evaluated on the same inputs")
+    c = Comparison.of(a, ra.correct, rb.name, rb.correct)
+    dec = beats(c)
+    if dec.verdict == HELD:
+        return c.p, f"{a} is higher"
+    if dec.verdict == NOT_HELD and c.lower:
+        return c.p, f"{a} is lower"
+    ci = f"95% CI {100 * c.low:+.1f} to {100 * c.high:+.1f} points"
+    if c.detectable is None:
+        return c.p, f"no difference shown ({ci}; n = {ra.n} is too small to detect any with 80% power)"
+    return c.p, f"no difference shown ({ci}; n = {ra.n} detects {100 * c.detectable:.0f} points or more with 80% power)"
 
 
 def compare(exp: Any, a: str, b: str) -> str:
     """"a X% vs b Y% (McNemar p = ...): higher / lower / no significant difference"."""
     ra, rb = exp.row(a), exp.row(b)
     p, verdict = difference(ra, rb, a)
-    return f"{a} {pct(ra.accuracy)} vs {b} {pct(rb.accuracy)} (exact McNemar {p_text(p)}): {verdict}."
+    return f"{a} {pct(ra.accuracy)} vs {b} {pct(rb.accuracy)} (McNemar {p_text(p)}): {verdict}."
 
 
 def group_row(exp: Any, name: str, group: str, test: Sequence[Example]) -> SystemResult:
@@ -66,7 +75,7 @@ def compare_in_group(exp: Any, a: str, b: str, group: str, test: Sequence[Exampl
     ra, rb = group_row(exp, a, group, test), group_row(exp, b, group, test)
     p, verdict = difference(ra, rb, a)
     return (f"{group} inputs (n = {ra.n}): {a} {100 * ra.accuracy:.1f}% vs {b} {100 * rb.accuracy:.1f}% "
-            f"(exact McNemar {p_text(p)}): {verdict}.")
+            f"(McNemar {p_text(p)}): {verdict}.")
 
 
 def answer_profile(exp: Any, name: str, test: Sequence[Example]) -> str | None:
@@ -119,19 +128,25 @@ def lenient_accuracy(exp: Any, names: Sequence[str], test: Sequence[Example]) ->
     first, last = names[0], names[-1]
     if first in rescored and last in rescored:
         p, verdict = difference(rescored[last], rescored[first], last)
-        text += f" Under that reading, {last} vs {first}: exact McNemar {p_text(p)}, {verdict}."
+        text += f" Under that reading, {last} vs {first}: McNemar {p_text(p)}, {verdict}."
     return text
 
 
 def power_note(n: int) -> list[str]:
-    """What this test size can detect: the smallest difference an exact McNemar test finds with 80%
-    power at alpha 0.05, for systems that disagree on 10%, 30% or 50% of the inputs."""
+    """What this test size can detect: the smallest difference the paired score test (McNemar's)
+    finds with 80% power at alpha 0.05, computed exactly, for systems that disagree on 10%, 30% or
+    50% of the inputs; at an n too small for any, it says so."""
     if not n:
         return []
-    mdes = ", ".join(f"{100 * d:.0f} points if they disagree on {psi:.0%} of inputs"
-                     for psi in (0.1, 0.3, 0.5) if (d := detectable_difference(n, psi)) <= psi)
+    found = [(psi, d) for psi in (0.1, 0.3, 0.5) if (d := detectable(n, psi)) is not None and d <= psi]
+    if not found:
+        return [f"Power: with n = {n} paired test inputs, no difference between two systems that disagree on up to "
+                "half the inputs is found by a McNemar test with 80% power (alpha 0.05): every comparison here is "
+                "'not shown' unless it is overwhelming."]
+    mdes = ", ".join(f"{100 * d:.0f} points if they disagree on {psi:.0%} of inputs" for psi, d in found)
     return [f"Power: with n = {n} paired test inputs, two systems' accuracies must differ by at least {mdes} for a "
-            "McNemar test to find it with 80% power (alpha 0.05); smaller differences are 'not shown', not absent."]
+            "McNemar test (the score test, power computed exactly) to find it with 80% power (alpha 0.05); smaller "
+            "differences are 'not shown', not absent."]
 
 
 def budget_text(sizes: Any) -> str:

@@ -28,7 +28,7 @@ class Notebook:
     ``rows``: the table's rows in the paper's order; ``students``: the rows that are fine-tuned
     students; ``system1`` / ``system2`` / ``distilled`` / ``ablation``: the roles the verdicts and
     the routing analysis read; ``groups``: input groups the paper reports separately;
-    ``mcnemar``: the pairs of rows whose exact McNemar p the metrics record.
+    ``mcnemar``: the pairs of rows whose McNemar p (the score test) the metrics record.
     """
 
     notebook: str  # notebooks/<notebook>.ipynb; its metrics are results/metrics/<notebook>.<profile>.json

@@ -9,20 +9,19 @@ the test could detect) and not testable (with the missing precondition). See `ve
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import figures, profiles, registry, tables
+from . import claims, figures, profiles, registry, tables
+from .claims import FLOOR, FRACTION, HELD, MIN_GAIN, NO_GAIN, NOT_SHOWN, NOT_TESTABLE
 from .paper import CONSTANT
 from .records import CONSTANT_SHARE, constant_system, load_metrics as _load
 from .registry import BEATS, FILTER, NEAR, NO_DISTILL, Notebook
-from .stats import ALPHA, detectable_difference, discordant, mcnemar_p, p_text, paired_difference_ci
+from .stats import ALPHA, holm
 
-FRACTION = 0.5  # "a fraction of System 2's tokens": at most half
-MARGIN = 0.10  # "near" / "equivalent": within 10 accuracy points (the 95% CI of the paired difference)
 MIN_PAIRS = 8  # a student trained on fewer kept inputs cannot carry a claim
-HELD, NOT_HELD, NOT_SHOWN, NOT_TESTABLE = "held", "not held", "not shown", "not testable"
 BLOCKS = registry.NOTEBOOKS  # the method notebooks whose claims are tested, in order
 # blocks that exist only when their data was given (BSM on OASST2: OASST2_SOURCE); tested when present
 OPTIONAL = (registry.OASST2,)
@@ -62,72 +61,10 @@ def _row(m: dict, name: str) -> dict:
     return m["rows"][name]
 
 
-# --- the evidence behind a verdict ----------------------------------------------------------------
+# --- the evidence behind a verdict: the rules live in `claims` ------------------------------------------
 
-@dataclass(frozen=True)
-class Comparison:
-    """System a against system b on the same test inputs (one parse rule, one group)."""
-
-    a: str
-    b: str
-    n: int
-    acc_a: float
-    acc_b: float
-    p: float  # exact McNemar
-    diff: float  # acc_a - acc_b
-    low: float  # 95% CI of diff (Agresti-Min)
-    high: float
-    detectable: float  # smallest difference this n detects with 80% power
-
-    @classmethod
-    def of(cls, a: str, va: Sequence[bool], b: str, vb: Sequence[bool]) -> "Comparison":
-        n = len(va)
-        only_a, only_b = discordant(va, vb)
-        diff, low, high = paired_difference_ci(va, vb)
-        return cls(a, b, n, sum(va) / n, sum(vb) / n, mcnemar_p(va, vb), diff, low, high,
-                   detectable_difference(n, (only_a + only_b) / n))
-
-    @property
-    def higher(self) -> bool:
-        return self.p < ALPHA and self.diff > 0
-
-    @property
-    def lower(self) -> bool:
-        return self.p < ALPHA and self.diff < 0
-
-    def text(self, tokens: dict[str, float] | None = None) -> str:
-        tok = tokens or {}
-
-        def side(name, acc):
-            return f"{name} {100 * acc:.1f}%" + (f" ({tok[name]:.1f} tok)" if name in tok else "")
-
-        return (f"{side(self.a, self.acc_a)} vs {side(self.b, self.acc_b)}: {100 * self.diff:+.1f} points "
-                f"(95% CI {100 * self.low:+.0f} to {100 * self.high:+.0f}), n = {self.n}, McNemar {p_text(self.p)}")
-
-    def not_shown(self) -> str:
-        return (f"not shown: n = {self.n} detects a difference of {100 * self.detectable:.0f} points or more "
-                f"with 80% power")
-
-
-def beats(c: Comparison) -> tuple[str, str]:
-    """(verdict, why) for the claim "a beats b"."""
-    if c.higher:
-        return HELD, ""
-    if c.lower:
-        return NOT_HELD, f"{c.a} is significantly lower"
-    if -MARGIN < c.low and c.high < MARGIN:
-        return NOT_HELD, f"equivalent within ±{100 * MARGIN:.0f} points (the CI lies inside the margin)"
-    return NOT_SHOWN, c.not_shown()
-
-
-def at_least_near(c: Comparison) -> tuple[str, str]:
-    """(verdict, why) for "a is no worse than b by more than the margin" (non-inferiority: the CI's
-    lower end above -MARGIN), never from a p-value above 0.05 alone."""
-    if c.low > -MARGIN:
-        return HELD, f"the CI's lower end is above -{100 * MARGIN:.0f} points"
-    if c.high < -MARGIN:
-        return NOT_HELD, f"{c.a} is more than {100 * MARGIN:.0f} points lower (the whole CI)"
-    return NOT_SHOWN, c.not_shown() + f"; the CI reaches below -{100 * MARGIN:.0f} points"
+Comparison = claims.Comparison
+beats = claims.beats
 
 
 # --- one view of a notebook's outcomes: a parse rule and a group -------------------------------------
@@ -185,24 +122,26 @@ def _targets_problem(m: dict, name: str) -> str | None:
     return None
 
 
-def _claim(v: View, m: dict, b: Notebook, claim: str) -> tuple[str, str]:
-    """(verdict, numbers) of one claim in one view."""
+def _claim(v: View, m: dict, b: Notebook, claim: str, adjusted: float | None = None) -> tuple[str, str, float]:
+    """(verdict, numbers, p of the claim's primary test) in one view; ``adjusted``: that p after
+    Holm's correction over the family (None: uncorrected)."""
     s1, s2, d = b.system1, b.system2, b.distilled
     tokens = {name: _row(m, name)["tokens"] for name in (s1, s2, d, b.ablation) if name and name in m["rows"]}
     has_constant = CONSTANT in v.correct
-    # preconditions shared by every distillation claim
-    teacher = v.compare(s2, s1)
-    gain = teacher.higher
     why_not = []
-    if not gain:
-        why_not.append(f"{s2} does not beat {s1} significantly ({teacher.text(tokens)})")
-    if has_constant and gain:
-        floor = v.compare(s2, CONSTANT)
-        if not floor.higher:
-            why_not.append(f"{s2} does not beat the best constant answer significantly ({floor.text()})")
+    # a teacher's gain is a precondition only of the claims that are about keeping it
+    if claim in (NEAR, NO_DISTILL):
+        teacher = v.compare(s2, s1)
+        if not teacher.higher:
+            why_not.append(f"{s2} does not beat {s1} significantly ({teacher.text(tokens)}), so there is no gain "
+                           "to keep")
+        elif has_constant:
+            floor = v.compare(s2, CONSTANT)
+            if not floor.higher:
+                why_not.append(f"{s2} does not beat the best constant answer significantly ({floor.text()})")
     students = [d] + ([b.ablation] if claim == FILTER and b.ablation else [])
     why_not += [x for x in (_targets_problem(m, name) for name in students) if x]
-    involved = {FILTER: [d, b.ablation], NEAR: [d, s2], BEATS: [d, s1], NO_DISTILL: [s2, d]}[claim]
+    involved = {FILTER: [d, b.ablation], NEAR: [d, s2, s1], BEATS: [d, s1], NO_DISTILL: [s2, d]}[claim]
     why_not += [x for x in (v.constant_system(name) for name in involved) if x]
     if claim == BEATS:
         c = v.compare(d, s1)
@@ -214,38 +153,33 @@ def _claim(v: View, m: dict, b: Notebook, claim: str) -> tuple[str, str]:
         c = v.compare(s2, d)
     numbers = c.text(tokens)
     if why_not:
-        return NOT_TESTABLE, f"{'; '.join(why_not)}. {numbers}"
-    if claim == BEATS:
-        verdict, why = beats(c)
-        if verdict == HELD and has_constant:
+        return NOT_TESTABLE, f"{'; '.join(why_not)}. {numbers}", math.nan
+    if claim in (BEATS, FILTER):
+        dec = claims.beats(c, adjusted)
+        if claim == BEATS and dec.verdict == HELD and has_constant:
             floor = v.compare(d, CONSTANT)
             if not floor.higher:
-                verdict, why = NOT_SHOWN, f"{d} does not beat the best constant answer ({floor.text()})"
+                dec = claims.Decision(NOT_SHOWN, f"{d} does not beat the best constant answer ({floor.text()})", dec.p)
     elif claim == NEAR:
-        if tokens[d] > FRACTION * tokens[s2]:
-            return NOT_HELD, f"{d} spends {tokens[d]:.1f} tokens, more than {FRACTION:.0%} of {s2}'s {tokens[s2]:.1f}. {numbers}"
-        verdict, why = at_least_near(c)
-    elif claim == FILTER:
-        verdict, why = beats(c)
-    else:  # CoT on GSM8k does not distill: System 2 beats the distilled model
-        verdict, why = beats(c)
-        if verdict == NOT_HELD and not c.lower:  # equivalence would contradict "does not distill"
-            pass
-        elif verdict == NOT_SHOWN:
-            near_v, _ = at_least_near(v.compare(d, s2))
-            if near_v == HELD:
-                verdict, why = NOT_HELD, f"{d} is within {100 * MARGIN:.0f} points of {s2} (non-inferior)"
-    return verdict, f"{numbers}" + (f"; {why}" if why else "")
+        dec = claims.near(v.correct[d], v.correct[s1], v.correct[s2], (d, s1, s2), tokens, adjusted)
+    else:  # CoT on GSM8k does not distill
+        dec = claims.does_not_distill(c, v.compare(d, s1), adjusted)
+    return dec.verdict, f"{numbers}; {dec.why}", dec.p
 
 
 def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None) -> list[dict[str, str]]:
     """One verdict per paper claim, method and group (S2A: biased and unbiased inputs separately),
     under every parse rule the notebook recorded; where the rules disagree the verdict says so and
-    gives each. Outcomes: held, not held (contradicted: significant the other way, or equivalence /
-    a margin shown), not shown (underpowered: the detectable difference is given), not testable (a
-    precondition is missing: System 2 no better than System 1 or a constant answer, no student
-    trained on enough inputs, a constant system or constant training targets)."""
-    out = []
+    gives each. Outcomes (`claims`): held, not held (contradicted: significant the other way, or the
+    interval excludes the effect the claim needs), not shown (the detectable difference is given),
+    not testable (a precondition is missing: no System 2 gain for the claims about keeping it, no
+    student trained on enough inputs, a constant system or constant training targets).
+
+    The claims are one family: each claim's primary test (under the first parse rule) is
+    Holm-corrected over every testable claim in the table, and its verdict is decided on the
+    adjusted p (both shown)."""
+    cells = []  # (block, label, group, claim, views, m)
+    out: list[dict[str, str]] = []
     for b in blocks_of(metrics, blocks):
         m = metrics.get(b.notebook)
         if m is None:
@@ -256,38 +190,57 @@ def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None)
             vs = views(m, group)
             label = method_label(b, m) + (f" ({group} inputs)" if group else "")
             for claim in list(b.claims):
-                results = [(v.rule, *_claim(v, m, b, claim)) for v in vs]
-                first_rule, verdict, numbers = results[0]
-                if len({r[1] for r in results}) == 1:
-                    others = [r[0] for r in results[1:]]
-                    if others:
-                        numbers += f". Same verdict under the {', '.join(others)} parse rule"
-                    out.append({"claim": claim, "method": label, "verdict": verdict, "numbers": numbers})
-                else:
-                    shown = " / ".join(f"{r[1]} ({r[0]})" for r in results)
-                    numbers = " || ".join(f"under the {r[0]} rule: {r[1]}: {r[2]}" for r in results)
-                    out.append({"claim": claim, "method": label, "verdict": f"depends on the parse rule: {shown}",
-                                "numbers": numbers})
+                cells.append((len(out), b, label, claim, vs, m))
+                out.append({})
+    # the family: every testable claim's primary p under the first parse rule
+    first = [_claim(vs[0], m, b, claim)[2] for _, b, _, claim, vs, m in cells]
+    testable = [i for i, p in enumerate(first) if not math.isnan(p)]
+    adjusted = dict(zip(testable, holm([first[i] for i in testable])))
+    for k, (slot, b, label, claim, vs, m) in enumerate(cells):
+        results = [(v.rule, *_claim(v, m, b, claim, adjusted.get(k))[:2]) for v in vs]
+        first_rule, verdict, numbers = results[0]
+        if len({r[1] for r in results}) == 1:
+            others = [r[0] for r in results[1:]]
+            if others:
+                numbers += f". Same verdict under the {', '.join(others)} parse rule"
+            out[slot] = {"claim": claim, "method": label, "verdict": verdict, "numbers": numbers}
+        else:
+            shown = " / ".join(f"{r[1]} ({r[0]})" for r in results)
+            numbers = " || ".join(f"under the {r[0]} rule: {r[1]}: {r[2]}" for r in results)
+            out[slot] = {"claim": claim, "method": label, "verdict": f"depends on the parse rule: {shown}",
+                         "numbers": numbers}
     return out
 
 
 def verdicts_markdown(rows: list[dict[str, str]]) -> str:
-    head = ("| claim | method | verdict | the evidence (accuracy, paired difference with its 95% CI, exact McNemar) |"
+    head = ("| claim | method | verdict | the evidence (accuracy, paired difference with its 95% score CI, McNemar score test) |"
             "\n|---|---|---|---|")
     body = [f"| {r['claim']} | {r['method']} | **{r['verdict']}** | {r['numbers']} |" for r in rows]
     return "\n".join([head, *body])
 
 
-LEGEND = (f"- **held**: the data show it (a claim that one system beats another: exact McNemar p < {ALPHA} in that "
-          f"direction, and above the best constant answer where the answers are a closed set; 'near System 2': the "
-          f"95% CI of the paired difference stays above -{100 * MARGIN:.0f} points, at most {FRACTION:.0%} of System 2's "
-          f"tokens). **not held**: the data contradict it (significant the other way, or the CI inside the "
-          f"±{100 * MARGIN:.0f}-point margin). **not shown**: this n cannot tell (the smallest difference it detects "
-          f"with 80% power is given). **not testable**: a precondition is missing (System 2 does not beat System 1 "
-          f"significantly, a student trained on fewer than {MIN_PAIRS} kept inputs or on targets that are all one answer, "
-          f"or a system that gives one answer to at least {CONSTANT_SHARE:.0%} of the inputs).\n"
+LEGEND = (f"- **held**: the data show it. 'Beats' and 'the filter matters': the paired score test (McNemar's, "
+          f"alpha {ALPHA}) finds the higher accuracy, and above the best constant answer where the answers are a closed "
+          f"set. 'Near System 2 at a fraction of its tokens': the student keeps more than {FLOOR:.0%} of System 2's gain "
+          f"over System 1 (Fieller's interval of the retained share clears {FLOOR:.0%}) and beats System 1, at most "
+          f"{FRACTION:.0%} of System 2's tokens. 'CoT does not distill': CoT beats the student and the student's gain over "
+          f"System 1 is shown to stay below {100 * NO_GAIN:.0f} points. **not held**: the data contradict it (significant "
+          f"the other way; for 'beats', an interval that excludes a gain of {100 * MIN_GAIN:.0f} points, below every "
+          f"gain the paper reports; for 'near', a retained share significantly under {FLOOR:.0%}; for 'does not "
+          f"distill', a student that beats System 1). **not shown**: this n cannot tell (the smallest difference the "
+          f"test detects with 80% power, computed exactly for that test, is given). **not testable**: a precondition "
+          f"is missing (for the claims about keeping System 2's gain, System 2 does not beat System 1 significantly; a "
+          f"student trained on fewer than {MIN_PAIRS} kept inputs or on targets that are all one answer; a system that "
+          f"gives one answer to at least {CONSTANT_SHARE:.0%} of the inputs).\n"
+          "- The intervals are the ones that invert the test (Tango's score interval for a paired difference), so an "
+          "interval excludes 0 exactly when p < 0.05. The claims are one family: each claim's primary test is "
+          "Holm-corrected over every testable claim in this table, and the verdict is decided on the adjusted p "
+          "(shown beside the raw one where they differ); preconditions and the secondary conditions are tested "
+          "at alpha 0.05 uncorrected.\n"
           "- Each verdict is computed under every parse rule the task has (the table's first); 'depends on the parse "
-          "rule' gives each. S2A is judged on biased and unbiased inputs separately, as the paper reports them.\n")
+          "rule' gives each. S2A is judged on biased and unbiased inputs separately, as the paper reports them. Test "
+          "items that share a question (BSM's pairs and votes on one MT-bench question) are treated as independent, "
+          "which makes those intervals too narrow.\n")
 
 
 def save_verdicts(rows: list[dict[str, str]], profile: str, model: str) -> Path:

@@ -14,7 +14,7 @@ MAX_LINES = 400
 
 # bottom to top; a module may import from its own layer (no cycle) and from any layer below
 LAYERS = (
-    ("paths", "files", "stats", "registry", "paper", "schedule"),
+    ("paths", "files", "stats", "claims", "registry", "paper", "schedule"),
     ("tasks", "tasks.*", "traces", "cache", "memory"),
     ("embedded", "models", "backends.base", "simdata", "simdata.*"),
     ("decoder", "engine", "backends.local", "backends.openai", "backends.serve", "backends.simulated", "backends"),

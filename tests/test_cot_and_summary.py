@@ -153,10 +153,12 @@ def test_verdicts_follow_the_numbers():
     assert {k: v["verdict"] for k, v in got.items()} == {summary.BEATS: "held", summary.NEAR: "held", summary.FILTER: "held"}
     assert "+38.0 points" in got[summary.BEATS]["numbers"] and "McNemar p < 1e-4" in got[summary.BEATS]["numbers"]
 
-    # the teacher is no better than System 1: nothing to distill, every claim is not testable
+    # the teacher is no better than System 1: no gain to keep, so "near System 2" is not testable; the
+    # student is still tested against System 1 and the ablation directly
     weak = {**correct, rar.TWO_STEP: _vec(22)}
     got = _verdicts(b, _outcome_metrics(weak, training=trained, filters=filters, tokens=tokens))
-    assert {v["verdict"] for v in got.values()} == {"not testable"}
+    assert {k: v["verdict"] for k, v in got.items()} == {summary.BEATS: "held", summary.NEAR: "not testable",
+                                                         summary.FILTER: "held"}
     assert "does not beat System 1 significantly" in got[summary.NEAR]["numbers"]
 
     # a student whose kept targets are all one answer, or that was never trained
@@ -176,8 +178,9 @@ def test_verdicts_follow_the_numbers():
     # a student at the best constant answer's level: beating System 1 is not enough
     with_const = {**correct, CONSTANT: _vec(57, offset=1)}
     got = _verdicts(b, _outcome_metrics(with_const, training=trained, filters=filters, tokens=tokens))
-    assert got[summary.BEATS]["verdict"] == "not testable"  # System 2 (60%) does not beat the constant (57%) either
-    assert "best constant answer" in got[summary.BEATS]["numbers"]
+    assert got[summary.BEATS]["verdict"] == "not shown"  # above System 1, not above the constant
+    assert "does not beat the best constant answer" in got[summary.BEATS]["numbers"]
+    assert got[summary.NEAR]["verdict"] == "not testable"  # System 2 (60%) does not beat the constant (57%) either
 
 
 def test_verdicts_say_not_shown_depends_and_not_held():
@@ -207,7 +210,7 @@ def test_verdicts_say_not_shown_depends_and_not_held():
            rar.DISTILL_NO_FILTER: {"flexible": _vec(43), "lenient": _vec(43)}}
     got = _verdicts(b, _outcome_metrics(two, training=trained, tokens=tokens, rules=("flexible", "lenient")))
     assert got[summary.BEATS]["verdict"].startswith("depends on the parse rule")
-    assert "(flexible)" in got[summary.BEATS]["verdict"] and "not testable (lenient)" in got[summary.BEATS]["verdict"]
+    assert "held (flexible)" in got[summary.BEATS]["verdict"] and "not held (lenient)" in got[summary.BEATS]["verdict"]
 
 
 def test_verdicts_per_group():
@@ -223,18 +226,28 @@ def test_verdicts_per_group():
                             blocks=(b,))
     got = {(v["method"], v["claim"]): v["verdict"] for v in rows}
     assert got[("S2A, sycophancy (biased inputs)", summary.BEATS)] == "held"
-    assert got[("S2A, sycophancy (unbiased inputs)", summary.BEATS)] == "not testable"  # S2A does not beat System 1 there
+    # S2A does not beat System 1 there, so "near" is not testable; the student, significantly below
+    # System 1, contradicts "beats System 1" (no longer hidden behind the teacher's gate)
+    assert got[("S2A, sycophancy (unbiased inputs)", summary.NEAR)] == "not testable"
+    assert got[("S2A, sycophancy (unbiased inputs)", summary.BEATS)] == "not held"
 
 
 def test_cot_verdict_is_about_not_distilling():
     b = summary.BLOCKS[4]
     trained = {cot.DISTILL: {"pairs": 10}}
-    correct = {cot.SYSTEM1: _vec(10), cot.COT0: _vec(50), cot.COT8: _vec(40), cot.DISTILL: _vec(10, offset=5)}
+    n = 400
+    correct = {cot.SYSTEM1: _vec(40, n), cot.COT0: _vec(200, n), cot.COT8: _vec(160, n), cot.DISTILL: _vec(40, n, offset=5)}
     (v,) = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained)}, blocks=(b,))
     assert (v["claim"], v["verdict"]) == ("CoT on GSM8k does not distill", "held")
-    correct[cot.DISTILL] = _vec(49, offset=1)  # the student keeps CoT's accuracy: contradicted
+    small = {k: _vec(sum(x) // 4, 100, offset=(5 if k == cot.DISTILL else 0)) for k, x in correct.items()}
+    (v,) = summary.verdicts({b.notebook: _outcome_metrics(small, training=trained)}, blocks=(b,))
+    assert v["verdict"] == "not shown"  # at n = 100 the student's interval against System 1 is wider than 5 points
+    correct[cot.DISTILL] = _vec(120, n)  # 10% -> 30%, still below CoT: something distilled, contradicted
+    (v,) = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained)}, blocks=(b,))
+    assert v["verdict"] == "not held" and "something distilled" in v["numbers"]
+    correct[cot.DISTILL] = _vec(196, n, offset=1)  # the student keeps CoT's accuracy: contradicted
     (v,) = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained)}, blocks=(b,))
     assert v["verdict"] == "not held"
-    correct[cot.COT0] = _vec(12)
+    correct[cot.COT0] = _vec(42, n)
     (v,) = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained)}, blocks=(b,))
     assert v["verdict"] == "not testable"

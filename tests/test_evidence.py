@@ -5,7 +5,7 @@ import pytest
 
 from s2d_utils import distill, records
 from s2d_utils.paper import CONSTANT
-from s2d_utils.stats import detectable_difference, mcnemar_p, paired_difference_ci
+from s2d_utils.stats import detectable, discordant, mcnemar_p, score_interval
 from s2d_utils.system2 import Call, Trace, cut_share, parse, rescore
 from s2d_utils.tasks import Example, coin_flip, gsm8k
 
@@ -43,15 +43,15 @@ def test_training_budget_in_optimizer_steps():
 
 def test_paired_interval_and_power():
     a, b = [True] * 43 + [False] * 57, [False] * 100
-    diff, low, high = paired_difference_ci(a, b)
-    assert diff == pytest.approx(0.43) and 0.3 < low < 0.43 < high < 0.55
+    low, high = score_interval(*discordant(a, b), 100)
+    assert 0.3 < low < 0.43 < high < 0.55
     assert mcnemar_p(a, b) < 1e-4 and mcnemar_p(a, a) == 1.0
-    diff, low, high = paired_difference_ci([True, False] * 6, [False, True] * 6)
-    assert diff == 0 and low < -0.3 and high > 0.3  # 12 inputs that disagree everywhere: wide
+    low, high = score_interval(*discordant([True, False] * 6, [False, True] * 6), 12)
+    assert low < -0.3 and high > 0.3  # 12 inputs that disagree everywhere: wide
     # the detectable difference shrinks with n and grows with disagreement
-    assert detectable_difference(400, 0.3) < detectable_difference(100, 0.3) < detectable_difference(30, 0.3)
-    assert detectable_difference(100, 0.1) < detectable_difference(100, 0.5)
-    assert detectable_difference(100, 0.3) == pytest.approx(0.152)
+    assert detectable(400, 0.3) < detectable(100, 0.3) < detectable(30, 0.3)
+    assert detectable(100, 0.1) < detectable(100, 0.5)
+    assert detectable(100, 0.3) == pytest.approx(0.147, abs=0.002)  # exact power of the score test
 
 
 def test_best_constant_answer_row():

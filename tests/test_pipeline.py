@@ -22,8 +22,12 @@ def experiment(outputs: dict[str, list[str]]) -> pipeline.Experiment:
 
 def test_compare_states_the_difference_only_when_mcnemar_finds_one():
     exp = experiment({"S1": ["no"] * 10, "S2": ["yes"] * 4 + ["no"] * 6, "S3": ["yes"] * 10})
-    assert findings.compare(exp, "S2", "S3") == ("S2 100.0% vs S3 40.0% (exact McNemar p = 0.031): S2 is higher.")
-    assert findings.compare(exp, "S2", "S1").endswith("(exact McNemar p = 0.12): no difference shown (n = 10 detects 62 points or more with 80% power).")
+    assert findings.compare(exp, "S2", "S3") == ("S2 100.0% vs S3 40.0% (McNemar p = 0.014): S2 is higher.")
+    # 4 of 10 inputs one way: the score test's p = 0.046, and its interval excludes 0 with it
+    assert findings.compare(exp, "S2", "S1") == "S2 100.0% vs S1 60.0% (McNemar p = 0.046): S2 is higher."
+    exp = experiment({"S1": ["no"] * 10, "S2": ["yes"] * 3 + ["no"] * 7})
+    assert findings.compare(exp, "S2", "S1").endswith("(McNemar p = 0.083): no difference shown (95% CI -6.1 to +60.3 "
+                                                     "points; n = 10 detects 48 points or more with 80% power).")
 
 
 def test_constant_answers_and_repeated_completions_are_named():
@@ -48,7 +52,7 @@ def test_lenient_reading_is_reported_with_its_own_test():
     exp = experiment({"S1": ["No, the coin is still heads up."] * 10, "S2": ["Yes, so yes."] * 4 + ["no"] * 6})
     line = findings.lenient_accuracy(exp, ["S1", "S2"], TEST)
     assert line == ("The parse rule matters: read leniently (a self-contradicting answer counts as its explicit "
-                    "yes/no), S1 60.0% (table: 0.0%). Under that reading, S2 vs S1: exact McNemar p = 0.12, "
-                    "no difference shown (n = 10 detects 62 points or more with 80% power).")
+                    "yes/no), S1 60.0% (table: 0.0%). Under that reading, S2 vs S1: McNemar p = 0.046, "
+                    "S2 is higher.")
     with pytest.raises(KeyError, match="no result row 'S9'"):
         exp.row("S9")
