@@ -18,7 +18,10 @@ def where(exp) -> str:
         local = [t for t in exp.trained.values() if t is not None and str(t.adapter_dir) in backends.ADAPTER_FALLBACKS]
         students = (f"students on {where} (the server could not load their LoRA adapters)" if local
                     else "students as LoRA adapters on the same server")
-        where = f"a {exp.manifest.backend['server']} server ({exp.manifest.backend['served_model']}), {students}"
+        server = exp.manifest.backend["server"]
+        name = (f"an OpenAI-compatible server of unknown kind (its own sampling defaults could not be pinned)"
+                if server.split()[0] == "openai" else f"a {server} server")
+        where = f"{name} ({exp.manifest.backend['served_model']}), {students}"
     return where
 
 

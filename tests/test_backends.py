@@ -211,3 +211,87 @@ def test_answer_confidence_scores_through_the_backend_only_what_carries_no_log_p
     # the weights are here: scored here, into the confidence cache, whatever the setting
     local = backends.answer_confidence(tiny_lm, traces, batch_size=2, cache_dir=tmp_path)
     assert all(0 < c < 1 for c in local) and len(json.loads(next(tmp_path.iterdir()).read_text())) == 2
+
+
+# ----- every sampling parameter pinned, per server -----
+
+# what each server applies to a field a request leaves unset (its defaults, or the model's
+# generation_config.json under vLLM's --generation-config auto): a request that leaves one open
+# samples with it
+SERVER_DEFAULTS = {
+    "vllm": {"top_k": 20, "min_p": 0.0, "repetition_penalty": 1.05, "presence_penalty": 0.0, "frequency_penalty": 0.0},
+    "sglang": {"top_k": 20, "min_p": 0.0, "repetition_penalty": 1.05, "presence_penalty": 0.0, "frequency_penalty": 0.0},
+    "llama.cpp": {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0, "typical_p": 1.0, "presence_penalty": 0.0,
+                  "frequency_penalty": 0.0, "dry_multiplier": 0.0, "xtc_probability": 0.0, "mirostat": 0,
+                  "samplers": ["penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc",
+                               "temperature"], "cache_prompt": True},
+}
+# what the local engine does (transformers' order: temperature, then top-p; nothing else)
+NEUTRAL = {"top_k": (-1, 0), "min_p": (0.0,), "repetition_penalty": (1.0,), "repeat_penalty": (1.0,),
+           "presence_penalty": (0.0,), "frequency_penalty": (0.0,), "typical_p": (1.0,), "dry_multiplier": (0.0,),
+           "xtc_probability": (0.0,), "mirostat": (0,), "samplers": (["temperature", "top_p"],),
+           "cache_prompt": (False,)}
+
+
+def applied(flavor: str, request: dict) -> dict:
+    """The sampling settings a server of ``flavor`` applies to ``request``: the request's fields
+    (top level or in its extra body), else the server's defaults."""
+    given = {**request, **request.get("extra_body", {})}
+    return {k: given.get(k, v) for k, v in SERVER_DEFAULTS[flavor].items()}
+
+
+@pytest.mark.parametrize("flavor", sorted(SERVER_DEFAULTS))
+def test_every_sampling_parameter_is_pinned_in_every_request(tiny_lm, flavor):
+    backend = _served(None)
+    backend.flavor, backend.stops = flavor, [2]
+    for sampling in (Sampling(0.0, 1.0, 16), Sampling(0.7, 0.9, 16)):
+        request = backend._request(Job("p", (1, 2, 3), 12345), sampling)
+        got = applied(flavor, request)
+        wrong = {k: v for k, v in got.items() if v not in NEUTRAL[k]}
+        assert not wrong, f"{flavor} would sample with its own {wrong}"
+        assert request["temperature"] == sampling.temperature and request["seed"] == 12345
+        assert request["top_p"] == (1.0 if sampling.temperature == 0 else sampling.top_p)
+
+
+def test_a_sample_cut_by_a_full_context_is_an_error_and_the_cap_is_not(tiny_lm):
+    from s2d_utils.backends.openai import TruncatedSample
+
+    text = "The answer is"
+    n = len(tiny_lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+    job = Job("<rendered>", (1, 2, 3), 7)
+    assert read_response(tiny_lm, job, Sampling(0.0, 1.0, n), _response(text, "length", n)).finish_reason == "length"
+    with pytest.raises(TruncatedSample, match=f"after {n} of the 64 tokens asked"):
+        read_response(tiny_lm, job, Sampling(0.0, 1.0, 64), _response(text, "length", n))
+
+
+def test_a_request_the_servers_context_cannot_hold_is_refused_before_it_is_sent(tiny_lm):
+    backend = _served(_Echo())
+    backend.flavor, backend.context = "llama.cpp", 256
+    backend.check_context(Job("p", tuple(range(200)), 1), Sampling(0.0, 1.0, 56))  # fits exactly
+    with pytest.raises(ServerError, match=r"needs 257 tokens \(prompt 200 \+ max_tokens 57\).*holds 256.*-c"):
+        backend.check_context(Job("p", tuple(range(200)), 1), Sampling(0.0, 1.0, 57))
+    with pytest.raises(ServerError, match="holds 256"):
+        list(backend.run(tiny_lm, [Job("p", tuple(range(250)), 1)], Sampling(0.0, 1.0, 16)))
+    assert backend.client.completions.requests == []  # nothing was sent
+
+
+def test_the_server_is_identified_from_its_own_route(monkeypatch):
+    backend = _served(None)
+    backend.served_model, backend.api_key = "m", "secret"
+    routes = {
+        "sglang": {"/get_server_info": {"model_path": "m", "version": "0.5.1", "context_length": 8192}},
+        "llama.cpp": {"/props": {"default_generation_settings": {"n_ctx": 4096}, "build_info": "b6000-abc"}},
+        "vllm": {"/version": {"version": "0.10.1"}, "/v1/models": {"data": [{"id": "m", "max_model_len": 32768}]}},
+        "openai": {},
+    }
+    asked = []
+    for flavor, answers in routes.items():
+        def get(self, path, answers=answers):
+            asked.append(self.headers())
+            return answers.get(path)
+        monkeypatch.setattr(type(backend), "_get", get)
+        backend.flavor, backend.version, backend.context = "openai", None, None
+        backend._identify()
+        assert backend.flavor == flavor
+    assert (backend.flavor, backend.context) == ("openai", None)
+    assert all(h == {"Authorization": "Bearer secret"} for h in asked)

@@ -44,6 +44,10 @@ class TokenCountMismatch(RuntimeError):
     """The server's token count disagrees with the local tokenizer's."""
 
 
+class TruncatedSample(ServerError):
+    """The server ended a sample for length before the requested ``max_tokens``: its context is full."""
+
+
 class AdapterUnsupported(RuntimeError):
     """The server cannot load a LoRA adapter at run time (the student is then evaluated locally)."""
 
@@ -79,12 +83,16 @@ class OpenAIBackend:
         self.base_url = settings.base_url.rstrip("/")
         self.served_model = served_model or settings.served_model or lm.path or lm.name
         self.dtype = settings.served_dtype or "unreported"
-        self.client = OpenAI(base_url=self.base_url, api_key=os.environ.get("S2D_API_KEY", "EMPTY"),
+        self.api_key = os.environ.get("S2D_API_KEY", "EMPTY")
+        self.client = OpenAI(base_url=self.base_url, api_key=self.api_key,
                              timeout=settings.timeout, max_retries=settings.max_retries)
         self.listed: list[str] = []
         self._adapted: dict[str, "OpenAIBackend"] = {}  # adapter folder -> this server generating with it
         self.version: str | None = None
-        self.flavor = "openai"  # "vllm" (reports /version), "transformers" (takes a generation_config), "openai"
+        # "vllm" (/version), "sglang" (/get_server_info), "llama.cpp" (/props), "transformers" (takes a
+        # generation_config), "openai" (none of these: its own sampling defaults cannot be pinned)
+        self.flavor = "openai"
+        self.context: int | None = None  # tokens a request may hold (prompt + max_tokens), where the server says
         self.token_prompts = True
         self.stops = sorted(stop_token_ids(lm))
         self._check(lm)
@@ -98,7 +106,6 @@ class OpenAIBackend:
                            "name it serves, or set S2D_BACKEND=local.")
 
     def _check(self, lm) -> None:
-        import httpx
         import openai
 
         quick = self.client.with_options(timeout=PROBE_TIMEOUT, max_retries=0)
@@ -110,13 +117,7 @@ class OpenAIBackend:
             self.listed = []  # folder answers 500): the probe below decides whether it serves the model
         if self.listed and self.served_model not in self.listed:
             raise self._fail("the server does not serve this model")
-        try:
-            answer = httpx.get(_root(self.base_url) + "/version", timeout=PROBE_TIMEOUT)
-            version = answer.json().get("version") if answer.status_code == 200 else None
-            if version:
-                self.version, self.flavor = str(version), "vllm"
-        except (httpx.HTTPError, ValueError, AttributeError):
-            pass
+        self._identify()
         # a server's first generation may take a while (loading, warming up): the probes get the
         # request timeout; a server that is down has failed above, within PROBE_TIMEOUT
         quick = self.client.with_options(max_retries=0)
@@ -140,6 +141,43 @@ class OpenAIBackend:
                 self.flavor = "transformers"
             except openai.APIStatusError:
                 pass
+
+    def headers(self) -> dict[str, str]:
+        """The API key on every route, the ones outside the openai client included."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def _get(self, path: str):
+        """GET ``path`` at the server's root: its JSON, or None."""
+        import httpx
+
+        try:
+            answer = httpx.get(_root(self.base_url) + path, timeout=PROBE_TIMEOUT, headers=self.headers())
+            body = answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _identify(self) -> None:
+        """Which server this is, from its own identity route, with its version and the context a
+        request may hold: SGLang's ``/get_server_info``, llama-server's ``/props`` (the slot's
+        context), vLLM's ``/version`` (and ``max_model_len`` in ``/v1/models``). SGLang is asked
+        first: it may answer ``/version`` too."""
+        if (body := self._get("/get_server_info")) and ("model_path" in body or "tokenizer_path" in body):
+            self.flavor, self.version = "sglang", str(body.get("version") or "") or None
+            states = body.get("internal_states")
+            ctx = body.get("context_length") or (states[0].get("context_length") if isinstance(states, list) and states
+                                                 and isinstance(states[0], dict) else None)
+            self.context = int(ctx) if ctx else None
+        elif (body := self._get("/props")) and "default_generation_settings" in body:
+            self.flavor = "llama.cpp"
+            self.version = str(body.get("build_info") or "") or None
+            ctx = (body.get("default_generation_settings") or {}).get("n_ctx")
+            self.context = int(ctx) if ctx else None
+        elif (body := self._get("/version")) and body.get("version"):
+            self.version, self.flavor = str(body["version"]), "vllm"
+            for m in (self._get("/v1/models") or {}).get("data") or []:
+                if isinstance(m, dict) and m.get("id") == self.served_model and m.get("max_model_len"):
+                    self.context = int(m["max_model_len"])
 
     def identity(self, lm=None) -> dict[str, str]:
         server = self.flavor + (f" {self.version}" if self.version else "")
@@ -171,7 +209,7 @@ class OpenAIBackend:
                 url = route.format(base=self.base_url, root=_root(self.base_url))
                 try:
                     reply = httpx.post(url, json={"lora_name": name, "lora_path": str(folder)},
-                                       timeout=self.settings.timeout)
+                                       timeout=self.settings.timeout, headers=self.headers())
                 except httpx.HTTPError as err:
                     answers.append(f"{url}: {type(err).__name__}")
                     continue
@@ -201,21 +239,42 @@ class OpenAIBackend:
     # ----- generation -----
 
     def _request(self, job: Job, sampling: Sampling) -> dict:
+        """One request with every sampling parameter pinned, so no server default reaches a sample:
+        temperature and top-p as the local engine applies them (top-k off, min-p 0, no penalties), in
+        each server's own names; llama-server also gets its sampler chain (temperature, then top-p,
+        as transformers orders them) and no prompt cache (it can change results)."""
         greedy = sampling.temperature == 0
         kw = dict(model=self.served_model, prompt=list(job.tokens) if self.token_prompts else job.prompt,
                   max_tokens=sampling.max_new_tokens, temperature=float(sampling.temperature),
                   top_p=1.0 if greedy else float(sampling.top_p), seed=job.seed & ((1 << SEED_BITS) - 1))
         extra: dict = {}
         if self.flavor == "transformers":
-            config = {"do_sample": not greedy, "max_new_tokens": sampling.max_new_tokens, "eos_token_id": self.stops}
+            config = {"do_sample": not greedy, "max_new_tokens": sampling.max_new_tokens, "eos_token_id": self.stops,
+                      "repetition_penalty": 1.0}
             if not greedy:
                 config.update(temperature=float(sampling.temperature), top_p=float(sampling.top_p), top_k=0)
             extra["generation_config"] = json.dumps(config)
-        elif self.flavor == "vllm":
-            extra.update(stop_token_ids=self.stops, top_k=-1)
+        else:
+            kw.update(presence_penalty=0.0, frequency_penalty=0.0)
+        if self.flavor in ("vllm", "sglang"):
+            extra.update(stop_token_ids=self.stops, top_k=-1, min_p=0.0, repetition_penalty=1.0)
+        elif self.flavor == "llama.cpp":
+            extra.update(top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, repeat_last_n=0, dry_multiplier=0.0,
+                         xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, samplers=["temperature", "top_p"],
+                         cache_prompt=False)
         if extra:
             kw["extra_body"] = extra
         return kw
+
+    def check_context(self, job: Job, sampling: Sampling) -> None:
+        """Refuse a request the server's context cannot hold (it would cut the sample short)."""
+        need = len(job.tokens) + sampling.max_new_tokens
+        if self.context is not None and need > self.context:
+            fix = {"llama.cpp": "start llama-server with -c <slots x tokens> --kv-unified, or fewer slots (-np)",
+                   "vllm": "start vLLM with a larger --max-model-len",
+                   "sglang": "start SGLang with a larger --context-length"}.get(self.flavor, "give it a larger context")
+            raise ServerError(f"{self.base_url}: a request needs {need} tokens (prompt {len(job.tokens)} + max_tokens "
+                              f"{sampling.max_new_tokens}) and the server's context holds {self.context}: {fix}")
 
     def _one(self, job: Job, sampling: Sampling):
         """One request (in a worker thread); the response is read in the caller's thread, where
@@ -252,6 +311,11 @@ class OpenAIBackend:
                 while error is None and len(pending) < width:
                     j = next(queue, None)
                     if j is None:
+                        break
+                    try:
+                        self.check_context(jobs[j], sampling)
+                    except ServerError as err:
+                        error = err
                         break
                     pending[pool.submit(self._one, jobs[j], sampling)] = j
                 if not pending:
@@ -334,6 +398,11 @@ def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
     counted = usage.completion_tokens
     if reason not in ("stop", "length"):
         raise ServerError(f"finish_reason {reason!r} for prompt {job.prompt[:60]!r}...: expected 'stop' or 'length'")
+    if reason == "length" and counted < sampling.max_new_tokens:
+        raise TruncatedSample(f"the server stopped a sample for length after {counted} of the {sampling.max_new_tokens} "
+                              f"tokens asked (prompt {len(job.tokens)} tokens, {job.prompt[:60]!r}...): its context "
+                              "cannot hold prompt + max_tokens, so the sample is cut short. Give the server a larger "
+                              "context (llama-server -c with --kv-unified, vLLM --max-model-len)")
     if counted == local + 1 and (reason == "stop" or counted == sampling.max_new_tokens):
         return Generated(text, local, "stop")  # the stop token, counted by the server
     if counted == local and (reason == "stop" or counted == sampling.max_new_tokens):
