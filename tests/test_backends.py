@@ -295,3 +295,24 @@ def test_the_server_is_identified_from_its_own_route(monkeypatch):
         assert backend.flavor == flavor
     assert (backend.flavor, backend.context) == ("openai", None)
     assert all(h == {"Authorization": "Bearer secret"} for h in asked)
+
+
+def test_an_sglang_student_is_named_in_lora_path_not_in_model(tiny_lm, tmp_path, monkeypatch):
+    import httpx
+
+    from s2d_utils.backends import openai as served
+
+    backend = _served(None)
+    backend.flavor, backend.stops, backend.listed, backend._adapted, backend.api_key = "sglang", [2], [], {}, "k"
+    backend.lora = None
+    posted = []
+    monkeypatch.setattr(httpx, "post", lambda url, **kw: posted.append((url, kw)) or SimpleNamespace(status_code=200,
+                                                                                                      text="ok"))
+    monkeypatch.setattr(type(backend), "_served_names", lambda self: [])
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"w")
+    student = backend.with_adapter(tmp_path)
+    request = student._request(Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8))
+    assert request["model"] == "m" and request["extra_body"]["lora_path"] == served.adapter_name(tmp_path)
+    assert posted and posted[0][1]["headers"] == {"Authorization": "Bearer k"}
+    assert "lora_path" not in backend._request(Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8))["extra_body"]

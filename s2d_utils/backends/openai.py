@@ -72,6 +72,8 @@ class OpenAIBackend:
     """One server, one model. Build it with `connect` (checks first, then generates)."""
 
     kind = "openai"
+    lora: str | None = None  # SGLang: the adapter a request names in lora_path
+    context: int | None = None  # tokens a request may hold (prompt + max_tokens), where the server says
     flush_every = 1  # every finished sample is committed at once: a killed run resumes where it was
 
     def __init__(self, settings: Settings, lm, served_model: str | None = None):
@@ -92,7 +94,6 @@ class OpenAIBackend:
         # "vllm" (/version), "sglang" (/get_server_info), "llama.cpp" (/props), "transformers" (takes a
         # generation_config), "openai" (none of these: its own sampling defaults cannot be pinned)
         self.flavor = "openai"
-        self.context: int | None = None  # tokens a request may hold (prompt + max_tokens), where the server says
         self.token_prompts = True
         self.stops = sorted(stop_token_ids(lm))
         self._check(lm)
@@ -226,7 +227,10 @@ class OpenAIBackend:
             if self.listed and name not in self._served_names():
                 raise AdapterUnsupported(f"{self.base_url} accepted the LoRA adapter {name!r} but does not list it")
         clone = copy.copy(self)
-        clone.served_model = name
+        if self.flavor == "sglang":  # SGLang picks the adapter from lora_path; a bare name in model is the base
+            clone.lora = name
+        else:
+            clone.served_model = name
         self._adapted[str(folder)] = clone
         return clone
 
@@ -258,6 +262,8 @@ class OpenAIBackend:
             kw.update(presence_penalty=0.0, frequency_penalty=0.0)
         if self.flavor in ("vllm", "sglang"):
             extra.update(stop_token_ids=self.stops, top_k=-1, min_p=0.0, repetition_penalty=1.0)
+        if self.flavor == "sglang" and self.lora:
+            extra["lora_path"] = self.lora
         elif self.flavor == "llama.cpp":
             extra.update(top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, repeat_last_n=0, dry_multiplier=0.0,
                          xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, samplers=["temperature", "top_p"],
