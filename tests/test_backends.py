@@ -316,3 +316,28 @@ def test_an_sglang_student_is_named_in_lora_path_not_in_model(tiny_lm, tmp_path,
     assert request["model"] == "m" and request["extra_body"]["lora_path"] == served.adapter_name(tmp_path)
     assert posted and posted[0][1]["headers"] == {"Authorization": "Bearer k"}
     assert "lora_path" not in backend._request(Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8))["extra_body"]
+
+
+def test_token_ids_from_the_server_make_counts_exact_and_give_log_probabilities(tiny_lm):
+    from s2d_utils.backends.openai import server_tokens
+
+    stop = sorted(stop_token_ids(tiny_lm))[0]
+    job = Job("<rendered>", (1, 2, 3), 7)
+    cap = Sampling(0.7, 1.0, 64)
+
+    def reply(choice_extra, completion, reason="stop"):
+        choice = SimpleNamespace(text="whatever the text re-encodes to", finish_reason=reason, **choice_extra)
+        return SimpleNamespace(choices=[choice], usage=SimpleNamespace(completion_tokens=completion, prompt_tokens=3))
+
+    # llama-server (n_probs): logprobs.content with each token's id; the stop token listed and counted
+    content = {"logprobs": {"content": [{"id": 5, "logprob": -0.5}, {"id": 6, "logprob": -0.25},
+                                        {"id": stop, "logprob": -0.125}]}}
+    assert read_response(tiny_lm, job, cap, reply(content, 3)) == Generated("whatever the text re-encodes to", 2, "stop")
+    assert read_response(tiny_lm, job, cap, reply(content, 3)).logprob == pytest.approx(-0.875)
+    # vLLM (return_token_ids, logprobs 0): token_ids and logprobs.token_logprobs, the stop token not counted
+    vllm = {"token_ids": [5, 6, 7], "logprobs": SimpleNamespace(token_logprobs=[-1.0, -1.0, -1.0])}
+    got = read_response(tiny_lm, job, Sampling(0.7, 1.0, 3), reply(vllm, 3, "length"))
+    assert (got.n_tokens, got.finish_reason, got.logprob) == (3, "length", -3.0)
+    with pytest.raises(TokenCountMismatch, match="listed 3 generated tokens and counted 9"):
+        read_response(tiny_lm, job, cap, reply(vllm, 9))
+    assert server_tokens(SimpleNamespace(text="x", logprobs=None)) is None  # text alone: re-encoding, with slack

@@ -72,6 +72,7 @@ class OpenAIBackend:
     """One server, one model. Build it with `connect` (checks first, then generates)."""
 
     kind = "openai"
+    flavor = "openai"  # set by _identify
     lora: str | None = None  # SGLang: the adapter a request names in lora_path
     context: int | None = None  # tokens a request may hold (prompt + max_tokens), where the server says
     flush_every = 1  # every finished sample is committed at once: a killed run resumes where it was
@@ -262,12 +263,15 @@ class OpenAIBackend:
             kw.update(presence_penalty=0.0, frequency_penalty=0.0)
         if self.flavor in ("vllm", "sglang"):
             extra.update(stop_token_ids=self.stops, top_k=-1, min_p=0.0, repetition_penalty=1.0)
+        if self.flavor == "vllm":  # the generated ids and each one's log-probability (raw logits): exact #Tokens
+            extra["return_token_ids"] = True
+            kw["logprobs"] = 0
         if self.flavor == "sglang" and self.lora:
             extra["lora_path"] = self.lora
         elif self.flavor == "llama.cpp":
             extra.update(top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, repeat_last_n=0, dry_multiplier=0.0,
                          xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, samplers=["temperature", "top_p"],
-                         cache_prompt=False)
+                         cache_prompt=False, n_probs=1)  # n_probs: each generated token's id and log-probability
         if extra:
             kw["extra_body"] = extra
         return kw
@@ -354,7 +358,7 @@ class OpenAIBackend:
         """
         import math
 
-        if not self.token_prompts:
+        if not self.token_prompts or self.flavor == "llama.cpp":  # llama-server: "Only no echo is supported"
             return None
         out = []
         for text, output, reason in zip(prompts, outputs, finish_reasons):
@@ -400,7 +404,6 @@ def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
         raise TokenCountMismatch(f"the server read the prompt as {usage.prompt_tokens} tokens, the local tokenizer "
                                  f"as {len(job.tokens)} (prompt {job.prompt[:60]!r}...): it tokenizes differently "
                                  "(another tokenizer, or added special tokens), so it does not read the same prompt")
-    local = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
     counted = usage.completion_tokens
     if reason not in ("stop", "length"):
         raise ServerError(f"finish_reason {reason!r} for prompt {job.prompt[:60]!r}...: expected 'stop' or 'length'")
@@ -409,6 +412,16 @@ def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
                               f"tokens asked (prompt {len(job.tokens)} tokens, {job.prompt[:60]!r}...): its context "
                               "cannot hold prompt + max_tokens, so the sample is cut short. Give the server a larger "
                               "context (llama-server -c with --kv-unified, vLLM --max-model-len)")
+    exact = server_tokens(choice)
+    if exact is not None:  # the generated ids and their log-probabilities: #Tokens exact, no re-encoding
+        ids, logprobs = exact
+        n = len(ids) - (1 if ids and ids[-1] in stop_token_ids(lm) else 0)  # the stop token is not counted
+        if counted not in (n, n + 1):
+            raise TokenCountMismatch(f"the server listed {len(ids)} generated tokens and counted {counted} (prompt "
+                                     f"{job.prompt[:60]!r}...)")
+        logprob = sum(logprobs) if logprobs and None not in logprobs else None
+        return Generated(text, n, reason, logprob=logprob)
+    local = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
     if counted == local + 1 and (reason == "stop" or counted == sampling.max_new_tokens):
         return Generated(text, local, "stop")  # the stop token, counted by the server
     if counted == local and (reason == "stop" or counted == sampling.max_new_tokens):
@@ -426,6 +439,32 @@ def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
 
 
 RETOKENIZE_SLACK = 0.25  # re-encoding a sampled text may split it otherwise: up to 2 tokens or 25% apart
+
+
+def server_tokens(choice) -> tuple[list[int], list[float | None]] | None:
+    """(generated token ids, their log-probabilities) where the server returned them: llama-server's
+    ``logprobs.content`` (with ``n_probs``: each entry's ``id`` and ``logprob``), vLLM's and SGLang's
+    ``token_ids`` (with ``return_token_ids``, log-probabilities from ``logprobs.token_logprobs``);
+    None where it gave text alone."""
+    def field(obj, name):
+        if obj is None:
+            return None
+        if isinstance(obj, dict):
+            return obj.get(name)
+        value = getattr(obj, name, None)
+        extra = getattr(obj, "model_extra", None) or {}
+        return value if value is not None else extra.get(name)
+
+    lp = field(choice, "logprobs")
+    content = field(lp, "content")
+    if isinstance(content, list) and all(isinstance(field(c, "id"), int) for c in content):
+        return [field(c, "id") for c in content], [field(c, "logprob") for c in content]
+    ids = field(choice, "token_ids")
+    if isinstance(ids, list) and all(isinstance(i, int) for i in ids):
+        values = field(lp, "token_logprobs")
+        values = list(values) if isinstance(values, list) and len(values) == len(ids) else [None] * len(ids)
+        return list(ids), values
+    return None
 
 
 def _detail(err) -> str:
