@@ -13,7 +13,26 @@ export TOKENIZERS_PARALLELISM ?= false
 # Jupyter takes .venv's "python3" kernel before a user-level one of the same name
 export JUPYTER_PREFER_ENV_PATH ?= 1
 
-.PHONY: reproduce record preflight readme simulate test test-slow test-fast lab nbstripout bench clean-results
+.PHONY: reproduce record preflight readme simulate test test-slow test-fast lab nbstripout bench clean-results llama-server test-llama
+
+# llama.cpp's own server, built once into .llama/ (git-ignored) from the llama.cpp sources that the
+# pinned llama-cpp-python source distribution carries (models/llama-cpp-source.txt, hash-checked):
+# no network after the download, no web UI, CPU only
+LLAMA := .llama
+LLAMA_SERVER := $(LLAMA)/bin/llama-server
+LLAMA_JOBS ?= 2
+llama-server: $(LLAMA_SERVER)
+$(LLAMA_SERVER): models/llama-cpp-source.txt | $(VENV)/.installed
+	rm -rf $(LLAMA)/src $(LLAMA)/build && mkdir -p $(LLAMA)/src $(LLAMA)/bin
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: --require-hashes -r $< -d $(LLAMA)/src
+	tar -xzf $(LLAMA)/src/llama_cpp_python-*.tar.gz -C $(LLAMA)/src --wildcards '*/vendor/llama.cpp/*'
+	cmake -S $(LLAMA)/src/llama_cpp_python-*/vendor/llama.cpp -B $(LLAMA)/build -DCMAKE_BUILD_TYPE=Release \
+	  -DLLAMA_CURL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
+	  -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF > $(LLAMA)/cmake.log
+	cmake --build $(LLAMA)/build --target llama-server -j$(LLAMA_JOBS) > $(LLAMA)/build.log
+	cp $(LLAMA)/build/bin/llama-server $@
+	cp $(LLAMA)/src/llama_cpp_python-*/vendor/llama.cpp/convert_lora_to_gguf.py $(LLAMA)/bin/
+	$@ --version
 
 $(VENV)/.installed: requirements.txt pyproject.toml models/smollm2-135m-instruct.txt
 	$(PYTHON) -m venv $(VENV)
@@ -70,12 +89,16 @@ readme: $(VENV)/.installed
 
 # pytest exits 5 when the marker selects no test: that is no failure
 test: $(VENV)/.installed
-	$(PY) -m pytest -v --durations=15 -m "not slow" || { rc=$$?; [ $$rc -eq 5 ] && echo "no test selected"; }
+	$(PY) -m pytest -v --durations=15 -m "not slow and not llama" || { rc=$$?; [ $$rc -eq 5 ] && echo "no test selected"; }
 
 # the longest tests: a fresh clone's `make reproduce PROFILE=smoke` with the checks of its files, and
 # whole smoke notebooks end to end (a second run of 02, 01 through `transformers serve`)
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -v --durations=15 -m slow || { rc=$$?; [ $$rc -eq 5 ] && echo "no test marked slow"; }
+
+# the served tests against a real llama-server, built first (once): its own target, for CI's time
+test-llama: $(LLAMA_SERVER)
+	S2D_REQUIRE_LLAMA=1 $(PY) -m pytest -v -m llama
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not integration and not notebook and not served"

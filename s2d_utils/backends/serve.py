@@ -79,3 +79,65 @@ class TransformersServe:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+
+
+class LlamaServer:
+    """llama.cpp's ``llama-server`` (built by ``make llama-server``) on a GGUF file, in a subprocess
+    on a free port of 127.0.0.1 (tests, bench), serving it under ``alias``.
+
+    ``slots`` parallel slots share one ``context`` of tokens (``--kv-unified``: without it, ``-np``
+    splits the context so each slot holds only ``context / slots``). `start` waits for ``/health``;
+    `stop` terminates it (``kill=True``: SIGKILL, as a crash would). A context manager.
+    """
+
+    def __init__(self, gguf, workdir, alias: str, context: int = 4096, slots: int = 4, threads: int = 2,
+                 binary=None, deadline: float = 120.0):
+        from pathlib import Path
+
+        from .. import paths
+
+        self.gguf, self.workdir, self.alias = Path(gguf), Path(workdir), alias
+        self.context, self.slots, self.threads, self.deadline = context, slots, threads, deadline
+        self.binary = Path(binary) if binary else paths.ROOT / ".llama" / "bin" / "llama-server"
+        self.proc = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "LlamaServer":
+        import socket
+        import subprocess
+
+        import httpx
+
+        if not self.binary.exists():
+            raise ServerError(f"{self.binary} is missing: build it with `make llama-server`")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        log_path = self.workdir / f"llama-server-{self.port}.log"
+        cmd = [str(self.binary), "-m", str(self.gguf), "--alias", self.alias, "-c", str(self.context), "--kv-unified",
+               "-np", str(self.slots), "-t", str(self.threads), "--host", "127.0.0.1", "--port", str(self.port),
+               "--no-webui"]
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        until = time.time() + self.deadline
+        while time.time() < until and self.proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise ServerError(f"llama-server did not come up on {self.url} within {self.deadline:g} s:\n{tail}")
+
+    stop = TransformersServe.stop
+    __enter__ = start
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
