@@ -17,7 +17,7 @@ import os
 import pytest
 
 from s2d_utils import paths
-from s2d_utils.backends import LOCAL, Settings
+from s2d_utils.backends import LOCAL, Sampling, Settings
 from s2d_utils.backends.openai import ServerError, connect
 from s2d_utils.backends.serve import LlamaServer
 from s2d_utils.generation import generate
@@ -78,8 +78,7 @@ def test_sampled_runs_repeat_and_counts_are_exact(smollm, llama):
     # the client sends llama-server's sampled requests one at a time: measured here, 4 parallel
     # slots batched together changed 2 of 3 samples of a prompt between two identical runs
     backend = connect(_settings(llama.url), smollm)
-    assert backend.concurrency(generation_sampling := __import__("s2d_utils.backends", fromlist=["Sampling"])
-                               .Sampling(0.8, 0.95, 12)) == 1 and generation_sampling.temperature > 0
+    assert backend.concurrency(Sampling(0.8, 0.95, 12)) == 1
     kw = dict(n=3, temperature=0.8, top_p=0.95, max_new_tokens=12, seed=11, progress=False, backend=backend, cache=None)
     first = generate(smollm, PROMPTS, **kw)
     second = generate(smollm, PROMPTS, **kw)
