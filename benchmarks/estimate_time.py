@@ -16,7 +16,7 @@ The estimate of one notebook is the sum of three parts, each tokens over a measu
   An approximation either way: System 2 calls carry longer prompts (instructions, a rephrasing,
   a rewrite), the engine computes shared prefixes once, and its measured rate already includes
   some prefill;
-- fine-tuning: the steps the sizes give when the filter keeps every unlabeled input, times the
+- fine-tuning: on each of the profile's seeds, the steps the sizes give when the filter keeps every unlabeled input, times the
   rows of a step, times a prompt and its target (the final answer, 16 tokens; S2A's whole
   response, at its cap) over the LoRA tokens/s. Kept inputs are fewer, targets often shorter.
 
@@ -74,7 +74,7 @@ def estimate(method: str, task: str, profile: str, rates: dict, prompt_tokens: f
     parts = {
         "generation_s": budget["total"] / rates["engine_tokens_per_s"],
         "prefill_s": budget["calls"] * prompt_tokens / rates["prefill_tokens_per_s"],
-        "fine_tune_s": steps * step_tokens / rates["lora_train_tokens_per_s"],
+        "fine_tune_s": profiles.sizes(method, task, profile).seeds * steps * step_tokens / rates["lora_train_tokens_per_s"],
     }
     return {"generated_tokens_cap": budget["total"], "calls": budget["calls"], "mean_prompt_tokens": prompt_tokens,
             "train_steps": steps, **{k: round(v, 1) for k, v in parts.items()}, "total_s": round(sum(parts.values()), 1)}

@@ -111,3 +111,38 @@ def swap_inconsistency(original: Sequence[str | None], swapped: Sequence[str | N
         raise ValueError(f"{len(original)} original and {len(swapped)} swapped answers: need equal, non-zero counts")
     changed = sum(a is None or b is None or a != map_back(b) for a, b in zip(original, swapped))
     return changed / len(original)
+
+
+def over_seeds(rows: Sequence[SystemResult], seeds: Sequence[int]) -> SystemResult:
+    """One table row for a student trained on several seeds (``rows``: one per seed, same inputs).
+
+    Its accuracy, #Tokens, parse failures and numeric task metrics are the means over the seeds;
+    ``extra["seed_accuracy"]`` gives each seed's accuracy and ``extra["seeds"]`` the seeds. The
+    95% interval is Wilson's at the test's n for the mean accuracy: a mean over seeds varies less
+    over test inputs than one seed does, so it is if anything too wide. ``correct`` is the first
+    seed's (the paired tests are per seed: `findings`, `summary`)."""
+    if not rows:
+        raise ValueError("over_seeds: no rows")
+    if len(rows) != len(seeds):
+        raise ValueError(f"{rows[0].name}: {len(rows)} rows for {len(seeds)} seeds")
+    first = rows[0]
+    if any(r.n != first.n for r in rows):
+        raise ValueError(f"{first.name}: the seeds were evaluated on different numbers of inputs "
+                         f"({[r.n for r in rows]})")
+    if len(rows) == 1:
+        return first
+
+    def mean(values):
+        return sum(values) / len(values)
+
+    accuracy = mean([r.accuracy for r in rows])
+    lo, hi = wilson(accuracy * first.n, first.n)
+    extra = {}
+    for key, value in first.extra.items():
+        numeric = all(isinstance(r.extra.get(key), (int, float)) and not isinstance(r.extra.get(key), bool)
+                      for r in rows)
+        extra[key] = mean([r.extra[key] for r in rows]) if numeric and not key.startswith("n[") else value
+    extra["seed_accuracy"] = [r.accuracy for r in rows]
+    extra["seeds"] = list(seeds)
+    return SystemResult(first.name, first.n, accuracy, lo, hi, mean([r.tokens for r in rows]),
+                        mean([r.parse_failures for r in rows]), first.correct, first.k, extra)

@@ -28,10 +28,16 @@ def mcnemar(a: SystemResult, b: SystemResult) -> float:
     return score_p(*discordant(a.correct, b.correct), a.n)
 
 
-def mcnemar_tests(exp: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
-    """McNemar p-values (the score test) for pairs of rows evaluated on the same inputs."""
+def mcnemar_tests(exp: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, float | list[float]]:
+    """McNemar p-values (the score test) for pairs of rows evaluated on the same inputs: a list,
+    one per seed, where a multi-seed student is in the pair."""
     names = {r.name for r in exp.rows}
-    return {f"{a} vs {b}": mcnemar(exp.row(a), exp.row(b)) for a, b in pairs if a in names and b in names}
+    out: dict[str, float | list[float]] = {}
+    for a, b in pairs:
+        if a in names and b in names:
+            ps = [mcnemar(ra, rb) for _, ra, rb in seed_pairs(exp, a, b)]
+            out[f"{a} vs {b}"] = ps[0] if len(ps) == 1 else ps
+    return out
 
 
 def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
@@ -53,29 +59,56 @@ def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
     return c.p, f"no difference shown ({ci}; n = {ra.n} detects {100 * c.detectable:.0f} points or more with 80% power)"
 
 
-def compare(exp: Any, a: str, b: str) -> str:
-    """"a X% vs b Y% (McNemar p = ...): higher / lower / no significant difference"."""
-    ra, rb = exp.row(a), exp.row(b)
-    p, verdict = difference(ra, rb, a)
-    return f"{a} {pct(ra.accuracy)} vs {b} {pct(rb.accuracy)} (McNemar {p_text(p)}): {verdict}."
+def seed_pairs(exp: Any, a: str, b: str) -> list[tuple[int | None, SystemResult, SystemResult]]:
+    """(seed, row of a, row of b) for each seed a multi-seed student of the pair was trained on
+    (``exp.seed_rows``); one (None, a, b) when neither is one."""
+    rows = getattr(exp, "seed_rows", {})
+    sa, sb = rows.get(a) or [], rows.get(b) or []
+    count = max(len(sa), len(sb))
+    if count <= 1:
+        return [(None, exp.row(a), exp.row(b))]
+    seeds = exp.student_seeds[:count]
+    return [(seed, sa[min(k, len(sa) - 1)] if sa else exp.row(a), sb[min(k, len(sb) - 1)] if sb else exp.row(b))
+            for k, seed in enumerate(seeds)]
+
+
+def compare(exp: Any, a: str, b: str, pairs: Sequence[tuple[int | None, SystemResult, SystemResult]] | None = None,
+            label: str = "") -> str:
+    """"a X% vs b Y% (McNemar p = ...): higher / lower / no significant difference"; for a
+    multi-seed student, the test on each seed and how many seeds find each direction."""
+    pairs = pairs or seed_pairs(exp, a, b)
+    if len(pairs) == 1:
+        _, ra, rb = pairs[0]
+        p, verdict = difference(ra, rb, a)
+        return f"{label}{a} {pct(ra.accuracy)} vs {b} {pct(rb.accuracy)} (McNemar {p_text(p)}): {verdict}."
+    tests = [(seed, ra, rb, *difference(ra, rb, a)) for seed, ra, rb in pairs]
+    each = "; ".join(f"seed {seed}: {pct(ra.accuracy)} vs {pct(rb.accuracy)}, McNemar {p_text(p)}, {v}"
+                     for seed, ra, rb, p, v in tests)
+    higher = sum(v == f"{a} is higher" for *_, v in tests)
+    lower = sum(v == f"{a} is lower" for *_, v in tests)
+    mean_a = sum(t[1].accuracy for t in tests) / len(tests)
+    mean_b = sum(t[2].accuracy for t in tests) / len(tests)
+    return (f"{label}{a} {pct(mean_a)} vs {b} {pct(mean_b)} (means over {len(tests)} seeds): {a} is higher in "
+            f"{higher} and lower in {lower} of {len(tests)} seeds ({each}).")
 
 
 def group_row(exp: Any, name: str, group: str, test: Sequence[Example]) -> SystemResult:
     """A row restricted to the test inputs of one group (S2A: biased or unbiased)."""
-    r = exp.row(name)
-    idx = [i for i, e in enumerate(test) if e.meta.get("group") == group]
-    correct = tuple(r.correct[i] for i in idx)
-    lo, hi = wilson(sum(correct), len(correct))
-    return SystemResult(f"{name} ({group})", len(correct), sum(correct) / max(1, len(correct)), lo, hi,
-                        r.tokens, r.parse_failures, correct)
+    return _in_group(exp.row(name), group, test)
 
 
 def compare_in_group(exp: Any, a: str, b: str, group: str, test: Sequence[Example]) -> str:
-    """`compare` on one group's inputs."""
-    ra, rb = group_row(exp, a, group, test), group_row(exp, b, group, test)
-    p, verdict = difference(ra, rb, a)
-    return (f"{group} inputs (n = {ra.n}): {a} {100 * ra.accuracy:.1f}% vs {b} {100 * rb.accuracy:.1f}% "
-            f"(McNemar {p_text(p)}): {verdict}.")
+    """`compare` on one group's inputs (per seed for a multi-seed student)."""
+    pairs = [(seed, _in_group(ra, group, test), _in_group(rb, group, test)) for seed, ra, rb in seed_pairs(exp, a, b)]
+    return compare(exp, a, b, pairs, label=f"{group} inputs (n = {pairs[0][1].n}): ")
+
+
+def _in_group(r: SystemResult, group: str, test: Sequence[Example]) -> SystemResult:
+    idx = [i for i, e in enumerate(test) if e.meta.get("group") == group]
+    correct = tuple(r.correct[i] for i in idx)
+    lo, hi = wilson(sum(correct), len(correct))
+    return SystemResult(f"{r.name} ({group})", len(correct), sum(correct) / max(1, len(correct)), lo, hi,
+                        r.tokens, r.parse_failures, correct)
 
 
 def answer_profile(exp: Any, name: str, test: Sequence[Example]) -> str | None:

@@ -44,6 +44,13 @@ def table_notes(exp) -> list[str]:
                      "test input, scores best; any claim must clear it as well as System 1.")
     notes += [f"{name}: no training input had a usable target, so no fine-tuning step ran; the row is the base model."
               for name, t in exp.trained.items() if t is None]
+    multi = {name: rows for name, rows in getattr(exp, "seed_rows", {}).items() if len(rows) > 1}
+    if multi:
+        seeds = ", ".join(map(str, exp.student_seeds[:max(map(len, multi.values()))]))
+        notes.append(f"Every student is trained on seeds {seeds} (LoRA initialization, data order and dropout; the "
+                     "teacher's samples are one draw shared by all seeds): its row gives the mean over the seeds, with "
+                     "Wilson's interval at the test's n for that mean (conservative: a mean over seeds varies less), and "
+                     "'Over seeds' gives the standard deviation and each seed's accuracy. The paired tests are per seed.")
     if exp.info.get("target"):
         notes.append(f"Students' training target: {exp.info['target']} (no intermediate tokens).")
     return (notes + sentences.training_notes(exp.trained, exp.sizes, training_budget(exp.task.NAME))

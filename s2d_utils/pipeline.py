@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any, Callable, Sequence
 
 from . import backends, distill, figures, filters, findings as sentences, profiles, records, registry, tables
-from .evaluate import SystemResult, evaluate
+from .evaluate import SystemResult
 from .backends import backend_for
 from .generation import fits, generate
 from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
@@ -35,6 +35,7 @@ from .paper import CONSTANT, paper_table
 from .tasks import Example, is_hub_id
 from .notes import table_notes
 from .traces import Trace, cut_share
+from .students import Score, _score, _seed_outcomes, _training_record, evaluate_students, train_students, training_summary  # noqa: F401
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -84,6 +85,11 @@ class Experiment:
     # (a judge's two orders): the student's confidence is the mean over them
     answer_traces: dict[str, list[list[Trace]]] = field(default_factory=dict)
     test: list[Example] = field(default_factory=list)  # the labeled test set (set by `data`)
+    # every student is trained on `student_seeds`: ``trained`` and ``traces`` hold the first seed's,
+    # these each seed's (the student's row in ``rows`` is the mean over them: `evaluate.over_seeds`)
+    trained_seeds: dict[str, list[distill.TrainResult | None]] = field(default_factory=dict)
+    seed_rows: dict[str, list[SystemResult]] = field(default_factory=dict)
+    seed_traces: dict[str, list[list[list[Trace]]]] = field(default_factory=dict)
 
     @property
     def greedy(self) -> dict[str, Any]:
@@ -101,6 +107,11 @@ class Experiment:
         is per input."""
         s = self.sizes
         return dict(temperature=s.temperature, top_p=s.top_p, seed=self.seed, batch_size=s.batch_size)
+
+    @property
+    def student_seeds(self) -> list[int]:
+        """The seeds every student is trained on: SEED, SEED+1, ... (`Sizes.seeds` of them)."""
+        return [self.seed + k for k in range(self.sizes.seeds)]
 
     @property
     def record(self) -> registry.Notebook:
@@ -206,24 +217,10 @@ def another_test(exp: Experiment, record: registry.Notebook, test: Sequence[Exam
                                 dict(exp.manifest.backend), {**exp.manifest.data, "test": records.data_hash(test)})
     kept = {k: v for k, v in exp.info.items() if k in TRAINING_INFO}  # what the students learned stays; the rest is per test
     return replace(exp, notebook=record.notebook, manifest=manifest, rows=[], traces={}, answer_traces={}, info=kept,
-                   test=list(test))
+                   test=list(test), seed_rows={}, seed_traces={})
 
 
 TRAINING_INFO = ("target", "train_source", "train_label")  # exp.info keys about training, not about one test set
-
-
-Score = Callable[[str, Sequence[Example], Any], "tuple[SystemResult, list[list[Trace]]]"]
-
-
-def _score(exp: Experiment, name: str, test: Sequence[Example], out: Any, score: Score | None) -> SystemResult:
-    if score is None:
-        exp.traces[name] = out
-        return evaluate(name, test, out, exp.task)
-    result, traces = score(name, test, out)
-    exp.traces[name] = traces
-    if hasattr(score, "answer_traces"):
-        exp.answer_traces[name] = score.answer_traces(out)
-    return result
 
 
 def evaluate_systems(exp: Experiment, test: Sequence[Example], programs: dict[str, Callable[[], Any]],
@@ -268,81 +265,11 @@ def usc(exp: Experiment, examples: Sequence[Example], traces: list[list[Trace]],
     return result
 
 
-def train_students(exp: Experiment, kept: dict[str, filters.FilterResult],
-                   target: Callable[[filters.Kept], str] = distill.answer_target,
-                   prompt: Callable[[Example], Any] | None = None) -> dict[str, distill.TrainResult | None]:
-    """LoRA-fine-tune one student per filter output (cached by content). A filter that kept nothing
-    trains nothing: that student is the base model, and the table notes say so. ``prompt`` builds
-    the student's prompt from an input (default: the input text, the System 1 prompt)."""
-    s = exp.sizes
-    lora = profiles.lora_settings(s, exp.seed)
-    exp.info["target"] = distill.target_note(target)
-    with exp.manifest.stage("fine-tune"):
-        for name, res in kept.items():
-            pairs = distill.sft_pairs(res.kept, target, prompt)
-            exp.trained[name] = distill.finetune(exp.lm, pairs, lora, name=name) if pairs else None
-    return exp.trained
-
-
-def training_summary(exp: Experiment) -> dict[str, dict]:
-    return {name: {"pairs": t.examples if t else 0, "steps": t.steps if t else 0, "rows/step": t.rows if t else 0,
-                   "tokens/step": round(t.tokens_per_step) if t else 0, "epochs": round(t.epochs, 2) if t else 0,
-                   "final loss": t.losses[-1] if t and t.losses else None,
-                   "tokens/s": round(t.tokens_per_second, 1) if t and not t.reused and t.seconds else None,
-                   "reused": t.reused if t else None} for name, t in exp.trained.items()}
-
-
-def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callable[[LoadedModel], Any],
-                      names: Sequence[str] | None = None, score: Score | None = None) -> list[SystemResult]:
-    """Evaluate each distilled System 1 (greedy) with ``program(student)``; one student in memory at
-    a time. ``score`` as in `evaluate_systems`."""
-    out = []
-    served = backends.Settings.from_env().kind != "local"  # students go to the server as adapters, if it can
-    mode = distill.student_mode(exp.lm)
-    exp.manifest.parameters["student_mode"] = "served" if served else mode
-    with exp.manifest.stage("evaluate distilled"):
-        for name in names or list(exp.trained):
-            result = exp.trained[name]
-            if result is None or result.planned is not None:  # untrained, or planned only (simulated): the base
-                base = exp.lm if result is None else replace(exp.lm, fingerprint=f"{exp.lm.fingerprint}+plan:{name}")
-                out.append(_score(exp, name, test, program(base), score))
-                _confidence(exp, name, base)
-            elif mode == "attached" and not served:  # on the loaded base, removed afterwards
-                with distill.attached(exp.lm, result) as student:
-                    out.append(_score(exp, name, test, program(student), score))
-                    _confidence(exp, name, student)
-            else:
-                student = distill.load_distilled(exp.lm, result, weights=not served)
-                out.append(_score(exp, name, test, program(student), score))
-                _confidence(exp, name, student)
-                del student
-                free_memory()
-    exp.rows.extend(out)
-    return out
-
-
-def _confidence(exp: Experiment, name: str, student: LoadedModel) -> None:
-    """The student's probability of its own answer on each test input (`backends.answer_confidence`),
-    for the routing notebook: scored here where its weights are, by its server where it is served
-    as an adapter; none where that server cannot score (it returns text alone)."""
-    traces = exp.answer_traces.get(name, exp.traces[name])
-    confidence = backends.answer_confidence(student, traces)
-    if confidence is not None:  # None: a server that cannot score its outputs
-        exp.info.setdefault("confidence", {})[name] = [round(c, 6) for c in confidence]
-
-
 def show_trace(trace: Trace, example: Example) -> None:
     """Print one trace call by call: what the distilled model will learn to skip."""
     for call in trace.calls:
         print(f"--- {call.name} ({call.n_tokens} tokens, {call.finish_reason})\n{call.output}\n")
     print("parsed answer:", trace.answer, "| gold:", example.gold)
-
-
-def _training_record(exp: Experiment) -> dict[str, Any]:
-    return {k: ({"pairs": t.examples, "steps": t.steps, "tokens": t.tokens, "seconds": round(t.seconds, 1),
-                 "final_loss": t.losses[-1] if t.losses else None, "reused": t.reused,
-                 **({"planned": t.planned} if t.planned else {})} if t else None)
-            for k, t in exp.trained.items()}
 
 
 def finish(exp: Experiment, *, findings: Sequence[str] = (), notes: Sequence[str] = (),
@@ -370,7 +297,8 @@ def finish(exp: Experiment, *, findings: Sequence[str] = (), notes: Sequence[str
         "paper": paper.as_dict(),
         "filters": exp.filters,
         "training": _training_record(exp),
-        "outcomes": records.outcomes(exp.rows, exp.traces, exp.task, test) if test is not None else None,
+        "outcomes": records.outcomes(exp.rows, exp.traces, exp.task, test, seeds=_seed_outcomes(exp))
+        if test is not None else None,
         "mcnemar": tests,
         "info": exp.info,
         "findings": list(findings),

@@ -56,6 +56,9 @@ class Sizes:
     # and 33k read as 16, 32 and 8 packed sequences of 4,096 tokens: real tokens, not padding.
     tokens_per_step: int | None = None
     warmup_share: float = 0.0  # share of the steps with a linear LR warmup (then linear decay to 0)
+    # students trained per filter output, on seeds SEED, SEED+1, ...: each seed draws its own LoRA
+    # init, data order and dropout; the teacher's samples (the training data) are one draw for all
+    seeds: int = 3
     batch_size: int = 128  # generation rows in flight; 128 beat 64 by ~23% on 2 CPU cores
 
     def as_dict(self) -> dict:
@@ -154,7 +157,7 @@ class CotSizes(Sizes):
 
 
 _RAR_SMOKE = RarSizes(n_train=6, n_test=6, samples=2, n_answer=1, system1_tokens=12, rar1_tokens=16,
-                      rephrase_tokens=12, answer_tokens=12, max_steps=2, lora_batch=4, target="template")
+                      rephrase_tokens=12, answer_tokens=12, max_steps=2, lora_batch=4, seeds=2, target="template")
 
 SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
     "rar": {
@@ -201,7 +204,7 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
     "bsm": {
         "judge": {
             "smoke": BsmSizes(n_train=4, n_test=4, samples=1, max_answer_chars=200, system1_tokens=6, cot_tokens=12,
-                              branch_tokens=24, solve_tokens=8, max_steps=2, lora_batch=4),
+                              branch_tokens=24, solve_tokens=8, max_steps=2, lora_batch=4, seeds=2),
             # 2 CPU cores prefill ~150 tokens/s at 0.5B and fine-tune ~35 tokens/s: judge prompts of
             # ~350 tokens make every judgment seconds and every training step a minute, so 32 test
             # and 8 unlabeled pairs, answers cut at 300 characters, floor of 4 steps
@@ -227,13 +230,13 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
     "cot": {
         "gsm8k": {
             "smoke": CotSizes(n_train=4, n_test=4, samples=10, shots=2, system1_tokens=6, cot_tokens=12,
-                              student_tokens=6, max_steps=2, lora_batch=4),
+                              student_tokens=6, max_steps=2, lora_batch=4, seeds=2),
             # a CoT is ~130-150 tokens here: maj@1 on 100 test questions (one sample each), maj@5/10
-            # only on the first 4 (illustrative); 30 unlabeled questions x 10 samples (the plurality
-            # vote kept 4 of 12 in fp32, and a claim needs a student trained on 8 kept inputs); CoT
-            # capped at 320 tokens (at 160, a third of the zero-shot samples were cut before their
-            # answer); batch 4, floor 12 steps
-            "cpu": CotSizes(n_train=30, n_test=100, samples=10, n_test_k=4, cot_tokens=320, lora_batch=4, min_steps=12),
+            # only on the first 2 (illustrative, no power; 4 before three seeds cost ~5 min more);
+            # 30 unlabeled questions x 10 samples (the plurality vote kept 4 of 12 in fp32, and a
+            # claim needs a student trained on 8 kept inputs); CoT capped at 320 tokens (at 160, a
+            # third of the zero-shot samples were cut before their answer); batch 4, floor 12 steps
+            "cpu": CotSizes(n_train=30, n_test=100, samples=10, n_test_k=2, cot_tokens=320, lora_batch=4, min_steps=12),
             # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10;
             # 100 steps of 8k tokens (~150 tokens a pair: ~3.5 epochs), 10% warmup
             "gpu": CotSizes(n_train=2000, n_test=1319, samples=10, n_test_k=200, system1_tokens=32, cot_tokens=512,
@@ -247,7 +250,7 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
     "s2a": {
         "sycophancy": {
             "smoke": S2aSizes(n_train=4, n_test=6, samples=2, unbiased_share=0.5, system1_tokens=12, rewrite_tokens=16,
-                              answer_tokens=12, usc_tokens=12, max_steps=2, lora_batch=4),
+                              answer_tokens=12, usc_tokens=12, max_steps=2, lora_batch=4, seeds=2),
             # 2 CPU cores: 200 test questions (a quarter bare; with the facts' second pass 64 are
             # unbiased), 16 unlabeled inputs with 10 samples each (the paper's own fallback size for
             # USC); batch 4, floor 12 steps (3 epochs over 16 pairs)
@@ -332,7 +335,7 @@ def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
 
     The bounds follow the notebooks' programs: System 1 and each System 2 program on the test set
     (greedy), System 2 sampled ``samples`` times on the unlabeled inputs, each student on the test
-    set. Real runs stop early (end of turn), so the tokens are a ceiling, typically 2-5 times the
+    set on each of its seeds. Real runs stop early (end of turn), so the tokens are a ceiling, typically 2-5 times the
     real count (the cpu run's #Tokens columns give the real means).
     """
     z = sizes(method, task, profile)
@@ -366,6 +369,8 @@ def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
         calls["test: students"] = (z.n_test, z.student_tokens)
     else:
         raise ValueError(f"method={method!r}: expected one of {sorted(SIZES)}")
+    n, cap = calls["test: students"]
+    calls["test: students"] = (n * z.seeds, cap)  # every student on every seed
     out = {stage: n * cap for stage, (n, cap) in calls.items()}
     out["total"] = sum(out.values())
     out["calls"] = sum(n for n, _ in calls.values())
@@ -373,7 +378,8 @@ def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
 
 
 def training_bound(method: str, task: str, profile: str) -> tuple[int, int | None, int | None]:
-    """(optimizer steps, rows a step, tokens a step) of one student when the filter keeps every
+    """(optimizer steps, rows a step, tokens a step) of one student on one seed (`Sizes.seeds` of
+    them are trained) when the filter keeps every
     unlabeled input (BSM: each pair in both orders): an upper bound on a notebook's fine-tuning
     work. A budget in rows gives no tokens (they follow from the pairs); one in tokens, no rows."""
     from .lora import training_steps

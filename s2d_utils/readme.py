@@ -169,12 +169,13 @@ def readme_estimate(root: Path | None = None) -> str:
               f"{max(ratios):.0%} of the estimate: it is a ceiling (calls end before their cap; the engine "
               "computes shared prompt prefixes once, the estimate for every call).",
               "", "The `gpu` profile's work, from its sizes (every call at its cap; steps if the filter keeps every "
-              "input):", "", "| notebook | generated tokens (cap) | calls | fine-tuning steps x tokens |", "|---|---|---|---|"]
+              "input):", "", "| notebook | generated tokens (cap) | calls | fine-tuning steps x tokens, per seed |", "|---|---|---|---|"]
     for nb in registry.NOTEBOOKS:
         b = profiles.generation_budget(nb.method, nb.task, "gpu")
         steps, rows, tokens = profiles.training_bound(nb.method, nb.task, "gpu")
         size = f"{tokens / 1000:g}k tokens" if tokens else f"{rows} rows"
-        lines.append(f"| {nb.notebook} | {b['total']:,} | {b['calls']:,} | {steps} x {size} |")
+        seeds = profiles.sizes(nb.method, nb.task, "gpu").seeds
+        lines.append(f"| {nb.notebook} | {b['total']:,} | {b['calls']:,} | {steps} x {size}, {seeds} seeds |")
     return "\n".join(lines)
 
 

@@ -183,28 +183,36 @@ def constant_row(task: ModuleType, test: Sequence[Example]) -> SystemResult | No
 # --- per-input outcomes -------------------------------------------------------------------------------
 
 def outcomes(rows: Sequence[SystemResult], traces: dict[str, list[list[Trace]]], task: ModuleType,
-             test: Sequence[Example]) -> dict[str, Any]:
+             test: Sequence[Example],
+             seeds: dict[str, Sequence[tuple[SystemResult, list[list[Trace]]]]] | None = None) -> dict[str, Any]:
     """Per test input and row: the answer and whether it is right under each of the task's parse
     rules (the first is the table's), re-read from the cached traces (`traces.rescore`), nothing
     regenerated; plus each input's group and each constant answer's outcomes. The summary's
-    verdicts are computed from these."""
+    verdicts are computed from these. A student trained on several seeds (``seeds``: its row and
+    traces per seed) also gets ``"seeds"``: one such entry per seed, the first equal to its own."""
     rules = parse_rules(task)
-    table_rule = next(iter(rules))
     out = {}
     for r in rows:
-        ts_all = traces.get(r.name)
-        entry = {"correct": {table_rule: [bool(c) for c in r.correct]}, "answers": {}}
-        if ts_all is not None:
-            firsts = [ts[:1] for ts in ts_all]
-            entry["answers"][table_rule] = [ts[0].answer for ts in firsts]
-            for rule, kw in list(rules.items())[1:]:
-                again = rescore(firsts, test, task, lambda c, e, kw=kw: parse(task, c.output, c.finish_reason, e, **kw))
-                entry["answers"][rule] = [ts[0].answer for ts in again]
-                entry["correct"][rule] = [bool(task.score(ts[0].answer, e.gold)) for ts, e in zip(again, test)]
-        elif r.name == CONSTANT:
-            entry["answers"][table_rule] = [r.extra["answer"]] * r.n
-        out[r.name] = entry
+        out[r.name] = _entry(r, traces.get(r.name), rules, task, test)
+        if seeds and r.name in seeds:
+            out[r.name]["seeds"] = [_entry(row, ts, rules, task, test) for row, ts in seeds[r.name]]
     return {"rules": list(rules), "rows": out, "groups": [e.meta.get("group") for e in test]}
+
+
+def _entry(r: SystemResult, ts_all: list[list[Trace]] | None, rules: dict, task: ModuleType,
+           test: Sequence[Example]) -> dict[str, Any]:
+    table_rule = next(iter(rules))
+    entry = {"correct": {table_rule: [bool(c) for c in r.correct]}, "answers": {}}
+    if ts_all is not None:
+        firsts = [ts[:1] for ts in ts_all]
+        entry["answers"][table_rule] = [ts[0].answer for ts in firsts]
+        for rule, kw in list(rules.items())[1:]:
+            again = rescore(firsts, test, task, lambda c, e, kw=kw: parse(task, c.output, c.finish_reason, e, **kw))
+            entry["answers"][rule] = [ts[0].answer for ts in again]
+            entry["correct"][rule] = [bool(task.score(ts[0].answer, e.gold)) for ts, e in zip(again, test)]
+    elif r.name == CONSTANT:
+        entry["answers"][table_rule] = [r.extra["answer"]] * r.n
+    return entry
 
 
 def save_test_traces(notebook: str, profile: str, traces: dict[str, list[list[Trace]]],

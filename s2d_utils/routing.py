@@ -181,7 +181,9 @@ def analyse(metrics: dict[str, dict], blocks: Sequence[Notebook] = registry.NOTE
             problem = f"{b.notebook}: no student confidences recorded (metrics from before routing); rerun it"
         elif not trained:
             problem = f"{b.distilled} was not trained (no kept pairs): there is no student to route with"
-        fixed = {role: (rows[name]["tokens"], rows[name]["accuracy"]) for role, name in
+        # a multi-seed student routes as its first seed (whose confidences and outcomes are recorded)
+        fixed = {role: (rows[name]["tokens"], (rows[name].get("seed_accuracy") or [rows[name]["accuracy"]])[0])
+                 for role, name in
                  (("System 1", b.system1), ("System 2", b.system2), ("distilled System 1", b.distilled)) if name in rows}
         if problem:
             out.append(MethodRouting(b.label, b.distilled, b.system2, 0, (), fixed, None, None, problem))
@@ -223,7 +225,8 @@ def routing_markdown(results: Sequence[MethodRouting], profile: str, model: str)
                      + " | ".join(cells) + f" | {ece} |")
         notes.append(f"{r.label}: {c.sentence} {r.calibration.sentence}")
     lines += ["", "- Confidence: the probability the distilled student gives its own greedy answer (the product of its "
-              "next-token probabilities, recorded as it generated). "
+              "next-token probabilities, recorded as it generated); a student trained on several seeds routes as its "
+              "first seed's. "
               "The router answers with the student where confidence >= the threshold and takes System 2's cached "
               "answer elsewhere; #Tokens = the student's tokens on every input plus System 2's where it was called "
               "(each row's mean #Tokens). Correctness under each notebook's first parse rule.",

@@ -85,8 +85,19 @@ class View:
         return Comparison.of(a, self.correct[a], b, self.correct[b])
 
 
-def views(m: dict, group: str | None) -> list[View]:
-    """One view per parse rule the notebook recorded, restricted to ``group`` (None: all inputs)."""
+def seeds_of(m: dict) -> list[int]:
+    """The seeds a notebook's students were trained on (one: a single student per filter output)."""
+    out = (m.get("outcomes") or {}).get("rows") or {}
+    count = max([len(e.get("seeds") or [None]) for e in out.values()] or [1])
+    for row in m.get("rows", {}).values():
+        if len(row.get("seeds") or []) == count:
+            return list(row["seeds"])
+    return list(range(count))
+
+
+def views(m: dict, group: str | None, seed: int = 0) -> list[View]:
+    """One view per parse rule the notebook recorded, restricted to ``group`` (None: all inputs),
+    with each multi-seed student's outcomes of its ``seed``-th seed (0: the first)."""
     out = m.get("outcomes")
     if not out:
         raise ValueError(f"{m.get('manifest', {}).get('notebook', 'a notebook')}: its metrics have no per-input "
@@ -96,6 +107,7 @@ def views(m: dict, group: str | None) -> list[View]:
     for rule in out["rules"]:
         correct, answers = {}, {}
         for name, entry in out["rows"].items():
+            entry = (entry.get("seeds") or [entry])[min(seed, len(entry.get("seeds") or [entry]) - 1)]
             vec = entry["correct"].get(rule, entry["correct"][out["rules"][0]])
             correct[name] = [vec[i] for i in keep]
             ans = entry["answers"].get(rule, entry["answers"].get(out["rules"][0]))
@@ -178,7 +190,7 @@ def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None)
     The claims are one family: each claim's primary test (under the first parse rule) is
     Holm-corrected over every testable claim in the table, and its verdict is decided on the
     adjusted p (both shown)."""
-    cells = []  # (block, label, group, claim, views, m)
+    cells = []  # (slot, block, label, group, claim, m)
     out: list[dict[str, str]] = []
     for b in blocks_of(metrics, blocks):
         m = metrics.get(b.notebook)
@@ -187,29 +199,53 @@ def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None)
                         "numbers": f"{b.notebook} has not been run with this version (no per-input outcomes recorded)"})
             continue
         for group in b.groups or (None,):
-            vs = views(m, group)
             label = method_label(b, m) + (f" ({group} inputs)" if group else "")
             for claim in list(b.claims):
-                cells.append((len(out), b, label, claim, vs, m))
+                cells.append((len(out), b, label, group, claim, m))
                 out.append({})
-    # the family: every testable claim's primary p under the first parse rule
-    first = [_claim(vs[0], m, b, claim)[2] for _, b, _, claim, vs, m in cells]
-    testable = [i for i, p in enumerate(first) if not math.isnan(p)]
-    adjusted = dict(zip(testable, holm([first[i] for i in testable])))
-    for k, (slot, b, label, claim, vs, m) in enumerate(cells):
-        results = [(v.rule, *_claim(v, m, b, claim, adjusted.get(k))[:2]) for v in vs]
-        first_rule, verdict, numbers = results[0]
-        if len({r[1] for r in results}) == 1:
-            others = [r[0] for r in results[1:]]
-            if others:
-                numbers += f". Same verdict under the {', '.join(others)} parse rule"
-            out[slot] = {"claim": claim, "method": label, "verdict": verdict, "numbers": numbers}
-        else:
-            shown = " / ".join(f"{r[1]} ({r[0]})" for r in results)
-            numbers = " || ".join(f"under the {r[0]} rule: {r[1]}: {r[2]}" for r in results)
-            out[slot] = {"claim": claim, "method": label, "verdict": f"depends on the parse rule: {shown}",
-                         "numbers": numbers}
+    # one verdict per seed: each seed's students are a replicate of the whole table, so each seed's
+    # claims are one family (Holm over its testable claims' primary p under the first parse rule)
+    per_seed: list[dict[int, tuple[str, str]]] = []  # seed index -> cell -> (verdict, numbers)
+    for s in range(max([len(seeds_of(m)) for *_, m in cells] or [1])):
+        active = [k for k, (*_, m) in enumerate(cells) if s < len(seeds_of(m))]
+        vs = {k: views(cells[k][5], cells[k][3], s) for k in active}
+        first = {k: _claim(vs[k][0], cells[k][5], cells[k][1], cells[k][4])[2] for k in active}
+        testable = [k for k in active if not math.isnan(first[k])]
+        adjusted = dict(zip(testable, holm([first[k] for k in testable])))
+        per_seed.append({k: _by_rule([(v.rule, *_claim(v, cells[k][5], cells[k][1], cells[k][4], adjusted.get(k))[:2])
+                                      for v in vs[k]]) for k in active})
+    for k, (slot, b, label, group, claim, m) in enumerate(cells):
+        seeds = seeds_of(m)
+        verdict, numbers = _over_seeds(seeds, [per_seed[s][k] for s in range(len(seeds))])
+        out[slot] = {"claim": claim, "method": label, "verdict": verdict, "numbers": numbers}
     return out
+
+
+def _by_rule(results: list[tuple[str, str, str]]) -> tuple[str, str]:
+    """(verdict, numbers) of one claim in one seed from its (rule, verdict, numbers) per parse rule."""
+    first_rule, verdict, numbers = results[0]
+    if len({r[1] for r in results}) == 1:
+        others = [r[0] for r in results[1:]]
+        if others:
+            numbers += f". Same verdict under the {', '.join(others)} parse rule"
+        return verdict, numbers
+    shown = " / ".join(f"{r[1]} ({r[0]})" for r in results)
+    return f"depends on the parse rule: {shown}", " || ".join(f"under the {r[0]} rule: {r[1]}: {r[2]}" for r in results)
+
+
+def _over_seeds(seeds: Sequence[int], results: list[tuple[str, str]]) -> tuple[str, str]:
+    """One claim's verdict over its seeds: the verdict with "(k of k seeds)" when every seed gives
+    it, else "flips between seeds: held in j of k" with each seed's; the numbers of every seed."""
+    if len(results) == 1:
+        return results[0]
+    verdicts = [v for v, _ in results]
+    numbers = " ||| ".join(f"seed {seed}: {text}" for seed, (_, text) in zip(seeds, results))
+    n = len(results)
+    if len(set(verdicts)) == 1:
+        return f"{verdicts[0]} ({n} of {n} seeds)", numbers
+    held = sum(v == HELD for v in verdicts)
+    each = " / ".join(f"{v} (seed {seed})" for seed, v in zip(seeds, verdicts))
+    return f"flips between seeds: held in {held} of {n}: {each}", numbers
 
 
 def verdicts_markdown(rows: list[dict[str, str]]) -> str:
@@ -240,7 +276,11 @@ LEGEND = (f"- **held**: the data show it. 'Beats' and 'the filter matters': the 
           "- Each verdict is computed under every parse rule the task has (the table's first); 'depends on the parse "
           "rule' gives each. S2A is judged on biased and unbiased inputs separately, as the paper reports them. Test "
           "items that share a question (BSM's pairs and votes on one MT-bench question) are treated as independent, "
-          "which makes those intervals too narrow.\n")
+          "which makes those intervals too narrow.\n"
+          "- Every student is trained on several seeds (its LoRA initialization, data order and dropout; the teacher's "
+          "samples are one draw): each verdict is computed per seed, each seed's claims one Holm family, and reads "
+          "e.g. 'held (3 of 3 seeds)' where every seed gives the same verdict, else 'flips between seeds: held in j of 3' "
+          "with each seed's. A student row's accuracy in the tables is the mean over its seeds.\n")
 
 
 def save_verdicts(rows: list[dict[str, str]], profile: str, model: str) -> Path:

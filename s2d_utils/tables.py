@@ -50,12 +50,23 @@ def results_table(results: Sequence[SystemResult], paper: PaperTable):
             if ci is not None:
                 label = "95% CI" if len(ci_measures) == 1 else f"{m.label.rstrip(' %')} 95% CI"
                 row[label] = f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
+        if any("seed_accuracy" in x.extra for x in results):
+            row["Acc over seeds"] = seed_spread(r.extra.get("seed_accuracy"))
         row["Parse fail %"] = round(100 * r.parse_failures, 1)
         row["Cut %"] = round(100 * r.extra["cut"], 1) if "cut" in r.extra else None
         for m in paper.measures:
             row[f"{m.label} (paper)"] = reference.get(m.column)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def seed_spread(each: Sequence[float] | None) -> str | None:
+    """A multi-seed row's spread: the standard deviation over seeds and each seed's accuracy (%)."""
+    if not each or len(each) < 2:
+        return None
+    mean = sum(each) / len(each)
+    sd = (sum((x - mean) ** 2 for x in each) / (len(each) - 1)) ** 0.5
+    return f"sd {100 * sd:.1f}: " + " / ".join(f"{100 * x:.1f}" for x in each)
 
 
 def save_table(df, name: str, profile: str, title: str, notes: Iterable[str] = (),

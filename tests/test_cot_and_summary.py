@@ -6,7 +6,8 @@ import json
 import pytest
 
 from conftest import repo_data
-from s2d_utils import paper, paths, summary, tables
+from s2d_utils import paper, paths, stats, summary, tables
+from s2d_utils.evaluate import SystemResult
 from s2d_utils.paper import CONSTANT
 from s2d_utils.system2 import Call, Trace, cot
 from s2d_utils.tasks import Example
@@ -251,3 +252,79 @@ def test_cot_verdict_is_about_not_distilling():
     correct[cot.COT0] = _vec(42, n)
     (v,) = summary.verdicts({b.notebook: _outcome_metrics(correct, training=trained)}, blocks=(b,))
     assert v["verdict"] == "not testable"
+
+
+# --- every student over seeds ---------------------------------------------------------------------
+
+def _with_seeds(m: dict, name: str, per_seed: list[list[bool]], seeds=(0, 1, 2)) -> dict:
+    """``m`` with ``name`` a multi-seed student: outcomes per seed (the first its own), the row the mean."""
+    rule = m["outcomes"]["rules"][0]
+    entry = m["outcomes"]["rows"][name]
+    entry["correct"] = {rule: per_seed[0]}
+    entry["seeds"] = [{"correct": {rule: v}, "answers": entry["answers"]} for v in per_seed]
+    accs = [sum(v) / len(v) for v in per_seed]
+    m["rows"][name].update(accuracy=sum(accs) / len(accs), seed_accuracy=accs, seeds=list(seeds))
+    return m
+
+
+def test_verdicts_are_per_seed_and_say_when_they_flip():
+    from s2d_utils.system2 import rar
+
+    b = summary.BLOCKS[1]  # coin flip
+    correct = {rar.SYSTEM1: _vec(20), rar.TWO_STEP: _vec(60), rar.DISTILL_SYSTEM2: _vec(58), rar.DISTILL_NO_FILTER: _vec(30)}
+    tokens = {rar.SYSTEM1: 10, rar.TWO_STEP: 100, rar.DISTILL_SYSTEM2: 5, rar.DISTILL_NO_FILTER: 5}
+    trained = {rar.DISTILL_SYSTEM2: {"pairs": 40, "steps": 15}, rar.DISTILL_NO_FILTER: {"pairs": 60, "steps": 24}}
+    filters = {rar.DISTILL_SYSTEM2: {"targets": {"yes": 20, "no": 20}}, rar.DISTILL_NO_FILTER: {"targets": {"yes": 30, "no": 30}}}
+
+    def run(student_seeds):
+        m = _outcome_metrics(correct, training=trained, filters=filters, tokens=tokens)
+        _with_seeds(m, rar.DISTILL_SYSTEM2, student_seeds)
+        _with_seeds(m, rar.DISTILL_NO_FILTER, [_vec(30)] * len(student_seeds))
+        return _verdicts(b, m)
+
+    # every seed a genuine distillation: held on each, and the verdict says so
+    got = run([_vec(58), _vec(56), _vec(60)])
+    assert got[summary.BEATS]["verdict"] == "held (3 of 3 seeds)"
+    assert got[summary.NEAR]["verdict"] == "held (3 of 3 seeds)"
+    numbers = got[summary.BEATS]["numbers"]
+    assert "seed 0: " in numbers and "seed 1: " in numbers and "seed 2: " in numbers and "+36.0 points" in numbers
+
+    # one seed learned nothing (System 1's outcomes): the verdict flips, and gives each seed's
+    got = run([_vec(58), _vec(20), _vec(60)])
+    assert got[summary.BEATS]["verdict"] == ("flips between seeds: held in 2 of 3: held (seed 0) / not shown (seed 1) "
+                                             "/ held (seed 2)")
+    assert got[summary.NEAR]["verdict"].startswith("flips between seeds: held in 2 of 3: held (seed 0) / not held")
+
+
+def test_a_multi_seed_students_row_is_the_mean_and_its_tests_are_per_seed():
+    from types import SimpleNamespace
+
+    from s2d_utils import findings
+    from s2d_utils.evaluate import over_seeds
+
+    def row(name, vec, tokens=6.0, **extra):
+        lo, hi = stats.wilson(sum(vec), len(vec))
+        return SystemResult(name, len(vec), sum(vec) / len(vec), lo, hi, tokens, 0.0, tuple(vec), 1, dict(extra))
+
+    seeds = [row("Distill System 1", _vec(58), 6.0, **{"accuracy[x]": 0.5, "n[x]": 10}),
+             row("Distill System 1", _vec(20), 8.0, **{"accuracy[x]": 0.7, "n[x]": 10}),
+             row("Distill System 1", _vec(60), 7.0, **{"accuracy[x]": 0.6, "n[x]": 10})]
+    mean = over_seeds(seeds, [0, 1, 2])
+    assert mean.accuracy == pytest.approx((0.58 + 0.20 + 0.60) / 3) and mean.tokens == pytest.approx(7.0)
+    assert mean.extra["seed_accuracy"] == [0.58, 0.20, 0.60] and mean.extra["seeds"] == [0, 1, 2]
+    assert mean.extra["accuracy[x]"] == pytest.approx(0.6) and mean.extra["n[x]"] == 10
+    assert (mean.ci_low, mean.ci_high) == pytest.approx(stats.wilson(mean.accuracy * 100, 100))
+    assert mean.correct == seeds[0].correct  # the first seed's, for the per-seed tests
+    assert over_seeds(seeds[:1], [0]) is seeds[0]
+    with pytest.raises(ValueError, match="different numbers of inputs"):
+        over_seeds([seeds[0], row("Distill System 1", _vec(5, 10))], [0, 1])
+
+    s1 = row("System 1", _vec(20))
+    exp = SimpleNamespace(rows=[mean, s1], seed_rows={"Distill System 1": seeds}, student_seeds=[0, 1, 2],
+                          row=lambda name: {"Distill System 1": mean, "System 1": s1}[name])
+    text = findings.compare(exp, "Distill System 1", "System 1")
+    assert "Distill System 1 is higher in 2 and lower in 0 of 3 seeds" in text and "seed 1: 20.0% vs 20.0%" in text
+    assert findings.mcnemar_tests(exp, [("Distill System 1", "System 1")])["Distill System 1 vs System 1"][1] == 1.0
+    df = tables.results_table([mean, s1], paper.paper_table("table1", "coin_flip"))
+    spread = dict(zip(df["Method"], df["Acc over seeds"]))
+    assert spread["Distill System 1"] == "sd 22.5: 58.0 / 20.0 / 60.0" and spread["System 1"] != spread["System 1"]  # NaN

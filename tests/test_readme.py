@@ -78,7 +78,8 @@ def test_readme_sizes_and_constants_are_the_codes():
                f"{ll.samples} / {cf.samples} samples (last letter / coin flip); S2A: {s2a.n_test} test ({unbiased} unbiased), "
                f"{s2a.n_train} unlabeled inputs, {s2a.samples} samples; BSM: {b.n_test} test, {b.n_train} unlabeled pairs; "
                f"CoT: {c.n_test} test (maj@5/10 on {c.n_test_k} of them), {c.n_train} unlabeled inputs, {c.samples} "
-               f"samples. Students: at least {ll.min_steps} optimizer steps (BSM: {b.min_steps})")
+               f"samples. Students: at least {ll.min_steps} optimizer steps (BSM: {b.min_steps}), each on {c.seeds} seeds")
+    assert ll.seeds == cf.seeds == s2a.seeds == b.seeds == c.seeds
     assert cpu_row in readme
     cpu = cf
     steps = [profiles.sizes(m, t, "paper").steps for m, t in

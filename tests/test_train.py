@@ -141,8 +141,11 @@ def test_two_processes_train_the_student_one_process_trains(tiny_lm, tmp_path, m
     assert a.keys() == b.keys()
     moved = [k for k in a if "lora_B" in k and a[k].abs().max() > 1e-4]
     assert moved, "the students did not train"
+    # gloo's all-reduce sums in another order than one process: Adam at LR 1e-2 turns that into
+    # up to ~3e-5 on some CPUs; a wrong reduction (a per-process mean, a repeated row) moves a
+    # weight by the order of the LR, 1e-2
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=2e-5), k
+        assert torch.allclose(a[k], b[k], atol=1e-4), (k, (a[k] - b[k]).abs().max().item())
     monkeypatch.setenv("S2D_TRAIN_PROCESSES", "two")
     with pytest.raises(ValueError, match="S2D_TRAIN_PROCESSES='two'"):
         distill.finetune(tiny_lm, pairs, settings, out_dir=tmp_path / "x", progress=False)
