@@ -107,6 +107,8 @@ bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_generation.py
 	# the served path: transformers serve against the local engine, same workload, one run
 	$(PY) benchmarks/bench_served.py
+	# llama.cpp's server against the local engine, both models, where `make llama-server` built it
+	if [ -x $(LLAMA_SERVER) ]; then $(PY) benchmarks/bench_llama.py; else echo "bench_llama: skipped ($(LLAMA_SERVER) not built: make llama-server)"; fi
 	$(PY) -m s2d_utils.readme
 
 # JupyterLab on notebooks/ with the project's kernel (.venv); tqdm bars render as widgets (ipywidgets)

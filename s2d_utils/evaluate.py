@@ -139,10 +139,12 @@ def over_seeds(rows: Sequence[SystemResult], seeds: Sequence[int]) -> SystemResu
     lo, hi = wilson(accuracy * first.n, first.n)
     extra = {}
     for key, value in first.extra.items():
-        numeric = all(isinstance(r.extra.get(key), (int, float)) and not isinstance(r.extra.get(key), bool)
-                      for r in rows)
-        extra[key] = mean([r.extra[key] for r in rows]) if numeric and not key.startswith("n[") else value
+        values = [r.extra.get(key) for r in rows]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        # counts (n[group], n@k) are the same on every seed: kept, not averaged into a float
+        extra[key] = mean(values) if numeric and len(set(values)) > 1 else value
     extra["seed_accuracy"] = [r.accuracy for r in rows]
+    extra["seed_tokens"] = [r.tokens for r in rows]
     extra["seeds"] = list(seeds)
     return SystemResult(first.name, first.n, accuracy, lo, hi, mean([r.tokens for r in rows]),
                         mean([r.parse_failures for r in rows]), first.correct, first.k, extra)

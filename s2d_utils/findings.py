@@ -111,32 +111,49 @@ def _in_group(r: SystemResult, group: str, test: Sequence[Example]) -> SystemRes
                         r.tokens, r.parse_failures, correct)
 
 
+def per_seed(exp: Any, name: str) -> list[tuple[str, list]]:
+    """[(label, test traces)]: one per seed for a multi-seed student ("<name> (seed s)"), else the
+    row's own [(name, traces)]; none for a row without traces."""
+    runs = (getattr(exp, "seed_traces", None) or {}).get(name) or []
+    if len(runs) > 1:
+        return [(f"{name} (seed {s})", ts) for s, ts in zip(exp.student_seeds, runs)]
+    traces = exp.traces.get(name)
+    return [(name, traces)] if traces else []
+
+
 def answer_profile(exp: Any, name: str, test: Sequence[Example]) -> str | None:
     """If one answer dominates a system's outputs (`DOMINANT_SHARE` up to `CONSTANT_SHARE`; above,
-    `guard_findings` says it), name it with what that constant answer would score."""
-    answers = [ts[0].answer for ts in exp.traces.get(name, [])]
-    found = one_answer(answers, DOMINANT_SHARE)
-    if found is None or found[0] is None or found[1] >= CONSTANT_SHARE * len(answers):
-        return None
-    top, count = found
-    constant = constant_score(exp.task, top, test)
-    if constant is None:
-        return None
-    return (f"{name} answers {top!r} to {count} of {len(answers)} test inputs; that answer alone would score "
-            f"{pct(constant)}, so compare its accuracy with this, not with 0.")
+    `guard_findings` says it), name it with what that constant answer would score (per seed for a
+    multi-seed student)."""
+    notes = []
+    for label, traces in per_seed(exp, name):
+        answers = [ts[0].answer for ts in traces]
+        found = one_answer(answers, DOMINANT_SHARE)
+        if found is None or found[0] is None or found[1] >= CONSTANT_SHARE * len(answers):
+            continue
+        top, count = found
+        constant = constant_score(exp.task, top, test)
+        if constant is not None:
+            notes.append(f"{label} answers {top!r} to {count} of {len(answers)} test inputs; that answer alone would "
+                         f"score {pct(constant)}, so compare its accuracy with this, not with 0.")
+    return " ".join(notes) or None
 
 
 def output_profile(exp: Any, name: str, share: float = 0.5) -> str | None:
-    """If one final completion makes up at least ``share`` of a system's test outputs, quote it."""
-    finals = [ts[0].final.strip() for ts in exp.traces.get(name, [])]
-    found = one_answer(finals, share)
-    if found is None:
-        return None
-    text, count = found
-    parsed = next(ts[0].answer for ts in exp.traces[name] if ts[0].final.strip() == text)
-    shown = text if len(text) <= 120 else text[:117] + "..."
-    return (f"{name} gives the same completion to {count} of {len(finals)} test inputs: {shown!r} "
-            f"(parsed as {parsed!r}).")
+    """If one final completion makes up at least ``share`` of a system's test outputs, quote it
+    (per seed for a multi-seed student)."""
+    notes = []
+    for label, traces in per_seed(exp, name):
+        finals = [ts[0].final.strip() for ts in traces]
+        found = one_answer(finals, share)
+        if found is None:
+            continue
+        text, count = found
+        parsed = next(ts[0].answer for ts in traces if ts[0].final.strip() == text)
+        shown = text if len(text) <= 120 else text[:117] + "..."
+        notes.append(f"{label} gives the same completion to {count} of {len(finals)} test inputs: {shown!r} "
+                     f"(parsed as {parsed!r}).")
+    return " ".join(notes) or None
 
 
 def lenient_accuracy(exp: Any, names: Sequence[str], test: Sequence[Example]) -> str | None:
@@ -222,17 +239,15 @@ def guard_findings(exp: Any, share: float = CONSTANT_SHARE) -> list[str]:
     a filter whose kept targets are (nearly) all one answer."""
     out = []
     for r in exp.rows:
-        traces = exp.traces.get(r.name)
-        if not traces:
-            continue
-        answers = [ts[0].answer for ts in traces]
-        found = constant_system(r.name, answers, share)
-        if found is not None:
-            said, top = found
-            constant = constant_score(exp.task, top, exp.test) if len(exp.test) == len(answers) else None
-            alone = "" if constant is None or top is None else f" (that answer alone scores {pct(constant)})"
-            out.append(f"{said}{alone}: its accuracy is that answer's, and it cannot carry a verdict on the paper's "
-                       "claims.")
+        for label, traces in per_seed(exp, r.name):
+            answers = [ts[0].answer for ts in traces]
+            found = constant_system(label, answers, share)
+            if found is not None:
+                said, top = found
+                constant = constant_score(exp.task, top, exp.test) if len(exp.test) == len(answers) else None
+                alone = "" if constant is None or top is None else f" (that answer alone scores {pct(constant)})"
+                out.append(f"{said}{alone}: its accuracy is that answer's, and it cannot carry a verdict on the "
+                           "paper's claims.")
     for name, f in exp.filters.items():
         targets = f.get("targets") or {}
         kept = sum(targets.values())

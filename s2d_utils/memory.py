@@ -25,12 +25,13 @@ HEAP_DYNAMIC_MAX = 32 << 20  # where glibc's dynamic threshold ends up on 64-bit
 
 
 @contextmanager
-def own_mappings(threshold: int = 1 << 20) -> Iterator[None]:
+def own_mappings(threshold: int = 64 << 10) -> Iterator[None]:
     """Inside the block, allocations of ``threshold`` bytes or more get their own memory mapping
     (glibc's ``M_MMAP_THRESHOLD``), returned to the OS the moment they are freed, instead of heap
     blocks that fragmentation keeps resident. Training needs it: measured on the 0.5B model, one
     step over 4 judge prompts of 760 tokens peaked at 10.0 GB resident with glibc's defaults, 6.8 GB
-    trimming after each pass, 2.9 GB with 64 KB mappings. Afterwards the threshold is left at
+    trimming after each pass, 2.9 GB with 64 KB mappings; notebook 04's three students (one a seed)
+    peaked at 7.4 GB with 1 MB mappings and 6.6 GB with 64 KB, with the same losses and time. Afterwards the threshold is left at
     glibc's dynamic maximum (32 MB), where a long-running process's threshold ends up anyway.
     A no-op where the C library is not glibc."""
     libc = None

@@ -15,14 +15,28 @@ def where(exp) -> str:
     lm = exp.lm
     where = f"{os.cpu_count()} CPU cores" if lm.device == "cpu" else lm.device
     if exp.manifest.backend.get("kind") == "openai":  # the base model's samples came from a server
-        local = [t for t in exp.trained.values() if t is not None and str(t.adapter_dir) in backends.ADAPTER_FALLBACKS]
-        students = (f"students on {where} (the server could not load their LoRA adapters)" if local
+        runs = [t for ts in (getattr(exp, "trained_seeds", None) or {k: [t] for k, t in exp.trained.items()}).values()
+                for t in ts if t is not None]
+        local = [t for t in runs if str(t.adapter_dir) in backends.ADAPTER_FALLBACKS]
+        students = ("no student was trained" if not runs
+                    else f"students on {where} (the server could not load their LoRA adapters)" if local
                     else "students as LoRA adapters on the same server")
         server = exp.manifest.backend["server"]
         name = (f"an OpenAI-compatible server of unknown kind (its own sampling defaults could not be pinned)"
                 if server.split()[0] == "openai" else f"a {server} server")
         where = f"{name} ({exp.manifest.backend['served_model']}), {students}"
     return where
+
+
+def served_note(exp) -> str:
+    """What the server said of itself (version, model file, dtype, slots: they key the cache) and
+    whether a rerun can repeat its samples."""
+    b = exp.manifest.backend
+    said = ", ".join(f"{k.replace('_', ' ')} {b[k]}" for k in ("server", "model_file", "dtype", "server_dtype",
+                                                               "slots", "deterministic") if b.get(k))
+    backend = backends.backend_for(exp.lm)
+    again = backend.reproducible() if hasattr(backend, "reproducible") else ""
+    return f"Served by {said} (these key the cache). {again}".strip()
 
 
 def table_notes(exp) -> list[str]:
@@ -39,6 +53,8 @@ def table_notes(exp) -> list[str]:
              "Accuracy 95% CI: Wilson interval. #Tokens: mean generated tokens per input over all calls. "
              "Parse fail: share of answers that do not parse (counted as wrong). Cut: share of calls the "
              "token cap stopped (a cut completion counts only if it states its answer in the strict form)."]
+    if exp.manifest.backend.get("kind") == "openai":
+        notes.append(served_note(exp))
     if CONSTANT in {r.name for r in exp.rows}:
         notes.append(f"{CONSTANT}: the one answer ({exp.row(CONSTANT).extra['answer']!r}) that, given to every "
                      "test input, scores best; any claim must clear it as well as System 1.")
@@ -50,7 +66,8 @@ def table_notes(exp) -> list[str]:
         notes.append(f"Every student is trained on seeds {seeds} (LoRA initialization, data order and dropout; the "
                      "teacher's samples are one draw shared by all seeds): its row gives the mean over the seeds, with "
                      "Wilson's interval at the test's n for that mean (conservative: a mean over seeds varies less), and "
-                     "'Over seeds' gives the standard deviation and each seed's accuracy. The paired tests are per seed.")
+                     "'Acc over seeds' gives the standard deviation and each seed's accuracy. The paired tests are per seed; a "
+                     "student the filter gave no pairs is the base model, evaluated once.")
     if exp.info.get("target"):
         notes.append(f"Students' training target: {exp.info['target']} (no intermediate tokens).")
     return (notes + sentences.training_notes(exp.trained, exp.sizes, training_budget(exp.task.NAME))

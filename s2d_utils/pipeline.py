@@ -30,7 +30,7 @@ from . import backends, distill, figures, filters, findings as sentences, profil
 from .evaluate import SystemResult
 from .backends import backend_for
 from .generation import fits, generate
-from .models import LoadedModel, conversion_record, free_memory, load_model, model_name_problem
+from .models import LoadedModel, conversion_record, load_model, model_name_problem
 from .paper import CONSTANT, paper_table
 from .tasks import Example, is_hub_id
 from .notes import table_notes
@@ -272,6 +272,12 @@ def show_trace(trace: Trace, example: Example) -> None:
     print("parsed answer:", trace.answer, "| gold:", example.gold)
 
 
+def _cut(exp: Experiment, name: str) -> float:
+    """The share of calls the token cap stopped: over every seed of a multi-seed student (its mean)."""
+    runs = exp.seed_traces.get(name) or [exp.traces[name]]
+    return sum(cut_share(ts) for ts in runs) / len(runs)
+
+
 def finish(exp: Experiment, *, findings: Sequence[str] = (), notes: Sequence[str] = (),
            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the table (md + csv, paper beside ours), the figure and the metrics under the names the
@@ -282,7 +288,7 @@ def finish(exp: Experiment, *, findings: Sequence[str] = (), notes: Sequence[str
     if test is not None and (const := records.constant_row(exp.task, test)) is not None \
             and CONSTANT not in {r.name for r in exp.rows}:
         exp.rows.append(const)
-    exp.rows = [replace(r, extra={**r.extra, "cut": cut_share(exp.traces[r.name])}) if r.name in exp.traces else r
+    exp.rows = [replace(r, extra={**r.extra, "cut": _cut(exp, r.name)}) if r.name in exp.traces else r
                 for r in exp.rows]
     tests = sentences.mcnemar_tests(exp, rec.mcnemar)
     base_notes = table_notes(exp)

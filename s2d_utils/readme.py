@@ -191,14 +191,47 @@ def readme_workplan(root: Path | None = None) -> str:
             out.append(f"`PROFILE={profile}`: no work plan yet (`make simulate PROFILE={profile}` writes {path.name}).")
             continue
         plan = json.loads(path.read_text())
+        seeds = {profiles.sizes(nb.method, nb.task, profile).seeds for nb in registry.NOTEBOOKS}
+        one_seed = all(" (seed " not in k for p in plan["notebooks"] for k in p["training"])
+        stale = (f" **This plan predates students on {max(seeds)} seeds**: its training GPU-h and its students' "
+                 f"test calls are one seed's; a run now trains and tests each student {max(seeds)} times "
+                 f"(`make simulate PROFILE={profile}` plans it anew)." if one_seed and max(seeds) > 1 else "")
         out.append(markdown(plan["notebooks"], profile) + f"\n\nThe simulated run took {plan['wall_s'] / 60:.1f} "
                    f"minutes on this repository's CPU machine; its largest notebook kernel peaked at "
-                   f"{plan['peak_rss_gb']:.1f} GB (`docs/workplans/{path.name}`).")
+                   f"{plan['peak_rss_gb']:.1f} GB (`docs/workplans/{path.name}`).{stale}")
     return "\n\n".join(out)
 
 
+def readme_bench_llama(root: Path | None = None) -> str:
+    """The README's llama-server comparison, from `benchmarks/bench_llama.py`'s JSON (figures/bench_llama.json)."""
+    path = (root or paths.ROOT) / "figures" / "bench_llama.json"
+    if not path.exists():
+        return "Not measured yet: `make llama-server && make bench` writes `figures/bench_llama.json`."
+    data = json.loads(path.read_text())
+    runs = data["models"]
+    lines = ["| measure | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+
+    def row(label, cell):
+        lines.append(f"| {label} | " + " | ".join(cell(runs[m]) for m in runs) + " |")
+
+    row("local engine, fp32 (tokens/s)", lambda r: f"{r['local_tokens_per_s']['float32']:.1f}")
+    row("local engine, bf16 (tokens/s)", lambda r: f"{r['local_tokens_per_s']['bfloat16']:.1f}")
+    for k in data["slots"]:
+        row(f"llama-server, -np {k} (tokens/s)", lambda r, k=k: f"{r['llama_tokens_per_s'][str(k)]:.1f}")
+    row("**llama-server at its best -np / local fp32**",
+        lambda r: f"**{r['llama_over_local']['float32']:.2f}x** (-np {r['best_slots']})")
+    row("**llama-server at its best -np / local bf16**", lambda r: f"**{r['llama_over_local']['bfloat16']:.2f}x**")
+    row("greedy completions identical to local fp32", lambda r: ", ".join(
+        f"{v} of {r['prompts']} (-np {k})" for k, v in r["greedy_identical_to_fp32"].items()))
+    lines += ["", f"Greedy, up to {data['max_new_tokens']} new tokens, the benchmark workload's prompts; llama-server "
+              f"on each model's own GGUF ({', '.join(r['gguf'] for r in runs.values())}); measured {data['date']} on "
+              f"{data['machine']} (`figures/bench_llama.json`, `benchmarks/bench_llama.py`)."]
+    return "\n".join(lines)
+
+
 README_BLOCKS = {"summary": readme_summary, "results": readme_results, "routing": readme_routing,
-                 "bench": readme_bench, "run": readme_run, "estimate": readme_estimate, "workplan": readme_workplan}
+                 "bench": readme_bench, "bench-llama": readme_bench_llama, "run": readme_run,
+                 "estimate": readme_estimate, "workplan": readme_workplan}
 
 
 def update_readme(path: Path | None = None) -> bool:

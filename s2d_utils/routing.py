@@ -182,7 +182,8 @@ def analyse(metrics: dict[str, dict], blocks: Sequence[Notebook] = registry.NOTE
         elif not trained:
             problem = f"{b.distilled} was not trained (no kept pairs): there is no student to route with"
         # a multi-seed student routes as its first seed (whose confidences and outcomes are recorded)
-        fixed = {role: (rows[name]["tokens"], (rows[name].get("seed_accuracy") or [rows[name]["accuracy"]])[0])
+        fixed = {role: ((rows[name].get("seed_tokens") or [rows[name]["tokens"]])[0],
+                        (rows[name].get("seed_accuracy") or [rows[name]["accuracy"]])[0])
                  for role, name in
                  (("System 1", b.system1), ("System 2", b.system2), ("distilled System 1", b.distilled)) if name in rows}
         if problem:

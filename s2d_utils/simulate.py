@@ -134,9 +134,14 @@ def markdown(plans: list[dict], profile: str) -> str:
              "| notebook | calls | prompt tokens | generated tokens (cap) | training pairs | steps x tokens | "
              "generation GPU-h | training GPU-h | peak RAM |", "|---|---|---|---|---|---|---|---|---|"]
     for p in plans:
-        tr = p["training"]
+        # a student's other seeds (`students.train_students` names them "<student> (seed k)") train
+        # on the same pairs with the same plan: listed once, with the seeds' count; GPU-h count them all
+        tr = {k: v for k, v in p["training"].items() if " (seed " not in k}
+        seeds = len(p["training"]) // max(1, len(tr))
         pairs = ", ".join(f"{v['pairs']:,}" for v in tr.values()) or "-"
         steps = ", ".join(f"{v['steps']:,} x {v['tokens_per_step'] / 1000:.1f}k" for v in tr.values()) or "-"
+        if seeds > 1 and tr:
+            steps += f", each on {seeds} seeds"
         g = p["generation"]
         lines.append(f"| {p['notebook']} | {g['calls']:,} | {g['prompt_tokens']:,} | {g['cap_tokens']:,} | {pairs} | "
                      f"{steps} | {p['generation_gpu_h']:.1f} | {p['training_gpu_h']:.1f} | {p['peak_rss_gb']:.1f} GB |")

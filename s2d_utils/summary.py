@@ -187,9 +187,9 @@ def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None)
     not testable (a precondition is missing: no System 2 gain for the claims about keeping it, no
     student trained on enough inputs, a constant system or constant training targets).
 
-    The claims are one family: each claim's primary test (under the first parse rule) is
-    Holm-corrected over every testable claim in the table, and its verdict is decided on the
-    adjusted p (both shown)."""
+    Each seed's claims are one family: each claim's primary test (under the first parse rule) is
+    Holm-corrected over every testable claim of that seed's students, and its verdict is decided on
+    the adjusted p (both shown); the seeds' verdicts then combine (`_over_seeds`)."""
     cells = []  # (slot, block, label, group, claim, m)
     out: list[dict[str, str]] = []
     for b in blocks_of(metrics, blocks):
@@ -230,7 +230,7 @@ def _by_rule(results: list[tuple[str, str, str]]) -> tuple[str, str]:
             numbers += f". Same verdict under the {', '.join(others)} parse rule"
         return verdict, numbers
     shown = " / ".join(f"{r[1]} ({r[0]})" for r in results)
-    return f"depends on the parse rule: {shown}", " || ".join(f"under the {r[0]} rule: {r[1]}: {r[2]}" for r in results)
+    return f"depends on the parse rule: {shown}", " // ".join(f"under the {r[0]} rule: {r[1]}: {r[2]}" for r in results)
 
 
 def _over_seeds(seeds: Sequence[int], results: list[tuple[str, str]]) -> tuple[str, str]:
@@ -239,7 +239,7 @@ def _over_seeds(seeds: Sequence[int], results: list[tuple[str, str]]) -> tuple[s
     if len(results) == 1:
         return results[0]
     verdicts = [v for v, _ in results]
-    numbers = " ||| ".join(f"seed {seed}: {text}" for seed, (_, text) in zip(seeds, results))
+    numbers = " ".join(f"[seed {seed}] {text}" for seed, (_, text) in zip(seeds, results))
     n = len(results)
     if len(set(verdicts)) == 1:
         return f"{verdicts[0]} ({n} of {n} seeds)", numbers
@@ -251,7 +251,10 @@ def _over_seeds(seeds: Sequence[int], results: list[tuple[str, str]]) -> tuple[s
 def verdicts_markdown(rows: list[dict[str, str]]) -> str:
     head = ("| claim | method | verdict | the evidence (accuracy, paired difference with its 95% score CI, McNemar score test) |"
             "\n|---|---|---|---|")
-    body = [f"| {r['claim']} | {r['method']} | **{r['verdict']}** | {r['numbers']} |" for r in rows]
+    def cell(text: str) -> str:  # a "|" in the evidence (rules, seeds) would open a new column
+        return text.replace("|", "\\|")
+
+    body = [f"| {r['claim']} | {r['method']} | **{cell(r['verdict'])}** | {cell(r['numbers'])} |" for r in rows]
     return "\n".join([head, *body])
 
 
@@ -269,8 +272,8 @@ LEGEND = (f"- **held**: the data show it. 'Beats' and 'the filter matters': the 
           f"student trained on fewer than {MIN_PAIRS} kept inputs or on targets that are all one answer; a system that "
           f"gives one answer to at least {CONSTANT_SHARE:.0%} of the inputs).\n"
           "- The intervals are the ones that invert the test (Tango's score interval for a paired difference), so an "
-          "interval excludes 0 exactly when p < 0.05. The claims are one family: each claim's primary test is "
-          "Holm-corrected over every testable claim in this table, and the verdict is decided on the adjusted p "
+          "interval excludes 0 exactly when p < 0.05. Each seed's claims are one family: each claim's primary test is "
+          "Holm-corrected over every testable claim of that seed, and the verdict is decided on the adjusted p "
           "(shown beside the raw one where they differ); preconditions and the secondary conditions are tested "
           "at alpha 0.05 uncorrected.\n"
           "- Each verdict is computed under every parse rule the task has (the table's first); 'depends on the parse "
@@ -280,7 +283,9 @@ LEGEND = (f"- **held**: the data show it. 'Beats' and 'the filter matters': the 
           "- Every student is trained on several seeds (its LoRA initialization, data order and dropout; the teacher's "
           "samples are one draw): each verdict is computed per seed, each seed's claims one Holm family, and reads "
           "e.g. 'held (3 of 3 seeds)' where every seed gives the same verdict, else 'flips between seeds: held in j of 3' "
-          "with each seed's. A student row's accuracy in the tables is the mean over its seeds.\n")
+          "with each seed's. A student row's accuracy in the tables is the mean over its seeds. Holm's correction "
+          "depends on the rest of a seed's family, so a claim can flip between seeds near alpha even where its own "
+          "outcomes barely move; the per-seed numbers show where.\n")
 
 
 def save_verdicts(rows: list[dict[str, str]], profile: str, model: str) -> Path:

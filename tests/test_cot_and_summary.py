@@ -287,7 +287,7 @@ def test_verdicts_are_per_seed_and_say_when_they_flip():
     assert got[summary.BEATS]["verdict"] == "held (3 of 3 seeds)"
     assert got[summary.NEAR]["verdict"] == "held (3 of 3 seeds)"
     numbers = got[summary.BEATS]["numbers"]
-    assert "seed 0: " in numbers and "seed 1: " in numbers and "seed 2: " in numbers and "+36.0 points" in numbers
+    assert "[seed 0] " in numbers and "[seed 1] " in numbers and "[seed 2] " in numbers and "+36.0 points" in numbers
 
     # one seed learned nothing (System 1's outcomes): the verdict flips, and gives each seed's
     got = run([_vec(58), _vec(20), _vec(60)])

@@ -108,3 +108,107 @@ def test_how_often_greedy_equals_the_local_engine(smollm, llama, capsys):
     with capsys.disabled():
         print(f"\nllama-server greedy == local engine on {same} of {len(PROMPTS)} prompts (16 tokens each)")
     assert all(g[0].text.strip() for g in served)  # it answered every prompt
+
+
+def test_its_identity_keys_the_cache_and_the_notes_say_what_reproduces(smollm, llama):
+    backend = connect(_settings(llama.url), smollm)
+    ident = backend.identity()
+    # the file it serves and its slots join the cache key: another quantization or -np is another key
+    assert ident["model_file"] == _gguf().name and ident["slots"] == "4", ident
+    assert backend.info.concurrency() == 4  # its slots, where S2D_CONCURRENCY does not say
+    assert "cannot be reproduced bit for bit" in backend.reproducible()
+
+
+def test_killed_mid_run_and_restarted_it_resumes_from_the_cache(smollm, tmp_path):
+    import threading
+    import time
+
+    from s2d_utils.cache import GenerationCache
+
+    db = tmp_path / "resume.sqlite"
+    GenerationCache(db).close()
+    kw = dict(n=1, temperature=0.0, max_new_tokens=24, seed=0, progress=False)
+    srv = LlamaServer(_gguf(), tmp_path / "one", ALIAS, context=2048, slots=1).start()
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = generate(smollm, PROMPTS, cache=GenerationCache(db), backend=connect(
+                _settings(srv.url), smollm), **kw)
+        except BaseException as err:  # noqa: BLE001 - inspected below
+            outcome["error"] = err
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    stored, deadline = 0, time.time() + 120
+    while time.time() < deadline and worker.is_alive() and stored < 2:
+        with GenerationCache(db) as c:
+            stored = len(c)
+        time.sleep(0.02)
+    srv.stop(kill=True)  # SIGKILL mid-run, as a crash would
+    worker.join(timeout=120)
+    assert not worker.is_alive() and isinstance(outcome.get("error"), ServerError), outcome
+    with GenerationCache(db) as c:
+        stored = len(c)
+    assert 1 <= stored < len(PROMPTS), "the server should have died part-way"
+    with LlamaServer(_gguf(), tmp_path / "two", ALIAS, context=2048, slots=1) as again:  # same arguments, new port
+        resumed = generate(smollm, PROMPTS, cache=GenerationCache(db), backend=connect(_settings(again.url), smollm),
+                           **kw)
+        fresh = generate(smollm, PROMPTS, cache=None, backend=connect(_settings(again.url), smollm), **kw)
+    assert (resumed.stats.cached, resumed.stats.computed) == (stored, len(PROMPTS) - stored)
+    assert resumed == fresh  # one slot, greedy: the restarted server gives what the first one gave
+
+
+def test_a_smoke_notebook_runs_end_to_end_through_llama_server(llama, tmp_path):
+    """Notebook 01 (smoke profile) with generation through llama-server: System 1 and System 2 on
+    the server; the students, which llama-server cannot load at run time, locally, and the table
+    notes say so, with the server's identity and what a rerun repeats."""
+    from test_notebooks import run_notebook
+
+    os.environ.update(S2D_BACKEND="openai", S2D_BASE_URL=llama.url, S2D_SERVED_MODEL=ALIAS)
+    try:
+        metrics = run_notebook("01_rar_last_letter", tmp_path)
+    finally:
+        for k in ("S2D_BACKEND", "S2D_BASE_URL", "S2D_SERVED_MODEL"):
+            os.environ.pop(k, None)
+    backend = metrics["manifest"]["backend"]
+    assert backend["kind"] == "openai" and backend["server"].startswith("llama.cpp"), backend
+    assert backend["model_file"] == _gguf().name
+    table = (tmp_path / "figures" / "table1_last_letter.smoke.md").read_text()
+    assert "a llama.cpp" in table and "Served by server llama.cpp" in table
+    if any(metrics["training"].values()):  # llama-server loads no adapter at run time: the students ran here
+        assert "(the server could not load their LoRA adapters)" in table
+    else:
+        assert "no student was trained" in table
+
+
+def test_a_student_converted_to_gguf_is_served_by_llama_server(smollm, tmp_path, monkeypatch):
+    """llama-server loads adapters only at start: without the student's it says how to convert it
+    (and the student runs locally); started with the converted file (`adapters.to_gguf`), the
+    client finds it in /lora-adapters and applies it per request, and base requests stay the base."""
+    from s2d_utils import distill
+    from s2d_utils.backends import ADAPTER_FALLBACKS, adapters
+
+    pairs = [{"id": str(i), "prompt": p, "completion": "Banana."} for i, p in enumerate(PROMPTS * 2)]
+    settings = distill.LoraSettings(r=4, alpha=16, dropout=0.0, learning_rate=3e-3, batch_size=4, steps=12)
+    trained = distill.finetune(smollm, pairs, settings, out_dir=tmp_path / "adapter", progress=False)
+    kw = dict(n=1, temperature=0.0, max_new_tokens=6, seed=0, progress=False, cache=None)
+    monkeypatch.setenv("S2D_BACKEND", "openai")
+    monkeypatch.setenv("S2D_SERVED_MODEL", ALIAS)
+    with LlamaServer(_gguf(), tmp_path / "plain", ALIAS, context=1024, slots=1) as plain:
+        monkeypatch.setenv("S2D_BASE_URL", plain.url)
+        student = distill.load_distilled(smollm, trained, weights=False)
+        with pytest.warns(UserWarning, match="loads LoRA adapters only at start.*python -m s2d_utils.backends.adapters"):
+            generate(student, PROMPTS[:1], **kw)
+    ADAPTER_FALLBACKS.clear()
+    gguf = adapters.to_gguf(trained.adapter_dir, base=smollm.path)
+    assert gguf.name == adapters.adapter_name(trained.adapter_dir) + ".gguf"
+    with LlamaServer(_gguf(), tmp_path / "lora", ALIAS, context=1024, slots=1,
+                     extra=("--lora", str(gguf), "--lora-init-without-apply")) as srv:
+        monkeypatch.setenv("S2D_BASE_URL", srv.url)
+        student = distill.load_distilled(smollm, trained, weights=False)
+        served = generate(student, PROMPTS[:3], **kw)
+        base = generate(smollm, PROMPTS[:3], **kw)
+    assert served.stats.backend == "openai" and not student.loaded, "the student ran on the server"
+    assert all("Banana" in g[0].text for g in served), [g[0].text for g in served]
+    assert not any("Banana" in g[0].text for g in base), "base requests must not apply the adapter"

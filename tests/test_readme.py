@@ -93,3 +93,36 @@ def test_readme_sizes_and_constants_are_the_codes():
     from s2d_utils import models
 
     assert f"at most {models.FIT_SHARE:.0%} of that GPU's free memory" in readme.replace("\n", " ")
+
+
+def test_the_llama_server_block_shows_each_slot_count_and_the_ratios(tmp_path):
+    (tmp_path / "figures").mkdir()
+    assert "Not measured yet" in report.readme_bench_llama(tmp_path)
+    run = {"local_tokens_per_s": {"float32": 40.0, "bfloat16": 20.0}, "llama_tokens_per_s": {"1": 30.0, "4": 80.0},
+           "best_slots": 4, "llama_over_local": {"float32": 2.0, "bfloat16": 4.0},
+           "greedy_identical_to_fp32": {"1": 5, "4": 4}, "prompts": 8, "gguf": "m.gguf"}
+    (tmp_path / "figures" / "bench_llama.json").write_text(json.dumps(
+        {"date": "d", "machine": "2 CPU cores", "max_new_tokens": 48, "slots": [1, 4], "models": {"m": run}}))
+    text = report.readme_bench_llama(tmp_path)
+    assert "| llama-server, -np 4 (tokens/s) | 80.0 |" in text
+    assert "| **llama-server at its best -np / local fp32** | **2.00x** (-np 4) |" in text
+    assert "| greedy completions identical to local fp32 | 5 of 8 (-np 1), 4 of 8 (-np 4) |" in text
+
+
+def test_a_work_plan_from_before_three_seeds_says_so(tmp_path):
+    plans = tmp_path / "docs" / "workplans"
+    plans.mkdir(parents=True)
+    plan = {"notebooks": [{"notebook": "01_rar_last_letter", "training": {"Distill": {"pairs": 3, "steps": 2,
+                                                                                    "tokens_per_step": 1000}},
+                           "generation": {"calls": 1, "prompt_tokens": 1, "cap_tokens": 1}, "generation_gpu_h": 1.0,
+                           "training_gpu_h": 1.0, "peak_rss_gb": 1.0,
+                           "rates": {"decode_tokens_per_s": 1, "prefill_tokens_per_s": 1, "source": "s", "gpus": 1,
+                                     "gpu": "g"}}], "wall_s": 60, "peak_rss_gb": 1.0}
+    (plans / "gpu.json").write_text(json.dumps(plan))
+    assert "**This plan predates students on 3 seeds**" in report.readme_workplan(tmp_path)
+    three = {"Distill": plan["notebooks"][0]["training"]["Distill"]}
+    three.update({f"Distill (seed {s})": three["Distill"] for s in (1, 2)})
+    plan["notebooks"][0]["training"] = three
+    (plans / "gpu.json").write_text(json.dumps(plan))
+    text = report.readme_workplan(tmp_path)
+    assert "predates" not in text and "2 x 1.0k, each on 3 seeds" in text

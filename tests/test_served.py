@@ -10,6 +10,7 @@ Deselect with ``-m "not served"``.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -157,7 +158,9 @@ class LoraServer:
     client sends), and ``echo`` requests with the prompt's log-probabilities, one forward pass.
     transformers serve has no adapter routes and no ``echo``; vLLM cannot run here."""
 
-    def __init__(self, base):
+    def __init__(self, base, apply: bool = True, max_rank: int | None = None):
+        """``apply=False``: it lists and "loads" adapters but answers every request with the base
+        model; ``max_rank``: it refuses adapters of a higher rank, with vLLM's message."""
         import uvicorn
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse
@@ -184,6 +187,9 @@ class LoraServer:
             self.loads.append(body)
             if body["lora_name"] in self.students:
                 return JSONResponse({"message": f"The lora adapter '{body['lora_name']}' has already been loaded."}, 400)
+            rank = json.loads((Path(body["lora_path"]) / "adapter_config.json").read_text())["r"]
+            if max_rank is not None and rank > max_rank:
+                return JSONResponse({"message": f"LoRA rank {rank} is greater than max_lora_rank {max_rank}."}, 400)
             self.students[body["lora_name"]] = load_model(base.name, device="cpu", adapter=body["lora_path"])
             return "Success: LoRA adapter loaded"
 
@@ -194,6 +200,8 @@ class LoraServer:
             body = await request.json()
             self.requests.append(body)
             lm = base if body["model"] == base.path else self.students.get(body["model"])
+            if lm is not None and not apply:
+                lm = base
             if lm is None:
                 return JSONResponse({"message": f"model {body['model']!r} not found"}, 404)
             ids = torch.tensor([body["prompt"]])
@@ -324,6 +332,37 @@ def test_a_server_that_cannot_load_adapters_says_so_and_the_student_runs_locally
     assert student.adapter in ADAPTER_FALLBACKS
     local = generate(distill.load_distilled(smollm, student_adapter), PROMPTS[:2], cache=None, backend=LOCAL, **GREEDY)
     assert served == local
+
+
+def test_a_server_that_lists_an_adapter_but_does_not_apply_it_is_caught(smollm, student_adapter, monkeypatch,
+                                                                        tmp_path):
+    """A server that accepts and lists the adapter but answers with the base model: the probe (the
+    same log-probabilities with and without it) catches it, and the student runs locally."""
+    from s2d_utils import distill
+    from s2d_utils.backends import ADAPTER_FALLBACKS
+
+    ADAPTER_FALLBACKS.clear()  # another test's fallback for this adapter would skip the server
+    with LoraServer(smollm, apply=False) as srv:
+        _served_env(monkeypatch, srv.url)
+        student = distill.load_distilled(smollm, student_adapter, weights=False)
+        with pytest.warns(UserWarning, match="answers with it exactly as the base model does"):
+            served = generate(student, PROMPTS[:2], cache=None, **GREEDY)
+    assert served.stats.backend == "local" and student.adapter in ADAPTER_FALLBACKS
+    ADAPTER_FALLBACKS.pop(student.adapter)
+    assert any(b.get("echo") for b in srv.requests), "the probe scores with echo"
+
+
+def test_an_adapter_over_the_servers_rank_limit_says_which_flag_to_set(smollm, student_adapter, monkeypatch):
+    from s2d_utils import distill
+    from s2d_utils.backends import ADAPTER_FALLBACKS
+
+    ADAPTER_FALLBACKS.clear()
+    with LoraServer(smollm, max_rank=2) as srv:  # the adapter's rank is 4
+        _served_env(monkeypatch, srv.url)
+        student = distill.load_distilled(smollm, student_adapter, weights=False)
+        with pytest.warns(UserWarning, match=r"rank is below the adapter's \(4\): start it with --max-lora-rank 4"):
+            generate(student, PROMPTS[:1], cache=None, **GREEDY)
+    ADAPTER_FALLBACKS.pop(student.adapter)
 
 
 @pytest.mark.slow

@@ -126,9 +126,15 @@ def test_the_gpu_profile_runs_end_to_end_simulated_at_full_size(tmp_path):
         assert p["training"], f"{nb.notebook}: no student planned"
         for name, t in p["training"].items():
             assert t["steps"] == z.steps and abs(t["tokens_per_step"] - z.tokens_per_step) <= 0.25 * z.tokens_per_step
+        # every student planned on each of its seeds, the same pairs each time
+        firsts = [k for k in p["training"] if " (seed " not in k]
+        assert len(p["training"]) == z.seeds * len(firsts), sorted(p["training"])
+        for k in firsts:
+            assert {p["training"][f"{k} (seed {s})"]["pairs"] for s in range(1, z.seeds)} == {p["training"][k]["pairs"]}
         table = (out / "figures" / f"{nb.table}.gpu.md").read_text()
         assert "SIMULATED RUN" in table
     coin = by_nb["02_rar_coin_flip"]
     assert coin["test_inputs"] == 1333 and coin["generation"]["calls"] > 2000 * 8 * 9
     assert (out / "figures" / f"{registry.SUMMARY_FILE}.gpu.md").exists()
     assert "| 05_cot_gsm8k |" in (out / "workplan.md").read_text()
+    assert "each on 3 seeds" in (out / "workplan.md").read_text()

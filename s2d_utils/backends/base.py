@@ -109,7 +109,7 @@ class Settings:
     base_url: str | None = None
     served_model: str | None = None  # the server's name for the model (default: the model's folder or hub id)
     served_dtype: str | None = None  # the dtype the server runs (servers rarely report it; it keys the cache)
-    concurrency: int = 8  # requests in flight at once
+    concurrency: int | None = None  # requests in flight at once (None: the server's default, `servers.DEFAULT_CONCURRENCY`)
     timeout: float = 600.0  # seconds per request
     max_retries: int = 5  # per request, with exponential backoff, on 429, 5xx, timeouts and lost connections
 
@@ -121,13 +121,13 @@ class Settings:
             raise ValueError(f"S2D_BACKEND={kind!r}: expected one of {list(KINDS)}")
         try:
             settings = cls(kind, env.get("S2D_BASE_URL") or None, env.get("S2D_SERVED_MODEL") or None,
-                           env.get("S2D_SERVED_DTYPE") or None, int(env.get("S2D_CONCURRENCY", 8)),
+                           env.get("S2D_SERVED_DTYPE") or None, int(env["S2D_CONCURRENCY"]) if env.get("S2D_CONCURRENCY") else None,
                            float(env.get("S2D_REQUEST_TIMEOUT", 600)), int(env.get("S2D_MAX_RETRIES", 5)))
         except ValueError as err:
             raise ValueError(f"S2D_CONCURRENCY / S2D_REQUEST_TIMEOUT / S2D_MAX_RETRIES: not a number ({err})") from err
         if kind == "openai" and not settings.base_url:  # (simulated needs nothing)
             raise ValueError("S2D_BACKEND=openai needs S2D_BASE_URL (e.g. http://127.0.0.1:8000/v1)")
-        if settings.concurrency < 1 or settings.timeout <= 0 or settings.max_retries < 0:
+        if (settings.concurrency is not None and settings.concurrency < 1) or settings.timeout <= 0 or settings.max_retries < 0:
             raise ValueError(f"S2D_CONCURRENCY={settings.concurrency} must be >= 1, S2D_REQUEST_TIMEOUT="
                              f"{settings.timeout} > 0 and S2D_MAX_RETRIES={settings.max_retries} >= 0")
         return settings

@@ -31,31 +31,14 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Sequence
 
 from .base import Job, Sampling, Settings, answer_tokens, stop_token_ids
+from . import adapters
+from .adapters import ADAPTER_ROUTES, AdapterUnsupported, _root, adapter_name  # noqa: F401 - re-exported
+from .servers import ServerInfo, identify
 from .responses import (RETOKENIZE_SLACK, ServerError, TokenCountMismatch, TruncatedSample,  # noqa: F401 - re-exported
                         read_response, server_tokens)
 
 SEED_BITS = 31  # llama-server takes a uint32 seed, the others int64: 31 bits fit everywhere
 PROBE_TIMEOUT = 10.0  # seconds for the first start-up check: a server that is down fails in seconds
-
-
-class AdapterUnsupported(RuntimeError):
-    """The server cannot load a LoRA adapter at run time (the student is then evaluated locally)."""
-
-
-ADAPTER_ROUTES = ("{base}/load_lora_adapter", "{root}/load_lora_adapter")  # vLLM (/v1/...), SGLang (root)
-
-
-def adapter_name(adapter_dir) -> str:
-    """The name a student's adapter is served under: its content hash. vLLM keys its prefix cache
-    by adapter name, so two different adapters must never share one, and one adapter keeps its name."""
-    from ..models import adapter_hash
-
-    return "s2d-lora-" + adapter_hash(adapter_dir)[:16]
-
-
-def _root(base_url: str) -> str:
-    url = base_url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 class OpenAIBackend:
@@ -64,6 +47,7 @@ class OpenAIBackend:
     kind = "openai"
     flavor = "openai"  # set by _identify
     lora: str | None = None  # SGLang: the adapter a request names in lora_path
+    lora_id: int | None = None  # llama-server: the start-up adapter a request applies (the others at scale 0)
     context: int | None = None  # tokens a request may hold (prompt + max_tokens), where the server says
     flush_every = 1  # every finished sample is committed at once: a killed run resumes where it was
 
@@ -82,11 +66,13 @@ class OpenAIBackend:
         self.listed: list[str] = []
         self._adapted: dict[str, "OpenAIBackend"] = {}  # adapter folder -> this server generating with it
         self.version: str | None = None
+        self.info = ServerInfo()  # what the server says of itself (`_identify`)
         # "vllm" (/version), "sglang" (/get_server_info), "llama.cpp" (/props), "transformers" (takes a
         # generation_config), "openai" (none of these: its own sampling defaults cannot be pinned)
         self.flavor = "openai"
         self.token_prompts = True
         self.stops = sorted(stop_token_ids(lm))
+        self.tokenizer = lm.tokenizer  # for the adapter probe (`adapters.applied`)
         self._check(lm)
 
     # ----- start-up checks -----
@@ -130,7 +116,7 @@ class OpenAIBackend:
             try:  # transformers serve takes a generation_config (and rejects fields it does not know)
                 quick.completions.create(model=self.served_model, prompt="Hi", max_tokens=1, temperature=0.0,
                                          extra_body={"generation_config": json.dumps({"do_sample": False})})
-                self.flavor = "transformers"
+                self.flavor = self.info.flavor = "transformers"
             except openai.APIStatusError:
                 pass
 
@@ -150,78 +136,42 @@ class OpenAIBackend:
         return body if isinstance(body, dict) else None
 
     def _identify(self) -> None:
-        """Which server this is, from its own identity route, with its version and the context a
-        request may hold: SGLang's ``/get_server_info``, llama-server's ``/props`` (the slot's
-        context), vLLM's ``/version`` (and ``max_model_len`` in ``/v1/models``). SGLang is asked
-        first: it may answer ``/version`` too."""
-        if (body := self._get("/get_server_info")) and ("model_path" in body or "tokenizer_path" in body):
-            self.flavor, self.version = "sglang", str(body.get("version") or "") or None
-            states = body.get("internal_states")
-            ctx = body.get("context_length") or (states[0].get("context_length") if isinstance(states, list) and states
-                                                 and isinstance(states[0], dict) else None)
-            self.context = int(ctx) if ctx else None
-        elif (body := self._get("/props")) and "default_generation_settings" in body:
-            self.flavor = "llama.cpp"
-            self.version = str(body.get("build_info") or "") or None
-            ctx = (body.get("default_generation_settings") or {}).get("n_ctx")
-            self.context = int(ctx) if ctx else None
-        elif (body := self._get("/version")) and body.get("version"):
-            self.version, self.flavor = str(body["version"]), "vllm"
-            for m in (self._get("/v1/models") or {}).get("data") or []:
-                if isinstance(m, dict) and m.get("id") == self.served_model and m.get("max_model_len"):
-                    self.context = int(m["max_model_len"])
+        """Which server this is, its version, model file, dtype, context and slots (`servers.identify`)."""
+        self.info = identify(self._get, self.served_model)
+        self.flavor, self.version, self.context = self.info.flavor, self.info.version, self.info.context
+        if self.dtype == "unreported" and self.info.dtype:
+            self.dtype = self.info.dtype
 
     def identity(self, lm=None) -> dict[str, str]:
+        """What decides a sample besides the weights (the cache key): server and version, served
+        model, dtype, and what the server says of its model file and batching (`ServerInfo.key`)."""
         server = self.flavor + (f" {self.version}" if self.version else "")
-        return {"kind": self.kind, "server": server, "served_model": self.served_model, "dtype": self.dtype}
+        return {"kind": self.kind, "server": server, "served_model": self.served_model, "dtype": self.dtype,
+                **self.info.key()}
+
+    def reproducible(self) -> str:
+        """Whether a rerun repeats these samples, for the table notes (`ServerInfo.reproducible`)."""
+        return self.info.reproducible(self.concurrency(Sampling(0.0, 1.0, 1)))
 
     # ----- students as LoRA adapters -----
 
     def with_adapter(self, adapter_dir) -> "OpenAIBackend":
-        """This server, generating with the LoRA adapter in ``adapter_dir`` on its base model.
-
-        Loads the adapter at run time (vLLM: ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``;
-        SGLang: ``--enable-lora``) under `adapter_name`, unless the server lists that name already.
-        The server reads the folder itself: it must see the same path (same machine or a shared
-        disk). Raises `AdapterUnsupported`, with what to do, when the server has no such route or
-        refuses the adapter.
-        """
+        """This server, generating with the LoRA adapter in ``adapter_dir`` on its base model
+        (`adapters.attach`: loaded at run time by vLLM and SGLang, found among llama-server's
+        start-up adapters), checked to be applied (`adapters.applied`). Raises `AdapterUnsupported`,
+        with what to do, where the server cannot serve it."""
         import copy
         from pathlib import Path
-
-        import httpx
 
         folder = Path(adapter_dir).resolve()
         if str(folder) in self._adapted:
             return self._adapted[str(folder)]
-        name = adapter_name(folder)
-        if name not in self._served_names():
-            answers = []
-            for route in ADAPTER_ROUTES:
-                url = route.format(base=self.base_url, root=_root(self.base_url))
-                try:
-                    reply = httpx.post(url, json={"lora_name": name, "lora_path": str(folder)},
-                                       timeout=self.settings.timeout, headers=self.headers())
-                except httpx.HTTPError as err:
-                    answers.append(f"{url}: {type(err).__name__}")
-                    continue
-                text = reply.text[:300]
-                if reply.status_code == 200 or (reply.status_code == 400 and "already" in text.lower()):
-                    break
-                answers.append(f"{url}: HTTP {reply.status_code} {text}")
-            else:
-                raise AdapterUnsupported(
-                    f"{self.base_url} cannot load the LoRA adapter {folder} as {name!r} ({'; '.join(answers)}). "
-                    "Start vLLM with --enable-lora --max-lora-rank <rank> and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True "
-                    "(or SGLang with --enable-lora) on a machine that sees this folder; meanwhile the student is "
-                    "evaluated locally.")
-            if self.listed and name not in self._served_names():
-                raise AdapterUnsupported(f"{self.base_url} accepted the LoRA adapter {name!r} but does not list it")
         clone = copy.copy(self)
-        if self.flavor == "sglang":  # SGLang picks the adapter from lora_path; a bare name in model is the base
-            clone.lora = name
-        else:
-            clone.served_model = name
+        clone.__dict__.update(adapters.attach(self, folder))
+        if adapters.applied(self, clone, self.tokenizer) is False:
+            raise AdapterUnsupported(f"{self.base_url} lists the LoRA adapter {adapter_name(folder)!r} but answers "
+                                     "with it exactly as the base model does (a probe's log-probabilities are the "
+                                     "same): it does not apply it; the student is evaluated locally.")
         self._adapted[str(folder)] = clone
         return clone
 
@@ -259,6 +209,8 @@ class OpenAIBackend:
         if self.flavor == "sglang" and self.lora:
             extra["lora_path"] = self.lora
         elif self.flavor == "llama.cpp":
+            # its start-up adapters apply only where a request names them: none for the base model
+            extra["lora"] = [] if self.lora_id is None else [{"id": self.lora_id, "scale": 1.0}]
             extra.update(top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, repeat_last_n=0, dry_multiplier=0.0,
                          xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, samplers=["temperature", "top_p"],
                          cache_prompt=False, n_probs=1)  # n_probs: each generated token's id and log-probability
@@ -299,7 +251,7 @@ class OpenAIBackend:
             return 1  # its seed is process-global: concurrent sampled requests would share one RNG
         if self.flavor == "llama.cpp" and sampling.temperature > 0:
             return 1  # parallel slots decode in one batch, which changes the logits: samples then differ run to run
-        return self.settings.concurrency
+        return self.settings.concurrency or self.info.concurrency()
 
     def run(self, lm, jobs: Sequence[Job], sampling: Sampling, batch_size: int = 0, stats=None):
         """Yield ``(job index, Generated)`` as requests finish. On a failure, stops sending, lets

@@ -91,7 +91,7 @@ class LlamaServer:
     """
 
     def __init__(self, gguf, workdir, alias: str, context: int = 4096, slots: int = 4, threads: int = 2,
-                 binary=None, deadline: float = 120.0):
+                 binary=None, deadline: float = 120.0, extra: tuple[str, ...] = ()):
         from pathlib import Path
 
         from .. import paths
@@ -99,6 +99,7 @@ class LlamaServer:
         self.gguf, self.workdir, self.alias = Path(gguf), Path(workdir), alias
         self.context, self.slots, self.threads, self.deadline = context, slots, threads, deadline
         self.binary = Path(binary) if binary else paths.ROOT / ".llama" / "bin" / "llama-server"
+        self.extra = tuple(extra)  # more arguments, e.g. ("--lora", <file>, "--lora-init-without-apply")
         self.proc = None
         self.port = 0
 
@@ -121,7 +122,7 @@ class LlamaServer:
         log_path = self.workdir / f"llama-server-{self.port}.log"
         cmd = [str(self.binary), "-m", str(self.gguf), "--alias", self.alias, "-c", str(self.context), "--kv-unified",
                "-np", str(self.slots), "-t", str(self.threads), "--host", "127.0.0.1", "--port", str(self.port),
-               "--no-webui"]
+               "--no-webui", *self.extra]
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         until = time.time() + self.deadline

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Sequence
 
 from .. import paths
-from ..findings import compare, compare_in_group
+from ..findings import compare, compare_in_group, per_seed
 from ..generation import generate
 from ..models import LoadedModel
 from ..registry import S2A as _ROWS
@@ -94,12 +94,13 @@ def rewrite_parsed(traces: Sequence[Sequence[Trace]]) -> float:
 
 def opinion_echo(exp, name: str, test: Sequence[Example]) -> float | None:
     """Share of a system's biased test inputs whose parsed answer is the user's incorrect opinion."""
-    traces = exp.traces.get(name)
-    pairs = [(ts[0].answer, e.meta["incorrect"]) for ts, e in zip(traces or [], test)
-             if e.meta.get("group") == "biased" and e.meta.get("incorrect")]
-    if not pairs:
-        return None
-    return sum(a is not None and exp.task.score(a, wrong) for a, wrong in pairs) / len(pairs)
+    shares = []
+    for _, traces in per_seed(exp, name):  # a multi-seed student: the mean over its seeds
+        pairs = [(ts[0].answer, e.meta["incorrect"]) for ts, e in zip(traces, test)
+                 if e.meta.get("group") == "biased" and e.meta.get("incorrect")]
+        if pairs:
+            shares.append(sum(a is not None and exp.task.score(a, wrong) for a, wrong in pairs) / len(pairs))
+    return sum(shares) / len(shares) if shares else None
 
 
 def findings(exp, test) -> list[str]:
@@ -160,14 +161,14 @@ def scorer_findings(exp, test, labelled: Path = sycophancy.LABELLED) -> list[str
                    f"{prev['n']} ({kinds('previous')}). Fixture: {shown}.")
     parts = []
     for name in (SYSTEM1, S2A, DISTILL, DISTILL_NO_USC):
-        traces = exp.traces.get(name)
-        if not traces:
+        by_group = {}  # a multi-seed student: every seed's outcomes pooled, so the share is the seeds' mean
+        for _, traces in per_seed(exp, name):
+            again = rescore([ts[:1] for ts in traces], test, exp.task,
+                            reader=lambda c, e: exp.task.extract(c.output, "previous", e))
+            for ts, e in zip(again, test):
+                by_group.setdefault(e.meta.get("group"), []).append(bool(exp.task.score(ts[0].answer, e.gold)))
+        if not by_group:
             continue
-        again = rescore([ts[:1] for ts in traces], test, exp.task,
-                        reader=lambda c, e: exp.task.extract(c.output, "previous", e))
-        by_group = {}
-        for ts, e in zip(again, test):
-            by_group.setdefault(e.meta.get("group"), []).append(bool(exp.task.score(ts[0].answer, e.gold)))
         parts.append(f"{name} " + " / ".join(f"{100 * sum(v) / len(v):.1f}%" for g, v in sorted(by_group.items())
                                              if g is not None))
     if parts:
