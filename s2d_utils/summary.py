@@ -239,7 +239,7 @@ def _over_seeds(seeds: Sequence[int], results: list[tuple[str, str]]) -> tuple[s
     if len(results) == 1:
         return results[0]
     verdicts = [v for v, _ in results]
-    numbers = " ".join(f"[seed {seed}] {text}" for seed, (_, text) in zip(seeds, results))
+    numbers = " ".join(f"[seed {seed}] {text.rstrip('.')}." for seed, (_, text) in zip(seeds, results))
     n = len(results)
     if len(set(verdicts)) == 1:
         return f"{verdicts[0]} ({n} of {n} seeds)", numbers
