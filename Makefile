@@ -31,7 +31,9 @@ $(LLAMA_SERVER): models/llama-cpp-source.txt | $(VENV)/.installed
 	  -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF > $(LLAMA)/cmake.log
 	cmake --build $(LLAMA)/build --target llama-server -j$(LLAMA_JOBS) > $(LLAMA)/build.log
 	cp $(LLAMA)/build/bin/llama-server $@
-	cp $(LLAMA)/src/llama_cpp_python-*/vendor/llama.cpp/convert_lora_to_gguf.py $(LLAMA)/bin/
+	# llama.cpp's LoRA converter with what it imports beside it (students for llama-server: backends.adapters)
+	rm -rf $(LLAMA)/convert && mkdir -p $(LLAMA)/convert
+	cd $(LLAMA)/src/llama_cpp_python-*/vendor/llama.cpp && cp -r convert_lora_to_gguf.py conversion gguf-py $(CURDIR)/$(LLAMA)/convert/
 	$@ --version
 
 $(VENV)/.installed: requirements.txt pyproject.toml models/smollm2-135m-instruct.txt

@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     measured = measured_without_loading(record) if record else {}
 
     rows = {}
-    for record in registry.NOTEBOOKS:
-        nb, method, task = record.notebook, record.method, record.task
+    for entry in registry.NOTEBOOKS:  # not `record`: that is the measured run's JSON, written below
+        nb, method, task = entry.notebook, entry.method, entry.task
         rows[nb] = estimate(method, task, args.profile, rates, mean_prompt_tokens(tokenizer, method, task))
         if nb in measured:
             rows[nb]["measured_s"] = measured[nb]

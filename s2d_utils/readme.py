@@ -72,9 +72,32 @@ def _table_and_figure(root: Path | None, name: str, figure: str, alt: str, noteb
 
 
 def readme_summary(root: Path | None = None) -> str:
-    """The README's verdicts on the paper's claims and the figure across methods (06_summary)."""
-    return _table_and_figure(root, registry.SUMMARY_FILE, registry.SUMMARY_FIGURE, "All methods: accuracy vs #Tokens",
-                             registry.SUMMARY)
+    """The README's verdicts on the paper's claims, by kind, then the table and the figure across
+    methods (06_summary)."""
+    table = _table_and_figure(root, registry.SUMMARY_FILE, registry.SUMMARY_FIGURE, "All methods: accuracy vs #Tokens",
+                              registry.SUMMARY)
+    return verdict_digest(((root or paths.ROOT) / "figures" / f"{registry.SUMMARY_FILE}.md").read_text()) + "\n\n" + table
+
+
+def verdict_digest(markdown: str) -> str:
+    """The verdict table's claims grouped by verdict ("held on every seed", "flips between seeds", ...),
+    one line each, from the table's own cells."""
+    groups: dict[str, list[str]] = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.replace("\\|", "\0").split("|")[1:-1]]
+        if len(cells) < 3 or not cells[2].startswith("**"):
+            continue
+        claim, method, verdict = cells[0], cells[1], cells[2].strip("*")
+        detail = ""
+        if verdict.startswith("flips between seeds: "):
+            kind, detail = "flips between seeds", verdict.split(": ")[1]
+        elif verdict.endswith(" seeds)") and " (" in verdict:
+            kind = verdict.rsplit(" (", 1)[0] + " on every seed"
+        else:
+            kind = verdict.split(": ")[0] if verdict.startswith("depends on the parse rule") else verdict
+        groups.setdefault(kind, []).append(f"{claim} ({method}{': ' + detail if detail else ''})")
+    lines = [f"- **{kind}**: " + "; ".join(items) + "." for kind, items in groups.items()]
+    return "Verdicts by kind (from `figures/summary_verdicts.md`, below):\n\n" + "\n".join(lines)
 
 
 def readme_routing(root: Path | None = None) -> str:

@@ -127,7 +127,7 @@ def test_killed_mid_run_and_restarted_it_resumes_from_the_cache(smollm, tmp_path
 
     db = tmp_path / "resume.sqlite"
     GenerationCache(db).close()
-    kw = dict(n=1, temperature=0.0, max_new_tokens=24, seed=0, progress=False)
+    kw = dict(n=1, temperature=0.0, max_new_tokens=64, seed=0, progress=False)
     srv = LlamaServer(_gguf(), tmp_path / "one", ALIAS, context=2048, slots=1).start()
     outcome: dict = {}
 

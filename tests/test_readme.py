@@ -126,3 +126,16 @@ def test_a_work_plan_from_before_three_seeds_says_so(tmp_path):
     (plans / "gpu.json").write_text(json.dumps(plan))
     text = report.readme_workplan(tmp_path)
     assert "predates" not in text and "2 x 1.0k, each on 3 seeds" in text
+
+
+def test_the_verdict_digest_groups_claims_by_verdict_over_seeds():
+    md = ("| claim | method | verdict | evidence |\n|---|---|---|---|\n"
+          "| beats | S2A (biased inputs) | **held (3 of 3 seeds)** | [seed 0] a \\| b. |\n"
+          "| near | S2A (biased inputs) | **flips between seeds: held in 1 of 3: held (seed 0) / not shown (seed 1)** | x |\n"
+          "| beats | RaR, coin flip | **not testable** | untrained |\n"
+          "| beats | S2A (unbiased inputs) | **not held (3 of 3 seeds)** | y |\n")
+    text = report.verdict_digest(md)
+    assert "- **held on every seed**: beats (S2A (biased inputs))." in text
+    assert "- **flips between seeds**: near (S2A (biased inputs): held in 1 of 3)." in text
+    assert "- **not testable**: beats (RaR, coin flip)." in text
+    assert "- **not held on every seed**: beats (S2A (unbiased inputs))." in text

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 ADAPTER_ROUTES = ("{base}/load_lora_adapter", "{root}/load_lora_adapter")  # vLLM (/v1/...), SGLang (root)
-CONVERTER = Path(__file__).resolve().parents[2] / ".llama" / "bin" / "convert_lora_to_gguf.py"  # `make llama-server`
+CONVERTER = Path(__file__).resolve().parents[2] / ".llama" / "convert" / "convert_lora_to_gguf.py"  # `make llama-server`
 
 
 class AdapterUnsupported(RuntimeError):
@@ -104,7 +104,8 @@ def _llama_adapter(backend, folder: Path, name: str) -> int:
 
 def to_gguf(folder, base=None, converter: Path = CONVERTER) -> Path:
     """The adapter in ``folder`` as a GGUF file llama-server loads (``--lora``): ``<folder>/<adapter_name>.gguf``,
-    written by llama.cpp's own ``convert_lora_to_gguf.py`` (copied by `make llama-server`) against
+    written by llama.cpp's own ``convert_lora_to_gguf.py`` (with its ``conversion`` and ``gguf-py``,
+    copied to ``.llama/convert/`` by `make llama-server`) against
     ``base`` (the base model's folder in Hugging Face layout; default: the adapter's own record of it).
     Written once: the name is the adapter's content hash."""
     import subprocess
