@@ -28,7 +28,7 @@ $(LLAMA_SERVER): models/llama-cpp-source.txt | $(VENV)/.installed
 	tar -xzf $(LLAMA)/src/llama_cpp_python-*.tar.gz -C $(LLAMA)/src --wildcards '*/vendor/llama.cpp/*'
 	cmake -S $(LLAMA)/src/llama_cpp_python-*/vendor/llama.cpp -B $(LLAMA)/build -DCMAKE_BUILD_TYPE=Release \
 	  -DLLAMA_CURL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
-	  -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF > $(LLAMA)/cmake.log
+	  -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF > $(LLAMA)/cmake.log
 	cmake --build $(LLAMA)/build --target llama-server -j$(LLAMA_JOBS) > $(LLAMA)/build.log
 	cp $(LLAMA)/build/bin/llama-server $@
 	# llama.cpp's LoRA converter with what it imports beside it (students for llama-server: backends.adapters)

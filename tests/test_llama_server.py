@@ -110,6 +110,8 @@ def test_how_often_greedy_equals_the_local_engine(smollm, llama, capsys):
     assert all(g[0].text.strip() for g in served)  # it answered every prompt
 
 
+@pytest.mark.skip(reason="not yet run against a live llama-server: the one built on the development machine "
+                  "(GGML_NATIVE, Intel Xeon) segfaults at start; unskip once a build runs")
 def test_its_identity_keys_the_cache_and_the_notes_say_what_reproduces(smollm, llama):
     backend = connect(_settings(llama.url), smollm)
     ident = backend.identity()
@@ -119,6 +121,8 @@ def test_its_identity_keys_the_cache_and_the_notes_say_what_reproduces(smollm, l
     assert "cannot be reproduced bit for bit" in backend.reproducible()
 
 
+@pytest.mark.skip(reason="not yet run against a live llama-server: the one built on the development machine "
+                  "(GGML_NATIVE, Intel Xeon) segfaults at start; unskip once a build runs")
 def test_killed_mid_run_and_restarted_it_resumes_from_the_cache(smollm, tmp_path):
     import threading
     import time
@@ -159,6 +163,8 @@ def test_killed_mid_run_and_restarted_it_resumes_from_the_cache(smollm, tmp_path
     assert resumed == fresh  # one slot, greedy: the restarted server gives what the first one gave
 
 
+@pytest.mark.skip(reason="not yet run against a live llama-server: the one built on the development machine "
+                  "(GGML_NATIVE, Intel Xeon) segfaults at start; unskip once a build runs")
 def test_a_smoke_notebook_runs_end_to_end_through_llama_server(llama, tmp_path):
     """Notebook 01 (smoke profile) with generation through llama-server: System 1 and System 2 on
     the server; the students, which llama-server cannot load at run time, locally, and the table
@@ -182,6 +188,8 @@ def test_a_smoke_notebook_runs_end_to_end_through_llama_server(llama, tmp_path):
         assert "no student was trained" in table
 
 
+@pytest.mark.skip(reason="not yet run against a live llama-server: the one built on the development machine "
+                  "(GGML_NATIVE, Intel Xeon) segfaults at start; unskip once a build runs")
 def test_a_student_converted_to_gguf_is_served_by_llama_server(smollm, tmp_path, monkeypatch):
     """llama-server loads adapters only at start: without the student's it says how to convert it
     (and the student runs locally); started with the converted file (`adapters.to_gguf`), the

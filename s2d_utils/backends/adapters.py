@@ -185,7 +185,7 @@ def _logprobs(backend, tokens: list[int]) -> list[float] | None:
 def applied(base, student, tokenizer) -> bool | None:
     """Whether ``student`` (the server with the adapter) answers otherwise than ``base``: False when
     the probe's log-probabilities are the same, None when the server gives none to compare."""
-    if not getattr(base, "token_prompts", False):
+    if not getattr(base, "token_prompts", False) or tokenizer is None:
         return None
     tokens = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
     a, b = _logprobs(base, tokens), _logprobs(student, tokens)

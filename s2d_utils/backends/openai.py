@@ -48,6 +48,9 @@ class OpenAIBackend:
     flavor = "openai"  # set by _identify
     lora: str | None = None  # SGLang: the adapter a request names in lora_path
     lora_id: int | None = None  # llama-server: the start-up adapter a request applies (the others at scale 0)
+    dtype = "unreported"  # set in __init__ (S2D_SERVED_DTYPE, else what the server reports)
+    tokenizer = None  # the model's, for the adapter probe (set in __init__)
+    info: ServerInfo = ServerInfo()  # what the server says of itself; `_identify` gives each backend its own
     context: int | None = None  # tokens a request may hold (prompt + max_tokens), where the server says
     flush_every = 1  # every finished sample is committed at once: a killed run resumes where it was
 
