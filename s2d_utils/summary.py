@@ -206,8 +206,9 @@ def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None)
     # one verdict per seed: each seed's students are a replicate of the whole table, so each seed's
     # claims are one family (Holm over its testable claims' primary p under the first parse rule)
     per_seed: list[dict[int, tuple[str, str]]] = []  # seed index -> cell -> (verdict, numbers)
-    for s in range(max([len(seeds_of(m)) for *_, m in cells] or [1])):
-        active = [k for k, (*_, m) in enumerate(cells) if s < len(seeds_of(m))]
+    seeds = [seeds_of(m) for *_, m in cells]  # each cell's notebook's seeds, read once
+    for s in range(max([len(x) for x in seeds] or [1])):
+        active = [k for k in range(len(cells)) if s < len(seeds[k])]
         vs = {k: views(cells[k][5], cells[k][3], s) for k in active}
         first = {k: _claim(vs[k][0], cells[k][5], cells[k][1], cells[k][4])[2] for k in active}
         testable = [k for k in active if not math.isnan(first[k])]
@@ -215,8 +216,7 @@ def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None)
         per_seed.append({k: _by_rule([(v.rule, *_claim(v, cells[k][5], cells[k][1], cells[k][4], adjusted.get(k))[:2])
                                       for v in vs[k]]) for k in active})
     for k, (slot, b, label, group, claim, m) in enumerate(cells):
-        seeds = seeds_of(m)
-        verdict, numbers = _over_seeds(seeds, [per_seed[s][k] for s in range(len(seeds))])
+        verdict, numbers = _over_seeds(seeds[k], [per_seed[s][k] for s in range(len(seeds[k]))])
         out[slot] = {"claim": claim, "method": label, "verdict": verdict, "numbers": numbers}
     return out
 
