@@ -33,7 +33,8 @@ def served_note(exp) -> str:
     whether a rerun can repeat its samples."""
     b = exp.manifest.backend
     said = ", ".join(f"{k.replace('_', ' ')} {b[k]}" for k in ("server", "model_file", "dtype", "server_dtype",
-                                                               "slots", "deterministic") if b.get(k))
+                                                               "slots", "deterministic", "system_fingerprint")
+                     if b.get(k))
     backend = backends.backend_for(exp.lm)
     again = backend.reproducible() if hasattr(backend, "reproducible") else ""
     return f"Served by {said} (these key the cache). {again}".strip()

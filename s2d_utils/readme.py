@@ -237,18 +237,23 @@ def readme_bench_llama(root: Path | None = None) -> str:
     def row(label, cell):
         lines.append(f"| {label} | " + " | ".join(cell(runs[m]) for m in runs) + " |")
 
-    row("local engine, fp32 (tokens/s)", lambda r: f"{r['local_tokens_per_s']['float32']:.1f}")
-    row("local engine, bf16 (tokens/s)", lambda r: f"{r['local_tokens_per_s']['bfloat16']:.1f}")
-    for k in data["slots"]:
-        row(f"llama-server, -np {k} (tokens/s)", lambda r, k=k: f"{r['llama_tokens_per_s'][str(k)]:.1f}")
-    row("**llama-server at its best -np / local fp32**",
-        lambda r: f"**{r['llama_over_local']['float32']:.2f}x** (-np {r['best_slots']})")
-    row("**llama-server at its best -np / local bf16**", lambda r: f"**{r['llama_over_local']['bfloat16']:.2f}x**")
+    for load in ("greedy", "sampled"):
+        what = "greedy" if load == "greedy" else f"sampled, {next(iter(runs.values()))['samples']} a prompt"
+        row(f"*{what}*: local engine, fp32 / bf16 (tokens/s)", lambda r, w=load: " / ".join(
+            f"{r[w]['local_tokens_per_s'][d]:.1f}" for d in ("float32", "bfloat16")))
+        row(f"*{what}*: llama-server, -np " + " / ".join(map(str, data["slots"])) + " (tokens/s)",
+            lambda r, w=load: " / ".join(f"{r[w]['llama_tokens_per_s'][str(k)]:.1f}" for k in data["slots"]))
+        row(f"**{what}: llama-server at its best -np / local fp32, bf16**", lambda r, w=load: (
+            f"**{r[w]['llama_over_local']['float32']:.2f}x, {r[w]['llama_over_local']['bfloat16']:.2f}x** "
+            f"(-np {r[w]['best_slots']})"))
     row("greedy completions identical to local fp32", lambda r: ", ".join(
         f"{v} of {r['prompts']} (-np {k})" for k, v in r["greedy_identical_to_fp32"].items()))
-    lines += ["", f"Greedy, up to {data['max_new_tokens']} new tokens, the benchmark workload's prompts; llama-server "
-              f"on each model's own GGUF ({', '.join(r['gguf'] for r in runs.values())}); measured {data['date']} on "
-              f"{data['machine']} (`figures/bench_llama.json`, `benchmarks/bench_llama.py`)."]
+    lines += ["", f"Up to {data['max_new_tokens']} new tokens, the benchmark workload's prompts, sampled at temperature "
+              f"0.7 and top-p 0.95; llama-server on each model's own GGUF "
+              f"({', '.join(r['gguf'] for r in runs.values())}), the client keeping -np requests in flight; "
+              f"measured {data['date']} on {data['machine']} (`figures/bench_llama.json`, `benchmarks/bench_llama.py`). "
+              "The notebooks send llama-server's sampled requests one at a time (parallel slots change the samples "
+              "run to run), so they get the sampled -np 1 rate from it."]
     return "\n".join(lines)
 
 

@@ -297,6 +297,28 @@ def test_the_server_is_identified_from_its_own_route(monkeypatch):
     assert all(h == {"Authorization": "Bearer secret"} for h in asked)
 
 
+def llama_scales(startup: dict[int, float], request: dict) -> dict[int, float]:
+    """The adapter scales llama-server applies to ``request`` (its launch_slot_with_task): a
+    non-empty ``lora`` list sets the ones it names and zeroes the rest; an empty or missing one
+    leaves every start-up adapter at its start-up scale, which is 1 for ``--lora <file>`` even under
+    ``--lora-init-without-apply`` (measured: base requests then answered as the student)."""
+    given = {e["id"]: e["scale"] for e in request.get("extra_body", {}).get("lora") or []}
+    return {i: given.get(i, 0.0) for i in startup} if given else dict(startup)
+
+
+def test_llama_server_requests_set_every_start_up_adapter_s_scale(tiny_lm):
+    backend = _served(None)
+    backend.flavor, backend.stops = "llama.cpp", [2]
+    startup = {0: 1.0, 1: 1.0}  # two students' adapters, loaded with --lora ... --lora-init-without-apply
+    backend.lora_ids = tuple(startup)
+    job, greedy = Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8)
+    assert llama_scales(startup, backend._request(job, greedy)) == {0: 0.0, 1: 0.0}  # the base: none applied
+    backend.lora_id = 1
+    assert llama_scales(startup, backend._request(job, greedy)) == {0: 0.0, 1: 1.0}  # the student's alone
+    backend.lora_ids, backend.lora_id = (), None  # a server with no adapters: the field names none
+    assert backend._request(job, greedy)["extra_body"]["lora"] == []
+
+
 def test_an_sglang_student_is_named_in_lora_path_not_in_model(tiny_lm, tmp_path, monkeypatch):
     import httpx
 

@@ -110,8 +110,6 @@ def test_how_often_greedy_equals_the_local_engine(smollm, llama, capsys):
     assert all(g[0].text.strip() for g in served)  # it answered every prompt
 
 
-@pytest.mark.skip(reason="not yet run against a live llama-server: the one built on the development machine "
-                  "(GGML_NATIVE, Intel Xeon) segfaults at start; unskip once a build runs")
 def test_its_identity_keys_the_cache_and_the_notes_say_what_reproduces(smollm, llama):
     backend = connect(_settings(llama.url), smollm)
     ident = backend.identity()
@@ -121,8 +119,6 @@ def test_its_identity_keys_the_cache_and_the_notes_say_what_reproduces(smollm, l
     assert "cannot be reproduced bit for bit" in backend.reproducible()
 
 
-@pytest.mark.skip(reason="not yet run against a live llama-server: the one built on the development machine "
-                  "(GGML_NATIVE, Intel Xeon) segfaults at start; unskip once a build runs")
 def test_killed_mid_run_and_restarted_it_resumes_from_the_cache(smollm, tmp_path):
     import threading
     import time
@@ -163,8 +159,6 @@ def test_killed_mid_run_and_restarted_it_resumes_from_the_cache(smollm, tmp_path
     assert resumed == fresh  # one slot, greedy: the restarted server gives what the first one gave
 
 
-@pytest.mark.skip(reason="not yet run against a live llama-server: the one built on the development machine "
-                  "(GGML_NATIVE, Intel Xeon) segfaults at start; unskip once a build runs")
 def test_a_smoke_notebook_runs_end_to_end_through_llama_server(llama, tmp_path):
     """Notebook 01 (smoke profile) with generation through llama-server: System 1 and System 2 on
     the server; the students, which llama-server cannot load at run time, locally, and the table
@@ -188,8 +182,6 @@ def test_a_smoke_notebook_runs_end_to_end_through_llama_server(llama, tmp_path):
         assert "no student was trained" in table
 
 
-@pytest.mark.skip(reason="not yet run against a live llama-server: the one built on the development machine "
-                  "(GGML_NATIVE, Intel Xeon) segfaults at start; unskip once a build runs")
 def test_a_student_converted_to_gguf_is_served_by_llama_server(smollm, tmp_path, monkeypatch):
     """llama-server loads adapters only at start: without the student's it says how to convert it
     (and the student runs locally); started with the converted file (`adapters.to_gguf`), the
@@ -220,3 +212,29 @@ def test_a_student_converted_to_gguf_is_served_by_llama_server(smollm, tmp_path,
     assert served.stats.backend == "openai" and not student.loaded, "the student ran on the server"
     assert all("Banana" in g[0].text for g in served), [g[0].text for g in served]
     assert not any("Banana" in g[0].text for g in base), "base requests must not apply the adapter"
+
+
+def test_the_bench_compares_llama_server_with_the_local_engine(tmp_path, capsys):
+    """`benchmarks/bench_llama.py` on a tiny workload: both workloads at each slot count, the ratios,
+    and the README block generated from its JSON."""
+    import json
+    import sys
+
+    from s2d_utils import readme
+
+    sys.path.insert(0, str(paths.ROOT / "benchmarks"))
+    import bench_llama
+
+    (tmp_path / "figures").mkdir()
+    out = tmp_path / "figures" / "bench_llama.json"
+    assert bench_llama.main(["--models", "smollm2-135m-instruct", "--prompts", "2", "--samples", "2",
+                             "--max-new-tokens", "6", "--slots", "1", "2", "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["models"]["smollm2-135m-instruct"]
+    for load in ("greedy", "sampled"):
+        r = run[load]
+        assert set(r["llama_tokens_per_s"]) == {"1", "2"} and all(v > 0 for v in r["llama_tokens_per_s"].values())
+        best = r["llama_tokens_per_s"][str(r["best_slots"])]
+        assert r["llama_over_local"]["float32"] == pytest.approx(best / r["local_tokens_per_s"]["float32"], abs=0.01)
+    assert 0 <= run["greedy_identical_to_fp32"]["1"] <= 2 and run["gguf"].endswith(".gguf")
+    text = readme.readme_bench_llama(tmp_path)
+    assert "*sampled, 2 a prompt*: llama-server, -np 1 / 2 (tokens/s)" in text and "Not measured" not in text

@@ -98,14 +98,17 @@ def test_readme_sizes_and_constants_are_the_codes():
 def test_the_llama_server_block_shows_each_slot_count_and_the_ratios(tmp_path):
     (tmp_path / "figures").mkdir()
     assert "Not measured yet" in report.readme_bench_llama(tmp_path)
-    run = {"local_tokens_per_s": {"float32": 40.0, "bfloat16": 20.0}, "llama_tokens_per_s": {"1": 30.0, "4": 80.0},
-           "best_slots": 4, "llama_over_local": {"float32": 2.0, "bfloat16": 4.0},
-           "greedy_identical_to_fp32": {"1": 5, "4": 4}, "prompts": 8, "gguf": "m.gguf"}
+    load = lambda f: {"local_tokens_per_s": {"float32": 40.0 * f, "bfloat16": 20.0 * f},  # noqa: E731
+                      "llama_tokens_per_s": {"1": 30.0 * f, "4": 80.0 * f}, "best_slots": 4,
+                      "llama_over_local": {"float32": 2.0, "bfloat16": 4.0}}
+    run = {"greedy": load(1), "sampled": load(2), "greedy_identical_to_fp32": {"1": 5, "4": 4}, "prompts": 8,
+           "samples": 4, "gguf": "m.gguf"}
     (tmp_path / "figures" / "bench_llama.json").write_text(json.dumps(
         {"date": "d", "machine": "2 CPU cores", "max_new_tokens": 48, "slots": [1, 4], "models": {"m": run}}))
     text = report.readme_bench_llama(tmp_path)
-    assert "| llama-server, -np 4 (tokens/s) | 80.0 |" in text
-    assert "| **llama-server at its best -np / local fp32** | **2.00x** (-np 4) |" in text
+    assert "| *greedy*: llama-server, -np 1 / 4 (tokens/s) | 30.0 / 80.0 |" in text
+    assert "| *sampled, 4 a prompt*: local engine, fp32 / bf16 (tokens/s) | 80.0 / 40.0 |" in text
+    assert "| **greedy: llama-server at its best -np / local fp32, bf16** | **2.00x, 4.00x** (-np 4) |" in text
     assert "| greedy completions identical to local fp32 | 5 of 8 (-np 1), 4 of 8 (-np 4) |" in text
 
 

@@ -158,9 +158,10 @@ class LoraServer:
     client sends), and ``echo`` requests with the prompt's log-probabilities, one forward pass.
     transformers serve has no adapter routes and no ``echo``; vLLM cannot run here."""
 
-    def __init__(self, base, apply: bool = True, max_rank: int | None = None):
+    def __init__(self, base, apply: bool = True, max_rank: int | None = None, fingerprint=None):
         """``apply=False``: it lists and "loads" adapters but answers every request with the base
-        model; ``max_rank``: it refuses adapters of a higher rank, with vLLM's message."""
+        model; ``max_rank``: it refuses adapters of a higher rank, with vLLM's message;
+        ``fingerprint``: a function of the request count giving each completion's ``system_fingerprint``."""
         import uvicorn
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse
@@ -214,6 +215,7 @@ class LoraServer:
             stopped = bool(new) and new[-1] in stops
             text = lm.tokenizer.decode(new[:-1] if stopped else new, skip_special_tokens=True)
             return {"id": "cmpl-test", "object": "text_completion", "created": 0, "model": body["model"],
+                    "system_fingerprint": fingerprint(len(self.requests)) if fingerprint else None,
                     "choices": [{"index": 0, "text": text, "logprobs": None,
                                  "finish_reason": "stop" if stopped else "length"}],
                     "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": len(new),
@@ -363,6 +365,21 @@ def test_an_adapter_over_the_servers_rank_limit_says_which_flag_to_set(smollm, s
         with pytest.warns(UserWarning, match=r"rank is below the adapter's \(4\): start it with --max-lora-rank 4"):
             generate(student, PROMPTS[:1], cache=None, **GREEDY)
     ADAPTER_FALLBACKS.pop(student.adapter)
+
+
+def test_the_servers_fingerprint_keys_the_cache_and_a_change_mid_run_stops_it(smollm, tmp_path):
+    """A server that sets ``system_fingerprint``: the connect-time one joins the cache key; when a
+    later completion carries another (the server's configuration changed), the run stops, with the
+    samples finished before it cached under the old key."""
+    with LoraServer(smollm, fingerprint=lambda n: "fp-a" if n <= 3 else "fp-b") as srv:  # request 1: the probe
+        settings = Settings("openai", srv.url, None, "float32", timeout=60, max_retries=1, concurrency=1)
+        backend = connect(settings, smollm)
+        assert backend.identity()["system_fingerprint"] == "fp-a"
+        cache = GenerationCache(tmp_path / "g.sqlite")
+        with pytest.raises(ServerError, match=r"system_fingerprint changed during the run \('fp-a' .*'fp-b' now\)"):
+            generate(smollm, PROMPTS, cache=cache, backend=backend, **GREEDY)
+    with cache:
+        assert len(cache) == 2  # requests 2 and 3 finished under fp-a; request 4 stopped the run
 
 
 @pytest.mark.slow

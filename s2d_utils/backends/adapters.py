@@ -9,7 +9,10 @@ probe that the server, having listed the adapter, really applies it.
   GGUF with llama.cpp's own converter (``python -m s2d_utils.backends.adapters <adapter folder>``
   writes ``<folder>/<adapter_name>.gguf``), the server started with ``--lora <that file>
   --lora-init-without-apply``, and the client finds it by file name in ``/lora-adapters`` and
-  applies it per request (``"lora": [{"id": ..., "scale": 1}]``; base requests send none).
+  applies it per request: every request lists every start-up adapter with its scale, the student's
+  at 1 and the others at 0, base requests all at 0 (a request that lists none gets the server's
+  start-up scales, which are 1 for an adapter named by ``--lora`` even under
+  ``--lora-init-without-apply``: measured, the base answered as the student).
 
 A server that lists an adapter may still answer as the base model (a request routed by the wrong
 field, an adapter that failed to load in a worker): a student evaluated that way would be the base
@@ -82,8 +85,9 @@ def _root(base_url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def _llama_adapter(backend, folder: Path, name: str) -> int:
-    """The id of ``folder``'s adapter among llama-server's start-up adapters (``/lora-adapters``)."""
+def startup_adapters(backend) -> list[dict]:
+    """llama-server's start-up adapters (``/lora-adapters``: each one's ``id`` and ``path``); none
+    where the route does not answer."""
     import httpx
 
     try:
@@ -91,9 +95,21 @@ def _llama_adapter(backend, folder: Path, name: str) -> int:
         listed = answer.json() if answer.status_code == 200 else []
     except (httpx.HTTPError, ValueError):
         listed = []
-    entries = listed if isinstance(listed, list) else []
+    return [e for e in listed if isinstance(e, dict) and isinstance(e.get("id"), int)] if isinstance(listed, list) else []
+
+
+def llama_lora(ids, chosen: int | None) -> list[dict]:
+    """A llama-server request's ``lora`` field: every start-up adapter in ``ids`` named, ``chosen``
+    at scale 1 and every other at 0 (an empty list would leave the server's start-up scales on)."""
+    named = sorted(set(ids) | ({chosen} if chosen is not None else set()))
+    return [{"id": i, "scale": 1.0 if i == chosen else 0.0} for i in named]
+
+
+def _llama_adapter(backend, folder: Path, name: str) -> int:
+    """The id of ``folder``'s adapter among llama-server's start-up adapters (``/lora-adapters``)."""
+    entries = startup_adapters(backend)
     for entry in entries:
-        if isinstance(entry, dict) and Path(str(entry.get("path", ""))).name == f"{name}.gguf":
+        if Path(str(entry.get("path", ""))).name == f"{name}.gguf":
             return int(entry["id"])
     raise AdapterUnsupported(
         f"{backend.base_url} (llama-server) loads LoRA adapters only at start, and it was not started with this "

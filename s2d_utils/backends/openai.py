@@ -48,6 +48,7 @@ class OpenAIBackend:
     flavor = "openai"  # set by _identify
     lora: str | None = None  # SGLang: the adapter a request names in lora_path
     lora_id: int | None = None  # llama-server: the start-up adapter a request applies (the others at scale 0)
+    lora_ids: tuple[int, ...] = ()  # llama-server: its start-up adapters, each named in every request
     dtype = "unreported"  # set in __init__ (S2D_SERVED_DTYPE, else what the server reports)
     tokenizer = None  # the model's, for the adapter probe (set in __init__)
     info: ServerInfo = ServerInfo()  # what the server says of itself; `_identify` gives each backend its own
@@ -104,17 +105,18 @@ class OpenAIBackend:
         quick = self.client.with_options(max_retries=0)
         probe = lm.tokenizer("Hi", add_special_tokens=False)["input_ids"][:4] or [0]
         try:
-            quick.completions.create(model=self.served_model, prompt=probe, max_tokens=1, temperature=0.0)
+            first = quick.completions.create(model=self.served_model, prompt=probe, max_tokens=1, temperature=0.0)
         except openai.APIStatusError as err:
             if err.status_code not in (400, 422):
                 raise self._fail(f"a 1-token probe answered HTTP {err.status_code}: {_detail(err)}") from err
             self.token_prompts = False  # the server takes text prompts only
             try:
-                quick.completions.create(model=self.served_model, prompt="Hi", max_tokens=1, temperature=0.0)
+                first = quick.completions.create(model=self.served_model, prompt="Hi", max_tokens=1, temperature=0.0)
             except openai.APIStatusError as err2:
                 raise self._fail(f"a 1-token probe answered HTTP {err2.status_code}: {_detail(err2)}") from err2
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
             raise self._fail(f"a 1-token probe failed ({type(err).__name__}: {err})") from err
+        self.info.fingerprint = _fingerprint(first)  # keys the cache where the server sets one
         if self.version is None and not self.token_prompts:
             try:  # transformers serve takes a generation_config (and rejects fields it does not know)
                 quick.completions.create(model=self.served_model, prompt="Hi", max_tokens=1, temperature=0.0,
@@ -144,6 +146,8 @@ class OpenAIBackend:
         self.flavor, self.version, self.context = self.info.flavor, self.info.version, self.info.context
         if self.dtype == "unreported" and self.info.dtype:
             self.dtype = self.info.dtype
+        if self.flavor == "llama.cpp":
+            self.lora_ids = tuple(int(e["id"]) for e in adapters.startup_adapters(self))
 
     def identity(self, lm=None) -> dict[str, str]:
         """What decides a sample besides the weights (the cache key): server and version, served
@@ -212,8 +216,8 @@ class OpenAIBackend:
         if self.flavor == "sglang" and self.lora:
             extra["lora_path"] = self.lora
         elif self.flavor == "llama.cpp":
-            # its start-up adapters apply only where a request names them: none for the base model
-            extra["lora"] = [] if self.lora_id is None else [{"id": self.lora_id, "scale": 1.0}]
+            # every start-up adapter named, the student's at 1, the others at 0 (`adapters.llama_lora`)
+            extra["lora"] = adapters.llama_lora(self.lora_ids, self.lora_id)
             extra.update(top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, repeat_last_n=0, dry_multiplier=0.0,
                          xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, samplers=["temperature", "top_p"],
                          cache_prompt=False, n_probs=1)  # n_probs: each generated token's id and log-probability
@@ -249,6 +253,18 @@ class OpenAIBackend:
             raise ServerError(f"{self.base_url}: {type(err).__name__} after {self.settings.max_retries} retries "
                               f"(timeout {self.settings.timeout:g} s per request): {err}") from err
 
+    def check_fingerprint(self, response) -> None:
+        """A response whose ``system_fingerprint`` is not the one the server gave at connect time
+        comes from a server whose configuration changed under the run (restarted with other
+        arguments, another build): its samples would be cached under a key that no longer says
+        what made them, so the run stops."""
+        now = _fingerprint(response)
+        if now is not None and now != self.info.fingerprint:
+            raise ServerError(f"{self.base_url}: the server's system_fingerprint changed during the run "
+                              f"({self.info.fingerprint!r} at connect time, {now!r} now): its configuration changed, "
+                              "so the cache key no longer names what made these samples. Rerun the notebook from "
+                              "the top (it reconnects and keys the new samples apart; the cached ones stay).")
+
     def concurrency(self, sampling: Sampling) -> int:
         if self.flavor == "transformers" and sampling.temperature > 0:
             return 1  # its seed is process-global: concurrent sampled requests would share one RNG
@@ -281,7 +297,9 @@ class OpenAIBackend:
                 for future in done:
                     j = pending.pop(future)
                     try:
-                        result = read_response(lm, jobs[j], sampling, future.result())
+                        response = future.result()
+                        self.check_fingerprint(response)
+                        result = read_response(lm, jobs[j], sampling, response)
                     except BaseException as err:  # noqa: BLE001 - re-raised below, after the others finish
                         error = error or err
                         continue
@@ -328,6 +346,11 @@ class OpenAIBackend:
                 return None
             out.append(math.exp(sum(values)))
         return out
+
+
+def _fingerprint(response) -> str | None:
+    value = getattr(response, "system_fingerprint", None)
+    return str(value) if value else None
 
 
 def _detail(err) -> str:

@@ -10,6 +10,9 @@ request may hold, how many requests it decodes at once, and whether it runs dete
   slot's ``n_ctx``).
 - vLLM: ``/version``, and ``root`` (the model's path) and ``max_model_len`` in ``/v1/models``;
   it reports no dtype, which ``S2D_SERVED_DTYPE`` then gives.
+- Any server: the ``system_fingerprint`` of its completions (the connect-time probe's), where it
+  sets one: a server whose fingerprint changes during a run changed its configuration
+  (`OpenAIBackend.check_fingerprint` stops the run).
 
 `ServerInfo.key` is what of this decides a sample, so it joins the cache key (a server restarted
 with the same arguments keeps its cache; another model file, quantization or version does not);
@@ -38,6 +41,7 @@ class ServerInfo:
     slots: int | None = None  # llama-server: requests decoded at once
     deterministic: bool | None = None  # SGLang's deterministic inference; None: not reported
     max_lora_rank: int | None = None  # the largest LoRA rank it loads, where it says (SGLang)
+    fingerprint: str | None = None  # the completions' system_fingerprint, where the server sets one
 
     def key(self) -> dict[str, str]:
         """What decides a sample besides the weights and the request: the model file, the reported
@@ -51,6 +55,8 @@ class ServerInfo:
             out["slots"] = str(self.slots)
         if self.deterministic:
             out["deterministic"] = "on"
+        if self.fingerprint:
+            out["system_fingerprint"] = self.fingerprint
         return out
 
     def concurrency(self) -> int:
