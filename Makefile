@@ -21,6 +21,9 @@ export JUPYTER_PREFER_ENV_PATH ?= 1
 LLAMA := .llama
 LLAMA_SERVER := $(LLAMA)/bin/llama-server
 LLAMA_JOBS ?= 2
+# OFF: a portable build (AVX2, FMA, F16C), which runs on any recent x86-64 CPU; ON: tuned to this
+# CPU (-march=native: AVX-512 where it has it; seen to crash at start on one Intel Xeon)
+LLAMA_NATIVE ?= OFF
 llama-server: $(LLAMA_SERVER)
 $(LLAMA_SERVER): models/llama-cpp-source.txt | $(VENV)/.installed
 	rm -rf $(LLAMA)/src $(LLAMA)/build && mkdir -p $(LLAMA)/src $(LLAMA)/bin
@@ -28,7 +31,7 @@ $(LLAMA_SERVER): models/llama-cpp-source.txt | $(VENV)/.installed
 	tar -xzf $(LLAMA)/src/llama_cpp_python-*.tar.gz -C $(LLAMA)/src --wildcards '*/vendor/llama.cpp/*'
 	cmake -S $(LLAMA)/src/llama_cpp_python-*/vendor/llama.cpp -B $(LLAMA)/build -DCMAKE_BUILD_TYPE=Release \
 	  -DLLAMA_CURL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
-	  -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF > $(LLAMA)/cmake.log
+	  -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=$(LLAMA_NATIVE) -DBUILD_SHARED_LIBS=OFF > $(LLAMA)/cmake.log
 	cmake --build $(LLAMA)/build --target llama-server -j$(LLAMA_JOBS) > $(LLAMA)/build.log
 	cp $(LLAMA)/build/bin/llama-server $@
 	# llama.cpp's LoRA converter with what it imports beside it (students for llama-server: backends.adapters)

