@@ -57,7 +57,7 @@ def readme_bench(root: Path | None = None) -> str:
     row("greedy output token-identical to `model.generate`", lambda v: f"{v:.0%} of prompts", "greedy_identical")
     row("prefill (tokens/s)", lambda v: f"{v:.0f}", "prefill_tokens_per_s")
     row("LoRA fine-tuning, batch 8, checkpointing (tokens/s)", lambda v: f"{v:.0f}", "lora_train_tokens_per_s")
-    row("peak resident memory of the benchmark process (GB)", lambda v: f"{v:.2f}", "peak_rss_gb")
+    row("peak resident memory of the benchmark process so far (GB)", lambda v: f"{v:.2f}", "peak_rss_gb")
     w = data["workload"]
     lines.append("")
     lines.append(f"Workload: {w['prompts']} prompts x {w['samples']} samples, temperature 0.7, top-p 0.95, up to "
