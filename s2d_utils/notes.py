@@ -37,7 +37,8 @@ def served_note(exp) -> str:
                      if b.get(k))
     backend = backends.backend_for(exp.lm)
     again = backend.reproducible() if hasattr(backend, "reproducible") else ""
-    return f"Served by {said} (these key the cache). {again}".strip()
+    counted = backend.counting() if hasattr(backend, "counting") else ""
+    return " ".join(x for x in (f"Served by {said} (these key the cache).", again, counted) if x)
 
 
 def table_notes(exp) -> list[str]:

@@ -363,3 +363,27 @@ def test_token_ids_from_the_server_make_counts_exact_and_give_log_probabilities(
     with pytest.raises(TokenCountMismatch, match="the server counted 30 generated tokens"):
         read_response(tiny_lm, job, cap, reply(vllm, 30))  # a list that disagrees: re-encoded, and far off
     assert server_tokens(SimpleNamespace(text="x", logprobs=None)) is None  # text alone: re-encoding, with slack
+
+
+def test_the_notes_say_how_the_servers_token_counts_were_taken(tiny_lm):
+    """#Tokens from the server's ids, or re-encoded with slack from the text where it gave none:
+    each sample is tallied, and the table notes say which, and for how many."""
+    stop = sorted(stop_token_ids(tiny_lm))[0]
+    job, cap = Job("<rendered>", (1, 2, 3), 7), Sampling(0.7, 1.0, 64)
+    text = "hello there"
+    local = len(tiny_lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def reply(**extra):
+        choice = SimpleNamespace(text=text, finish_reason="stop", **extra)
+        return SimpleNamespace(choices=[choice], usage=SimpleNamespace(completion_tokens=local + 1, prompt_tokens=3))
+
+    backend = _served(None)
+    assert backend.counting() == ""  # nothing generated here yet: nothing said
+    tally = backend.__dict__.setdefault("tally", {})
+    ids = {"logprobs": {"content": [{"id": 5, "logprob": -0.5}] * local + [{"id": stop, "logprob": -0.1}]}}
+    for _ in range(3):
+        read_response(tiny_lm, job, cap, reply(**ids), tally)
+    assert backend.counting() == "#Tokens: the server's generated token ids, for all 3 samples generated in this run."
+    read_response(tiny_lm, job, cap, reply(logprobs=None), tally)  # text alone
+    assert backend.counting().startswith("#Tokens: the server's generated token ids for 3 of the 4 samples generated in "
+                                         "this run; the other 1 re-encoded from the text")

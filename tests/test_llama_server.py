@@ -176,6 +176,8 @@ def test_a_smoke_notebook_runs_end_to_end_through_llama_server(llama, tmp_path):
     assert backend["model_file"] == _gguf().name
     table = (tmp_path / "figures" / "table1_last_letter.smoke.md").read_text()
     assert "a llama.cpp" in table and "Served by server llama.cpp" in table
+    assert "#Tokens: the server's generated token ids, for all" in table  # n_probs gives every sample's ids
+    assert f"system fingerprint {backend['system_fingerprint']}" in table  # llama-server sets its build
     if any(metrics["training"].values()):  # llama-server loads no adapter at run time: the students ran here
         assert "(the server could not load their LoRA adapters)" in table
     else:

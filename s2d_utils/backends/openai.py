@@ -68,6 +68,7 @@ class OpenAIBackend:
         self.client = OpenAI(base_url=self.base_url, api_key=self.api_key,
                              timeout=settings.timeout, max_retries=settings.max_retries)
         self.listed: list[str] = []
+        self.tally: dict[str, int] = {}  # samples counted from the server's ids ("exact") or re-encoded ("text")
         self._adapted: dict[str, "OpenAIBackend"] = {}  # adapter folder -> this server generating with it
         self.version: str | None = None
         self.info = ServerInfo()  # what the server says of itself (`_identify`)
@@ -155,6 +156,19 @@ class OpenAIBackend:
         server = self.flavor + (f" {self.version}" if self.version else "")
         return {"kind": self.kind, "server": server, "served_model": self.served_model, "dtype": self.dtype,
                 **self.info.key()}
+
+    def counting(self) -> str:
+        """How this run's #Tokens were counted, for the table notes: from the server's generated
+        token ids, or re-encoded from the text it returned (within `RETOKENIZE_SLACK` of its count)."""
+        tally = self.__dict__.get("tally", {})
+        exact, text = tally.get("exact", 0), tally.get("text", 0)
+        if not exact + text:
+            return ""
+        if not text:
+            return f"#Tokens: the server's generated token ids, for all {exact} samples generated in this run."
+        return (f"#Tokens: the server's generated token ids for {exact} of the {exact + text} samples generated in this "
+                f"run; the other {text} re-encoded from the text it returned (it gave no ids that matched its count), "
+                f"checked to be within 2 tokens or {RETOKENIZE_SLACK:.0%} of the server's count.")
 
     def reproducible(self) -> str:
         """Whether a rerun repeats these samples, for the table notes (`ServerInfo.reproducible`)."""
@@ -299,7 +313,7 @@ class OpenAIBackend:
                     try:
                         response = future.result()
                         self.check_fingerprint(response)
-                        result = read_response(lm, jobs[j], sampling, response)
+                        result = read_response(lm, jobs[j], sampling, response, self.__dict__.setdefault("tally", {}))
                     except BaseException as err:  # noqa: BLE001 - re-raised below, after the others finish
                         error = error or err
                         continue

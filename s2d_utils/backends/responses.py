@@ -19,7 +19,7 @@ class TruncatedSample(ServerError):
     """The server ended a sample for length before the requested ``max_tokens``: its context is full."""
 
 
-def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
+def read_response(lm, job: Job, sampling: Sampling, response, tally: dict | None = None) -> Generated:
     """A `Generated` from one completion response, its token counts checked against the local tokenizer.
 
     Servers count the end-of-turn token that stopped a sample in ``completion_tokens`` or not
@@ -28,8 +28,10 @@ def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
     text, or one more when the sample stopped. transformers serve reports "length" when the stop
     token was the last one allowed; a counted, invisible last token is that stop token. Where the
     re-encoded text is split otherwise than the generated ids (sampling), the server's count
-    stands if it is within `RETOKENIZE_SLACK`; a larger gap is an error.
+    stands if it is within `RETOKENIZE_SLACK`; a larger gap is an error. ``tally`` counts how each
+    sample was counted: "exact" (the server's generated ids) or "text" (re-encoded).
     """
+    tally = tally if tally is not None else {}
     choice = response.choices[0]
     text, reason = choice.text or "", choice.finish_reason
     usage = response.usage
@@ -53,11 +55,13 @@ def read_response(lm, job: Job, sampling: Sampling, response) -> Generated:
         ids, logprobs = exact
         n = len(ids) - (1 if ids and ids[-1] in stop_token_ids(lm) else 0)  # the stop token is not counted
         if counted in (n, n + 1):
+            tally["exact"] = tally.get("exact", 0) + 1
             logprob = sum(logprobs) if logprobs and None not in logprobs else None
             return Generated(text, n, reason, logprob=logprob)
         # a list that disagrees with the count (llama-server leaves out tokens it has not yet turned
         # into text): not the generated ids, so the count is checked by re-encoding below
     local = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+    tally["text"] = tally.get("text", 0) + 1
     if counted == local + 1 and (reason == "stop" or counted == sampling.max_new_tokens):
         return Generated(text, local, "stop")  # the stop token, counted by the server
     if counted == local and (reason == "stop" or counted == sampling.max_new_tokens):
