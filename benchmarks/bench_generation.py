@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from s2d_utils.tasks import coin_flip, last_letter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gemm_ceiling import time_step, weight_shapes  # noqa: E402
+from record_run import machine  # noqa: E402
 
 
 def workload(n_prompts: int) -> list[str]:
@@ -102,13 +102,11 @@ def main() -> None:
         for name, f in results.items():
             print(f"  {name:32s} {f['speedup']:.2f}x   greedy identical {f['greedy_identical']:.0%}   "
                   f"LoRA {f['lora_train_tokens_per_s']:.0f} tokens/s")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
-        if Path("/proc/cpuinfo").exists() else "?"
     record = {"models": results, "batch_size": args.batch_size,
               "workload": {"prompts": len(prompts), "samples": args.samples, "max_new_tokens": args.max_new_tokens,
                            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
                            "device": args.device, "dtypes": dtypes,
-                           "machine": f"{cpu}, {os.cpu_count()} cores"}}
+                           "machine": machine()}}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")

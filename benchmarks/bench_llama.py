@@ -93,8 +93,13 @@ def bench_model(name: str, prompts: list[str], max_new_tokens: int, samples: int
         backend.concurrency = lambda sampling, k=np_: k  # k in flight, sampled too: throughput, not reproducibility
         if prompt_cache:  # llama-server's own prompt cache, which the notebooks turn off (it can change results)
             pinned = backend._request
-            backend._request = lambda job, sampling: {**pinned(job, sampling), "extra_body": {
-                **pinned(job, sampling)["extra_body"], "cache_prompt": True}}
+
+            def cached(job, sampling):
+                request = pinned(job, sampling)
+                request["extra_body"]["cache_prompt"] = True
+                return request
+
+            backend._request = cached
         return backend
 
     for np_ in slots:
@@ -131,6 +136,7 @@ def build_label(binary: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from bench_generation import workload
+    from record_run import machine
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
@@ -146,10 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.binary.exists():
         raise SystemExit(f"{args.binary} is missing: `make llama-server` builds it")
     prompts = workload(args.prompts)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
-        if Path("/proc/cpuinfo").exists() else "?"
-    out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{cpu}, {os.cpu_count()} cores",
-           "max_new_tokens": args.max_new_tokens, "slots": args.slots, "build": args.build_label or build_label(args.binary), "models": {}}
+    out = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "max_new_tokens": args.max_new_tokens,
+           "slots": args.slots, "build": args.build_label or build_label(args.binary), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             try:

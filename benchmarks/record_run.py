@@ -67,7 +67,8 @@ def _stages(profile: str) -> dict:
     return out
 
 
-def _machine() -> str:
+def machine() -> str:
+    """This machine's CPU model and core count, for a measurement's record."""
     try:
         for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
             if line.startswith("Model name:"):
@@ -100,7 +101,7 @@ def record(log_text: str, out: Path, warm: bool = False, stopped_after: int | No
                         "peak_notebook_gb": run["peak_notebook_gb"]}
     else:
         data = {"profile": profile, "commit": _commit(), "date": datetime.date.today().isoformat(),
-                "machine": _machine(), "limits": LIMITS, "cold": {**run, "stage_s": _stages(profile)}}
+                "machine": machine(), "limits": LIMITS, "cold": {**run, "stage_s": _stages(profile)}}
     out.write_text(json.dumps(data, indent=1) + "\n")
     return data
 

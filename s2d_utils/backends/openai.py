@@ -68,7 +68,7 @@ class OpenAIBackend:
         self.client = OpenAI(base_url=self.base_url, api_key=self.api_key,
                              timeout=settings.timeout, max_retries=settings.max_retries)
         self.listed: list[str] = []
-        self.tally: dict[str, int] = {}  # samples counted from the server's ids ("exact") or re-encoded ("text")
+        self.tally: dict[str, int] = {}  # made here so that the adapter clones share it (`_tally`)
         self._adapted: dict[str, "OpenAIBackend"] = {}  # adapter folder -> this server generating with it
         self.version: str | None = None
         self.info = ServerInfo()  # what the server says of itself (`_identify`)
@@ -157,10 +157,15 @@ class OpenAIBackend:
         return {"kind": self.kind, "server": server, "served_model": self.served_model, "dtype": self.dtype,
                 **self.info.key()}
 
+    def _tally(self) -> dict[str, int]:
+        """This run's samples counted from the server's ids ("exact") or re-encoded ("text"); a
+        backend built without __init__ gets its own here."""
+        return self.__dict__.setdefault("tally", {})
+
     def counting(self) -> str:
         """How this run's #Tokens were counted, for the table notes: from the server's generated
         token ids, or re-encoded from the text it returned (within `RETOKENIZE_SLACK` of its count)."""
-        tally = self.__dict__.get("tally", {})
+        tally = self._tally()
         exact, text = tally.get("exact", 0), tally.get("text", 0)
         if not exact + text:
             return ""
@@ -313,7 +318,7 @@ class OpenAIBackend:
                     try:
                         response = future.result()
                         self.check_fingerprint(response)
-                        result = read_response(lm, jobs[j], sampling, response, self.__dict__.setdefault("tally", {}))
+                        result = read_response(lm, jobs[j], sampling, response, self._tally())
                     except BaseException as err:  # noqa: BLE001 - re-raised below, after the others finish
                         error = error or err
                         continue
