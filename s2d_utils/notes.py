@@ -65,8 +65,11 @@ def table_notes(exp) -> list[str]:
     multi = {name: rows for name, rows in getattr(exp, "seed_rows", {}).items() if len(rows) > 1}
     if multi:
         seeds = ", ".join(map(str, exp.student_seeds[:max(map(len, multi.values()))]))
-        notes.append(f"Every student is trained on seeds {seeds} (LoRA initialization, data order and dropout; the "
-                     "teacher's samples are one draw shared by all seeds): its row gives the mean over the seeds, with "
+        draws = ("each seed draws its own teacher samples and filter choices, then its LoRA initialization, data "
+                 "order and dropout" if exp.info.get("teacher_draws") == "per seed" else
+                 "LoRA initialization, data order and dropout; the teacher decodes greedily, so its output is the same "
+                 "on every seed")
+        notes.append(f"Every student is trained on seeds {seeds} ({draws}): its row gives the mean over the seeds, with "
                      "Wilson's interval at the test's n for that mean (conservative: a mean over seeds varies less), and "
                      "'Acc over seeds' gives the standard deviation and each seed's accuracy. The paired tests are per seed; a "
                      "student the filter gave no pairs is the base model, evaluated once.")

@@ -35,9 +35,11 @@ from .paper import CONSTANT, paper_table
 from .tasks import Example, is_hub_id
 from .notes import table_notes
 from .traces import Trace, cut_share
-from .students import Score, _score, _seed_outcomes, _training_record, evaluate_students, train_students, training_summary  # noqa: F401
+from .students import Score, score_row, seed_outcomes, training_record, evaluate_students, train_students, training_summary  # noqa: F401
 
 DEVICES = ("auto", "cpu", "cuda")
+# one draw of the teacher (`draw_teacher`): the filter's output per student, and the samples each was filtered from
+Draw = tuple[dict[str, filters.FilterResult], dict[str, list[list[Trace]]]]
 
 
 def check_parameters(*, MODEL: str | None, PROFILE: str, SEED: int, DEVICE: str = "auto", DATA_SOURCE: Any = None,
@@ -98,8 +100,12 @@ class Experiment:
 
     @property
     def sampling(self) -> dict[str, Any]:
-        """Generation settings for distillation data: N samples per unlabeled input."""
-        return dict(n=self.sizes.samples, **self.test_sampling)
+        """Generation settings for distillation data: N samples per unlabeled input (the first seed's)."""
+        return self.sampling_at(self.seed)
+
+    def sampling_at(self, seed: int) -> dict[str, Any]:
+        """The distillation data's sampling settings of one seed's draw of the teacher."""
+        return dict(n=self.sizes.samples, **{**self.test_sampling, "seed": seed})
 
     @property
     def test_sampling(self) -> dict[str, Any]:
@@ -110,7 +116,9 @@ class Experiment:
 
     @property
     def student_seeds(self) -> list[int]:
-        """The seeds every student is trained on: SEED, SEED+1, ... (`Sizes.seeds` of them)."""
+        """The seeds of the whole pipeline after the test set: SEED, SEED+1, ... (`Sizes.seeds` of
+        them). Each seed draws its own teacher samples (`draw_teacher`), filters them, and trains its
+        student on what it kept (LoRA init, data order, dropout)."""
         return [self.seed + k for k in range(self.sizes.seeds)]
 
     @property
@@ -234,23 +242,47 @@ def evaluate_systems(exp: Experiment, test: Sequence[Example], programs: dict[st
     out = []
     with exp.manifest.stage(stage):
         for name, run in programs.items():
-            out.append(_score(exp, name, test, run(), score))
+            out.append(score_row(exp, name, test, run(), score))
     exp.rows.extend(out)
     return out
 
 
-def filter_report(exp: Experiment, kept: dict[str, filters.FilterResult], labeled: Sequence[Example],
-                  sources: dict[str, list[list[Trace]]]) -> dict[str, dict]:
-    """Diagnostics of each filter against the held-out gold of the training inputs (report only)."""
-    exp.filters = {name: filters.diagnostics(res, labeled, sources[name], exp.task.score) for name, res in kept.items()}
-    return exp.filters
+def draw_teacher(exp: Experiment, draw: Callable[[dict[str, Any]], Draw]) -> dict[int, Draw]:
+    """The teacher drawn once per seed of ``exp.student_seeds``: ``draw(sampling)`` samples System 2
+    (and any baseline) on the unlabeled inputs with that seed's sampling settings and filters the
+    samples, returning (kept, samples): the filter's output per student and the samples each was
+    filtered from. Every seed's student then trains on its own draw, so the spread over seeds
+    carries the teacher's sampling as well as training's (`train_students`)."""
+    with exp.manifest.stage("sample distillation data"):
+        return {seed: draw(exp.sampling_at(seed)) for seed in exp.student_seeds}
+
+
+def filter_report(exp: Experiment, kept: dict[str, filters.FilterResult] | dict[int, Draw], labeled: Sequence[Example],
+                  sources: dict[str, list[list[Trace]]] | None = None) -> dict[str, dict]:
+    """Diagnostics of each filter against the held-out gold of the training inputs (report only).
+
+    Given the per-seed draws of `draw_teacher` (and no ``sources``), every seed's filters are
+    reported, one row per student and seed; the metrics keep the first seed's as ``filters`` and
+    every seed's as ``filters_by_seed``."""
+    def diagnose(kept_one: dict[str, filters.FilterResult], samples: dict[str, list[list[Trace]]]) -> dict[str, dict]:
+        return {name: filters.diagnostics(res, labeled, samples[name], exp.task.score) for name, res in kept_one.items()}
+
+    if sources is not None:
+        exp.filters = diagnose(kept, sources)
+        return exp.filters
+    by_seed = {seed: diagnose(*draw) for seed, draw in kept.items()}
+    exp.filters = by_seed[exp.student_seeds[0]]
+    exp.info["filters_by_seed"] = {name: {str(seed): by_seed[seed][name] for seed in by_seed} for name in exp.filters}
+    return {f"{name} (seed {seed})": diag for seed, diags in by_seed.items() for name, diag in diags.items()}
 
 
 def usc(exp: Experiment, examples: Sequence[Example], traces: list[list[Trace]],
-        max_new_tokens: int = 24, require_answer: bool = True) -> filters.FilterResult:
+        max_new_tokens: int = 24, require_answer: bool = True, seed: int | None = None) -> filters.FilterResult:
     """Universal self-consistency with this model as the selector (greedy), and the paper's rule:
-    20 responses, 10 if 20 do not fit the context window, else a random one. Records how often
-    each rule chose in ``exp.info["usc"]``."""
+    20 responses, 10 if 20 do not fit the context window, else a random one (drawn by ``seed``,
+    default the notebook's). Records how often each rule chose in ``exp.info["usc"]`` (the first
+    seed's) and ``exp.info["usc_by_seed"]``."""
+    seed = exp.seed if seed is None else seed
     lm = exp.lm
 
     def select(prompts: list[str]) -> list[str]:
@@ -258,10 +290,13 @@ def usc(exp: Experiment, examples: Sequence[Example], traces: list[list[Trace]],
         return [cs[0].text for cs in outs]
 
     result = filters.universal_self_consistency(examples, traces, select, lambda p: fits(lm, p, max_new_tokens),
-                                                sizes=(20, 10), seed=exp.seed, require_answer=require_answer)
+                                                sizes=(20, 10), seed=seed, require_answer=require_answer)
     rules = Counter(d.detail["rule"] for d in result.decisions)
-    exp.info["usc"] = {"rules": dict(rules), "fallbacks": sum(v for k, v in rules.items() if k != "usc"),
-                       "shown": dict(Counter(d.detail.get("shown") for d in result.decisions if "shown" in d.detail))}
+    info = {"rules": dict(rules), "fallbacks": sum(v for k, v in rules.items() if k != "usc"),
+            "shown": dict(Counter(d.detail.get("shown") for d in result.decisions if "shown" in d.detail))}
+    exp.info.setdefault("usc_by_seed", {})[str(seed)] = info
+    if seed == exp.seed:
+        exp.info["usc"] = info
     return result
 
 
@@ -302,8 +337,8 @@ def finish(exp: Experiment, *, findings: Sequence[str] = (), notes: Sequence[str
         "rows": {r.name: r.as_dict() for r in exp.rows},
         "paper": paper.as_dict(),
         "filters": exp.filters,
-        "training": _training_record(exp),
-        "outcomes": records.outcomes(exp.rows, exp.traces, exp.task, test, seeds=_seed_outcomes(exp))
+        "training": training_record(exp),
+        "outcomes": records.outcomes(exp.rows, exp.traces, exp.task, test, seeds=seed_outcomes(exp))
         if test is not None else None,
         "mcnemar": tests,
         "info": exp.info,

@@ -56,8 +56,8 @@ class Sizes:
     # and 33k read as 16, 32 and 8 packed sequences of 4,096 tokens: real tokens, not padding.
     tokens_per_step: int | None = None
     warmup_share: float = 0.0  # share of the steps with a linear LR warmup (then linear decay to 0)
-    # students trained per filter output, on seeds SEED, SEED+1, ...: each seed draws its own LoRA
-    # init, data order and dropout; the teacher's samples (the training data) are one draw for all
+    # students trained per filter output, on seeds SEED, SEED+1, ...: each seed draws its own teacher
+    # samples on the unlabeled inputs (`pipeline.draw_teacher`), then its LoRA init, data order and dropout
     seeds: int = 3
     batch_size: int = 128  # generation rows in flight; 128 beat 64 by ~23% on 2 CPU cores
 
@@ -233,10 +233,10 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
                               student_tokens=6, max_steps=2, lora_batch=4, seeds=2),
             # a CoT is ~130-150 tokens here: maj@1 on 100 test questions (one sample each), maj@5/10
             # only on the first 2 (illustrative, no power; 4 before three seeds cost ~5 min more);
-            # 30 unlabeled questions x 10 samples (the plurality vote kept 4 of 12 in fp32, and a
-            # claim needs a student trained on 8 kept inputs); CoT capped at 320 tokens (at 160, a
-            # third of the zero-shot samples were cut before their answer); batch 4, floor 12 steps
-            "cpu": CotSizes(n_train=30, n_test=100, samples=10, n_test_k=2, cot_tokens=320, lora_batch=4, min_steps=12),
+            # 20 unlabeled questions x 10 samples, drawn anew on each of the 3 seeds (30 kept 16; a claim
+            # needs 8 kept inputs; 30 x 3 draws outgrow 20 minutes on 2 cores without AMX); CoT capped at
+            # 320 tokens (at 160, a third of the samples were cut before their answer); batch 4, floor 12 steps
+            "cpu": CotSizes(n_train=20, n_test=100, samples=10, n_test_k=2, cot_tokens=320, lora_batch=4, min_steps=12),
             # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10;
             # 100 steps of 8k tokens (~150 tokens a pair: ~3.5 epochs), 10% warmup
             "gpu": CotSizes(n_train=2000, n_test=1319, samples=10, n_test_k=200, system1_tokens=32, cot_tokens=512,

@@ -2,10 +2,11 @@
 evaluated seed by seed, and the mean over seeds as its table row (`evaluate.over_seeds`).
 
 `pipeline` re-exports `train_students`, `evaluate_students` and `training_summary`: the notebooks
-call them from there. Each seed (SEED, SEED+1, ...: `Sizes.seeds`) draws its own LoRA
-initialization, data order and dropout; the teacher's samples, which make the training data, are
-one draw shared by all seeds. The first seed's student is the one the routing notebook and the
-trace dumps use; the paired tests and the verdicts are per seed.
+call them from there. Each seed (SEED, SEED+1, ...: `Sizes.seeds`) draws its own teacher samples
+on the unlabeled inputs and the filter's choices (`pipeline.draw_teacher`), then its own LoRA
+initialization, data order and dropout: the spread over seeds is the whole pipeline's after the
+test set (a greedy teacher, BSM's, draws the same on every seed). The first seed's student is the
+one the routing notebook and the trace dumps use; the paired tests and the verdicts use every seed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ Experiment = Any  # `pipeline.Experiment` (not imported: pipeline imports this m
 Score = Callable[[str, Sequence[Example], Any], "tuple[SystemResult, list[list[Trace]]]"]
 
 
-def _score(exp: Experiment, name: str, test: Sequence[Example], out: Any, score: Score | None) -> SystemResult:
+def score_row(exp: Experiment, name: str, test: Sequence[Example], out: Any, score: Score | None) -> SystemResult:
     if score is None:
         exp.traces[name] = out
         return evaluate(name, test, out, exp.task)
@@ -36,20 +37,31 @@ def _score(exp: Experiment, name: str, test: Sequence[Example], out: Any, score:
     return result
 
 
-def train_students(exp: Experiment, kept: dict[str, filters.FilterResult],
+def train_students(exp: Experiment, kept: dict[str, filters.FilterResult] | dict[int, Any],
                    target: Callable[[filters.Kept], str] = distill.answer_target,
                    prompt: Callable[[Example], Any] | None = None) -> dict[str, distill.TrainResult | None]:
-    """LoRA-fine-tune one student per filter output (cached by content). A filter that kept nothing
-    trains nothing: that student is the base model, and the table notes say so. ``prompt`` builds
-    the student's prompt from an input (default: the input text, the System 1 prompt)."""
+    """LoRA-fine-tune one student per filter output and seed (cached by content). ``kept`` is
+    either every seed's draw of the teacher (`pipeline.draw_teacher`: {seed: (kept, samples)}), each
+    seed's student trained on its own draw, or one filter output per student that every seed
+    shares (a greedy teacher, whose draws coincide). A filter that kept nothing trains nothing:
+    that student is the base model, and the table notes say so. ``prompt`` builds the student's
+    prompt from an input (default: the input text, the System 1 prompt)."""
     s = exp.sizes
     exp.info["target"] = distill.target_note(target)
+    per_seed = bool(kept) and all(isinstance(k, int) for k in kept)
+    exp.info["teacher_draws"] = "per seed" if per_seed else "shared"
+
+    def kept_at(seed: int) -> dict[str, filters.FilterResult]:
+        return kept[seed][0] if per_seed else kept
+
+    names = list(kept_at(exp.student_seeds[0]))
     with exp.manifest.stage("fine-tune"):
-        for name, res in kept.items():
-            pairs = distill.sft_pairs(res.kept, target, prompt)
-            runs = [distill.finetune(exp.lm, pairs, profiles.lora_settings(s, seed),
-                                     name=name if k == 0 else f"{name} (seed {seed})") if pairs else None
-                    for k, seed in enumerate(exp.student_seeds)]
+        for name in names:
+            runs = []
+            for k, seed in enumerate(exp.student_seeds):
+                pairs = distill.sft_pairs(kept_at(seed)[name].kept, target, prompt)
+                runs.append(distill.finetune(exp.lm, pairs, profiles.lora_settings(s, seed),
+                                             name=name if k == 0 else f"{name} (seed {seed})") if pairs else None)
             exp.trained[name], exp.trained_seeds[name] = runs[0], runs
     return exp.trained
 
@@ -75,17 +87,17 @@ def evaluate_students(exp: Experiment, test: Sequence[Example], program: Callabl
         if result is None or result.planned is not None:  # untrained, or planned only (simulated): the base
             plan = f"+plan:{name}" if first else f"+plan:{name}#{k}"
             base = exp.lm if result is None else replace(exp.lm, fingerprint=f"{exp.lm.fingerprint}{plan}")
-            row = _score(exp, name, test, program(base), score)
+            row = score_row(exp, name, test, program(base), score)
             if first:
                 _confidence(exp, name, base)
         elif mode == "attached" and not served:  # on the loaded base, removed afterwards
             with distill.attached(exp.lm, result) as student:
-                row = _score(exp, name, test, program(student), score)
+                row = score_row(exp, name, test, program(student), score)
                 if first:
                     _confidence(exp, name, student)
         else:
             student = distill.load_distilled(exp.lm, result, weights=not served)
-            row = _score(exp, name, test, program(student), score)
+            row = score_row(exp, name, test, program(student), score)
             if first:
                 _confidence(exp, name, student)
             del student
@@ -123,7 +135,7 @@ def _confidence(exp: Experiment, name: str, student: LoadedModel) -> None:
         exp.info.setdefault("confidence", {})[name] = [round(c, 6) for c in confidence]
 
 
-def _training_record(exp: Experiment) -> dict[str, Any]:
+def training_record(exp: Experiment) -> dict[str, Any]:
     def one(t):
         return ({"pairs": t.examples, "steps": t.steps, "tokens": t.tokens, "seconds": round(t.seconds, 1),
                  "final_loss": t.losses[-1] if t.losses else None, "reused": t.reused,
@@ -135,11 +147,12 @@ def _training_record(exp: Experiment) -> dict[str, Any]:
         runs = exp.trained_seeds.get(k) or []
         if out[k] is not None and len(runs) > 1:
             out[k]["seeds"] = exp.student_seeds[:len(runs)]
+            out[k]["pairs_by_seed"] = [r.examples if r else 0 for r in runs]
             out[k]["final_loss_by_seed"] = [r.losses[-1] if r and r.losses else None for r in runs]
             out[k]["seconds_by_seed"] = [round(r.seconds, 1) if r else None for r in runs]
     return out
 
 
-def _seed_outcomes(exp: Experiment) -> dict[str, list[tuple[SystemResult, list[list[Trace]]]]]:
+def seed_outcomes(exp: Experiment) -> dict[str, list[tuple[SystemResult, list[list[Trace]]]]]:
     """Each multi-seed student's per-seed rows and traces, for `records.outcomes`."""
     return {name: list(zip(rows, exp.seed_traces[name])) for name, rows in exp.seed_rows.items() if len(rows) > 1}
