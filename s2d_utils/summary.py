@@ -4,22 +4,26 @@ draw one figure across methods, and give a verdict per paper claim from the numb
 Verdicts are computed from the per-input outcomes the notebooks record (`records.outcomes`),
 so every comparison can be redone under each parse rule, per group and against the best
 constant answer, and has four outcomes: held, not held, not shown (with the smallest difference
-the test could detect) and not testable (with the missing precondition). See `verdicts`.
+the test could detect) and not testable (with the missing precondition). A student trained on
+several seeds is judged pooled over them (the verdict), each seed counted beside it. See `verdicts`
+(its rows' fields) and `save_verdicts` (the short table, its JSON and docs/verdicts.md).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import claims, figures, profiles, registry, tables
-from .claims import FLOOR, FRACTION, HELD, MIN_GAIN, NO_GAIN, NOT_SHOWN, NOT_TESTABLE
+from . import claims, figures, paths, profiles, registry, tables
+from .claims import FLOOR, FRACTION, HELD, MIN_GAIN, NEAR_MARGIN, NO_GAIN, NOT_TESTABLE
+from .files import write_atomic
 from .paper import CONSTANT
 from .records import CONSTANT_SHARE, constant_system, load_metrics as _load
 from .registry import BEATS, FILTER, NEAR, NO_DISTILL, Notebook
-from .stats import ALPHA, holm
+from .stats import holm, p_text
 
 MIN_PAIRS = 8  # a student trained on fewer kept inputs cannot carry a claim
 BLOCKS = registry.NOTEBOOKS  # the method notebooks whose claims are tested, in order
@@ -61,20 +65,18 @@ def _row(m: dict, name: str) -> dict:
     return m["rows"][name]
 
 
-# --- the evidence behind a verdict: the rules live in `claims` ------------------------------------------
-
-Comparison = claims.Comparison
-beats = claims.beats
+Comparison = claims.Comparison  # the evidence behind a verdict: the rules live in `claims`
 
 
-# --- one view of a notebook's outcomes: a parse rule and a group -------------------------------------
+# --- one view of a notebook's outcomes: a parse rule, a group, one seed or all pooled ----------------
 
 @dataclass(frozen=True)
 class View:
     rule: str
     group: str | None
-    correct: dict[str, list[bool]]
-    answers: dict[str, list]
+    correct: dict[str, list[bool]]  # each row's outcomes (a multi-seed student: its first seed's, or the view's seed's)
+    answers: dict[str, list]  # each row's answers (pooled: every seed's, one after another)
+    runs: dict[str, list[list[bool]]] | None = None  # pooled: each row's outcomes per seed
 
     def constant_system(self, name: str) -> str | None:
         """Why ``name`` cannot carry a verdict (one answer to >= CONSTANT_SHARE of the inputs), or None."""
@@ -82,7 +84,8 @@ class View:
         return found[0] if found else None
 
     def compare(self, a: str, b: str) -> Comparison:
-        return Comparison.of(a, self.correct[a], b, self.correct[b])
+        runs = self.runs or {}
+        return Comparison.pooled(a, runs.get(a) or [self.correct[a]], b, runs.get(b) or [self.correct[b]])
 
 
 def seeds_of(m: dict) -> list[int]:
@@ -95,25 +98,28 @@ def seeds_of(m: dict) -> list[int]:
     return list(range(count))
 
 
-def views(m: dict, group: str | None, seed: int = 0) -> list[View]:
+def views(m: dict, group: str | None, seed: int | None = 0) -> list[View]:
     """One view per parse rule the notebook recorded, restricted to ``group`` (None: all inputs),
-    with each multi-seed student's outcomes of its ``seed``-th seed (0: the first)."""
+    with each multi-seed student's outcomes of its ``seed``-th seed (0: the first; None: every seed,
+    pooled per input by `View.compare`)."""
     out = m.get("outcomes")
     if not out:
         raise ValueError(f"{m.get('manifest', {}).get('notebook', 'a notebook')}: its metrics have no per-input "
                          "outcomes (recorded by this version's pipeline.finish); rerun it")
     keep = [i for i, g in enumerate(out["groups"]) if group is None or g == group]
+    first = out["rules"][0]
     result = []
     for rule in out["rules"]:
-        correct, answers = {}, {}
-        for name, entry in out["rows"].items():
-            entry = (entry.get("seeds") or [entry])[min(seed, len(entry.get("seeds") or [entry]) - 1)]
-            vec = entry["correct"].get(rule, entry["correct"][out["rules"][0]])
-            correct[name] = [vec[i] for i in keep]
-            ans = entry["answers"].get(rule, entry["answers"].get(out["rules"][0]))
-            if ans is not None:
-                answers[name] = [ans[i] for i in keep]
-        result.append(View(rule, group, correct, answers))
+        correct, answers, runs = {}, {}, {}
+        for name, whole in out["rows"].items():
+            entries = whole.get("seeds") or [whole]
+            chosen = entries if seed is None else [entries[min(seed, len(entries) - 1)]]
+            runs[name] = [[e["correct"].get(rule, e["correct"][first])[i] for i in keep] for e in chosen]
+            correct[name] = runs[name][0]
+            ans = [e["answers"].get(rule, e["answers"].get(first)) for e in chosen]
+            if all(a is not None for a in ans):
+                answers[name] = [a[i] for a in ans for i in keep]
+        result.append(View(rule, group, correct, answers, runs if seed is None else None))
     return result
 
 
@@ -134,9 +140,22 @@ def _targets_problem(m: dict, name: str) -> str | None:
     return None
 
 
-def _claim(v: View, m: dict, b: Notebook, claim: str, adjusted: float | None = None) -> tuple[str, str, float]:
-    """(verdict, numbers, p of the claim's primary test) in one view; ``adjusted``: that p after
-    Holm's correction over the family (None: uncorrected)."""
+@dataclass(frozen=True)
+class Judged:
+    """One claim in one view: its verdict, the long text, the p it enters Holm's correction with, the
+    reason in a few words, and the claim's main comparison (the numbers of the short evidence)."""
+
+    verdict: str
+    numbers: str
+    p: float
+    reason: str
+    main: Comparison
+    context: str = ""  # System 1's accuracy where the main comparison does not name it
+
+
+def _claim(v: View, m: dict, b: Notebook, claim: str, adjusted: float | None = None) -> Judged:
+    """The claim in one view; ``adjusted``: its p after Holm's correction over the family (None:
+    uncorrected)."""
     s1, s2, d = b.system1, b.system2, b.distilled
     tokens = {name: _row(m, name)["tokens"] for name in (s1, s2, d, b.ablation) if name and name in m["rows"]}
     has_constant = CONSTANT in v.correct
@@ -155,74 +174,105 @@ def _claim(v: View, m: dict, b: Notebook, claim: str, adjusted: float | None = N
     why_not += [x for x in (_targets_problem(m, name) for name in students) if x]
     involved = {FILTER: [d, b.ablation], NEAR: [d, s2, s1], BEATS: [d, s1], NO_DISTILL: [s2, d]}[claim]
     why_not += [x for x in (v.constant_system(name) for name in involved) if x]
-    if claim == BEATS:
-        c = v.compare(d, s1)
-    elif claim == NEAR:
-        c = v.compare(d, s2)
-    elif claim == FILTER:
-        c = v.compare(d, b.ablation)
-    else:  # NO_DISTILL
-        c = v.compare(s2, d)
+    a, other = {BEATS: (d, s1), NEAR: (d, s2), FILTER: (d, b.ablation), NO_DISTILL: (s2, d)}[claim]
+    c = v.compare(a, other)
     numbers = c.text(tokens)
+    s1_acc = sum(v.correct[s1]) / len(v.correct[s1])
+    context = "" if s1 in (a, other) else f" ({s1} {100 * s1_acc:.1f}%)"
     if why_not:
-        return NOT_TESTABLE, f"{'; '.join(why_not)}. {numbers}", math.nan
+        return Judged(NOT_TESTABLE, f"{'; '.join(why_not)}. {numbers}", math.nan, why_not[0].split(" (")[0], c,
+                      f"{context}; {why_not[0]}")
     if claim in (BEATS, FILTER):
-        dec = claims.beats(c, adjusted)
-        if claim == BEATS and dec.verdict == HELD and has_constant:
-            floor = v.compare(d, CONSTANT)
-            if not floor.higher:
-                dec = claims.Decision(NOT_SHOWN, f"{d} does not beat the best constant answer ({floor.text()})", dec.p)
+        floor = v.compare(d, CONSTANT) if claim == BEATS and has_constant else None
+        dec = claims.beats(c, adjusted, floor)
     elif claim == NEAR:
-        dec = claims.near(v.correct[d], v.correct[s1], v.correct[s2], (d, s1, s2), tokens, adjusted)
+        runs = (v.runs or {}).get(d)
+        dec = claims.near(v.correct[d], v.correct[s1], v.correct[s2], (d, s1, s2), tokens, adjusted, runs)
     else:  # CoT on GSM8k does not distill
         dec = claims.does_not_distill(c, v.compare(d, s1), adjusted)
-    return dec.verdict, f"{numbers}; {dec.why}", dec.p
+    return Judged(dec.verdict, f"{numbers}; {dec.why}", dec.p, dec.reason, c, context)
 
 
-def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None) -> list[dict[str, str]]:
-    """One verdict per paper claim, method and group (S2A: biased and unbiased inputs separately),
-    under every parse rule the notebook recorded; where the rules disagree the verdict says so and
-    gives each. Outcomes (`claims`): held, not held (contradicted: significant the other way, or the
-    interval excludes the effect the claim needs), not shown (the detectable difference is given),
-    not testable (a precondition is missing: no System 2 gain for the claims about keeping it, no
-    student trained on enough inputs, a constant system or constant training targets).
+def _family(cells: list, vs: dict[int, list[View]]) -> dict[int, tuple[tuple[str, str], Judged, float | None]]:
+    """One family of claims (Holm over their first-rule p): per cell, (verdict, numbers) over the
+    parse rules (`_by_rule`), the first rule's judgement, and its Holm-adjusted p."""
+    first = {k: _claim(vs[k][0], cells[k][5], cells[k][1], cells[k][4]).p for k in vs}
+    testable = [k for k in vs if not math.isnan(first[k])]
+    adjusted = dict(zip(testable, holm([first[k] for k in testable])))
+    out = {}
+    for k in vs:
+        judged = [_claim(v, cells[k][5], cells[k][1], cells[k][4], adjusted.get(k)) for v in vs[k]]
+        out[k] = (_by_rule([(v.rule, j.verdict, j.numbers) for v, j in zip(vs[k], judged)]), judged[0], adjusted.get(k))
+    return out
 
-    Each seed's claims are one family: each claim's primary test (under the first parse rule) is
-    Holm-corrected over every testable claim of that seed's students, and its verdict is decided on
-    the adjusted p (both shown); the seeds' verdicts then combine (`_over_seeds`)."""
-    cells = []  # (slot, block, label, group, claim, m)
-    out: list[dict[str, str]] = []
+
+def verdicts(metrics: dict[str, dict], blocks: Sequence[Notebook] | None = None) -> list[dict[str, Any]]:
+    """One verdict per paper claim, method and group (S2A: biased and unbiased inputs separately), under
+    every parse rule the notebook recorded (where they disagree the verdict gives each): held, not held,
+    not shown or not testable (`claims`; a missing precondition: no System 2 gain for the claims about
+    keeping it, a student trained on too few inputs, a constant system or constant targets).
+
+    The verdict is the pooled one: each multi-seed student's per-input mean over its seeds, tested over
+    inputs (`claims.Comparison.pooled`; without seeds: McNemar), every claim of the table one Holm
+    family. Beside it, each seed's verdict (each seed's claims their own family) counted in
+    ``verdict_per_seed``. Each row's fields (`ROW_FIELDS`, as figures/summary_verdicts.json
+    holds them):
+
+    - ``claim``, ``method``: the paper's claim and the block (with its group);
+    - ``verdict``: the pooled verdict (held / not held / not shown / not testable, or "depends on the
+      parse rule: ..."); ``verdict_per_seed``: e.g. "held on 2 of 3 seeds (not shown on 1)";
+    - ``reason``: why, in at most `REASON_CHARS` characters; ``evidence``: the deciding test in at most
+      `EVIDENCE_CHARS` (means, difference, 95% CI, p, Holm-adjusted p, the seeds' count);
+    - ``evidence_per_seed``: every seed's full text; ``numbers``: the pooled verdict's full text;
+    - the numbers of the claim's main comparison (a against b): ``a``, ``b``, ``mean_a``, ``mean_b``,
+      ``diff``, ``ci_low``, ``ci_high``, ``p`` (the claim's p, the largest of its tests'), ``p_holm``,
+      ``n``, ``seeds``, ``test``."""
+    cells, out = [], []  # cells: (slot, block, label, group, claim, m); out: the rows
     for b in blocks_of(metrics, blocks):
         m = metrics.get(b.notebook)
         if m is None:
-            out.append({"claim": ", ".join(list(b.claims)), "method": b.label, "verdict": NOT_TESTABLE,
-                        "numbers": f"{b.notebook} has not been run with this version (no per-input outcomes recorded)"})
+            text = f"{b.notebook} has not been run with this version (no per-input outcomes recorded)"
+            out.append({**dict.fromkeys(ROW_FIELDS), "claim": ", ".join(list(b.claims)), "method": b.label,
+                        "verdict": NOT_TESTABLE, "verdict_per_seed": "", "reason": text[:REASON_CHARS],
+                        "evidence": text, "evidence_per_seed": text, "numbers": text})
             continue
         for group in b.groups or (None,):
             label = method_label(b, m) + (f" ({group} inputs)" if group else "")
             for claim in list(b.claims):
                 cells.append((len(out), b, label, group, claim, m))
                 out.append({})
-    # one verdict per seed: each seed's students are a replicate of the whole table, so each seed's
-    # claims are one family (Holm over its testable claims' primary p under the first parse rule)
-    per_seed: list[dict[int, tuple[str, str]]] = []  # seed index -> cell -> (verdict, numbers)
     seeds = [seeds_of(m) for *_, m in cells]  # each cell's notebook's seeds, read once
-    for s in range(max([len(x) for x in seeds] or [1])):
-        active = [k for k in range(len(cells)) if s < len(seeds[k])]
-        vs = {k: views(cells[k][5], cells[k][3], s) for k in active}
-        first = {k: _claim(vs[k][0], cells[k][5], cells[k][1], cells[k][4])[2] for k in active}
-        testable = [k for k in active if not math.isnan(first[k])]
-        adjusted = dict(zip(testable, holm([first[k] for k in testable])))
-        per_seed.append({k: _by_rule([(v.rule, *_claim(v, cells[k][5], cells[k][1], cells[k][4], adjusted.get(k))[:2])
-                                      for v in vs[k]]) for k in active})
+    pooled = _family(cells, {k: views(cells[k][5], cells[k][3], None) for k in range(len(cells))})
+    per_seed = [_family(cells, {k: views(cells[k][5], cells[k][3], s) for k in range(len(cells)) if s < len(seeds[k])})
+                for s in range(max([len(x) for x in seeds] or [1]))]  # each seed's claims their own family
     for k, (slot, b, label, group, claim, m) in enumerate(cells):
-        verdict, numbers = _over_seeds(seeds[k], [per_seed[s][k] for s in range(len(seeds[k]))])
-        out[slot] = {"claim": claim, "method": label, "verdict": verdict, "numbers": numbers}
+        (verdict, numbers), j, adjusted = pooled[k]
+        each = [per_seed[s][k] for s in range(len(seeds[k]))]
+        c = j.main
+        out[slot] = {"claim": claim, "method": label, "verdict": verdict,
+                     "verdict_per_seed": _seed_count([e[1].verdict for e in each]), "reason": _cut(j.reason, REASON_CHARS),
+                     "evidence": "", "evidence_per_seed": " ".join(
+                         f"[seed {seed}] {e[0][0]}: {e[0][1].rstrip('.')}." for seed, e in zip(seeds[k], each)),
+                     "numbers": numbers, "a": c.a, "b": c.b, "mean_a": c.acc_a, "mean_b": c.acc_b, "diff": c.diff,
+                     "ci_low": c.low, "ci_high": c.high, "p": None if math.isnan(j.p) else j.p, "p_holm": adjusted,
+                     "n": c.n, "seeds": len(seeds[k]), "test": c.test_name}
+        holm_note = "" if adjusted is None or math.isnan(j.p) else f"; claim {p_text(j.p)}, Holm {p_text(adjusted)[2:]}"
+        out[slot]["evidence"] = _cut(f"{c.short()}{j.context}{holm_note}; {c.test_name}; "
+                                     f"{out[slot]['verdict_per_seed']}", EVIDENCE_CHARS)
     return out
 
 
+REASON_CHARS, EVIDENCE_CHARS = 120, 300
+ROW_FIELDS = ("claim", "method", "verdict", "verdict_per_seed", "reason", "evidence", "evidence_per_seed", "numbers",
+              "a", "b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_holm", "n", "seeds", "test")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 def _by_rule(results: list[tuple[str, str, str]]) -> tuple[str, str]:
-    """(verdict, numbers) of one claim in one seed from its (rule, verdict, numbers) per parse rule."""
+    """(verdict, numbers) of one claim in one family from its (rule, verdict, numbers) per parse rule."""
     first_rule, verdict, numbers = results[0]
     if len({r[1] for r in results}) == 1:
         others = [r[0] for r in results[1:]]
@@ -233,65 +283,100 @@ def _by_rule(results: list[tuple[str, str, str]]) -> tuple[str, str]:
     return f"depends on the parse rule: {shown}", " // ".join(f"under the {r[0]} rule: {r[1]}: {r[2]}" for r in results)
 
 
-def _over_seeds(seeds: Sequence[int], results: list[tuple[str, str]]) -> tuple[str, str]:
-    """One claim's verdict over its seeds: the verdict with "(k of k seeds)" when every seed gives
-    it, else "flips between seeds: held in j of k" with each seed's; the numbers of every seed."""
-    if len(results) == 1:
-        return results[0]
-    verdicts = [v for v, _ in results]
-    numbers = " ".join(f"[seed {seed}] {text.rstrip('.')}." for seed, (_, text) in zip(seeds, results))
-    n = len(results)
-    if len(set(verdicts)) == 1:
-        return f"{verdicts[0]} ({n} of {n} seeds)", numbers
-    held = sum(v == HELD for v in verdicts)
-    each = " / ".join(f"{v} (seed {seed})" for seed, v in zip(seeds, verdicts))
-    return f"flips between seeds: held in {held} of {n}: {each}", numbers
+def _seed_count(verdicts: Sequence[str]) -> str:
+    """Each seed's verdict (first parse rule) counted: "held on 2 of 3 seeds (not shown on 1)"."""
+    n = len(verdicts)
+    if n == 1:
+        return f"{verdicts[0]} (one seed)"
+    counts = {v: verdicts.count(v) for v in dict.fromkeys([HELD, *verdicts])}
+    rest = [f"{v} on {c}" for v, c in counts.items() if v != HELD and c]
+    if counts[HELD] == 0 and len(rest) == 1:
+        return f"{verdicts[0]} on {n} of {n} seeds"
+    return f"held on {counts[HELD]} of {n} seeds" + (f" ({', '.join(rest)})" if rest else "")
 
 
-def verdicts_markdown(rows: list[dict[str, str]]) -> str:
-    head = ("| claim | method | verdict | the evidence (accuracy, paired difference with its 95% score CI, McNemar score test) |"
-            "\n|---|---|---|---|")
+def verdicts_markdown(rows: list[dict[str, Any]]) -> str:
+    """The short table: claim, method, the pooled verdict, the seeds', the reason and the deciding test."""
+    head = ("| claim | method | verdict | over seeds | reason | the deciding test (means, paired difference, 95% CI, p) |"
+            "\n|---|---|---|---|---|---|")
+
     def cell(text: str) -> str:  # a "|" in the evidence (rules, seeds) would open a new column
-        return text.replace("|", "\\|")
+        return str(text or "").replace("|", "\\|")
 
-    body = [f"| {r['claim']} | {r['method']} | **{cell(r['verdict'])}** | {cell(r['numbers'])} |" for r in rows]
+    body = [f"| {r['claim']} | {r['method']} | **{cell(r['verdict'])}** | {cell(r['verdict_per_seed'])} | "
+            f"{cell(r['reason'])} | {cell(r['evidence'])} |" for r in rows]
     return "\n".join([head, *body])
 
 
-LEGEND = (f"- **held**: the data show it. 'Beats' and 'the filter matters': the paired score test (McNemar's, "
-          f"alpha {ALPHA}) finds the higher accuracy, and above the best constant answer where the answers are a closed "
-          f"set. 'Near System 2 at a fraction of its tokens': the student keeps more than {FLOOR:.0%} of System 2's gain "
-          f"over System 1 (Fieller's interval of the retained share clears {FLOOR:.0%}) and beats System 1, at most "
-          f"{FRACTION:.0%} of System 2's tokens. 'CoT does not distill': CoT beats the student and the student's gain over "
-          f"System 1 is shown to stay below {100 * NO_GAIN:.0f} points. **not held**: the data contradict it (significant "
-          f"the other way; for 'beats', an interval that excludes a gain of {100 * MIN_GAIN:.0f} points, below every "
-          f"gain the paper reports; for 'near', a retained share significantly under {FLOOR:.0%}; for 'does not "
-          f"distill', a student that beats System 1). **not shown**: this n cannot tell (the smallest difference the "
-          f"test detects with 80% power, computed exactly for that test, is given). **not testable**: a precondition "
-          f"is missing (for the claims about keeping System 2's gain, System 2 does not beat System 1 significantly; a "
-          f"student trained on fewer than {MIN_PAIRS} kept inputs or on targets that are all one answer; a system that "
-          f"gives one answer to at least {CONSTANT_SHARE:.0%} of the inputs).\n"
-          "- The intervals are the ones that invert the test (Tango's score interval for a paired difference), so an "
-          "interval excludes 0 exactly when p < 0.05. Each seed's claims are one family: each claim's primary test is "
-          "Holm-corrected over every testable claim of that seed, and the verdict is decided on the adjusted p "
-          "(shown beside the raw one where they differ); preconditions and the secondary conditions are tested "
-          "at alpha 0.05 uncorrected.\n"
+LEGEND = (f"- **held**: the data show it, after Holm's correction over every claim of the table. 'Beats' and 'the "
+          f"filter matters': the paired test finds the higher accuracy (above the best constant answer too where the "
+          f"answers are a closed set) and its interval does not lie wholly below {100 * MIN_GAIN:.0f} points. 'Near "
+          f"System 2 at a fraction of its tokens': the student keeps more than {FLOOR:.0%} of System 2's gain over "
+          f"System 1 (Fieller's interval of the retained share clears {FLOOR:.0%}), beats System 1, is not below System 2 "
+          f"by more than {100 * NEAR_MARGIN:.0f} points (the interval's lower end), at most {FRACTION:.0%} of System 2's "
+          f"tokens. 'CoT does not distill': CoT beats the student and the student's gain over System 1 is shown below "
+          f"{100 * NO_GAIN:.0f} points. **not held**: the data contradict it (significant the other way; for 'beats', an "
+          f"interval that excludes a gain of {100 * MIN_GAIN:.0f} points, below every gain the paper reports; for "
+          f"'near', a retained share significantly under {FLOOR:.0%} or a student shown more than "
+          f"{100 * NEAR_MARGIN:.0f} points below System 2; for 'does not distill', a gain over System 1 shown above "
+          f"{100 * NO_GAIN:.0f} points, or a student within {100 * NO_GAIN:.0f} points of CoT). **not shown**: this n "
+          f"cannot tell (the smallest difference the test detects with 80% power is given). **not testable**: a "
+          f"precondition is missing (for the claims about keeping System 2's gain, System 2 does not beat System 1 "
+          f"significantly; a student trained on fewer than {MIN_PAIRS} kept inputs or on targets that are all one "
+          f"answer; a system that gives one answer to at least {CONSTANT_SHARE:.0%} of the inputs).\n"
+          "- The paired test is McNemar's (the score test; exact below 25 discordant pairs) and each interval inverts "
+          "it, so an interval excludes 0 exactly when p < 0.05. A claim that needs several tests enters Holm's "
+          "correction with the largest of their p, and each of its tests is judged at its Holm-adjusted level.\n"
+          "- Every student is trained on several seeds on the same test inputs, so the verdict pools them: each "
+          "input's mean correctness over the seeds against the other system's outcome, tested over inputs (the exact "
+          "sign-flip permutation test; a paired t-test as the cross-check). 'Over seeds' counts each seed's own "
+          "verdict (each seed's claims one Holm family): how robust the pooled verdict is. The full per-seed evidence "
+          "is on docs/verdicts.md.\n"
           "- Each verdict is computed under every parse rule the task has (the table's first); 'depends on the parse "
-          "rule' gives each. S2A is judged on biased and unbiased inputs separately, as the paper reports them. Test "
-          "items that share a question (BSM's pairs and votes on one MT-bench question) are treated as independent, "
-          "which makes those intervals too narrow.\n"
-          "- Every student is trained on several seeds (its LoRA initialization, data order and dropout; the teacher's "
-          "samples are one draw): each verdict is computed per seed, each seed's claims one Holm family, and reads "
-          "e.g. 'held (3 of 3 seeds)' where every seed gives the same verdict, else 'flips between seeds: held in j of 3' "
-          "with each seed's. A student row's accuracy in the tables is the mean over its seeds. Holm's correction "
-          "depends on the rest of a seed's family, so a claim can flip between seeds near alpha even where its own "
-          "outcomes barely move; the per-seed numbers show where.\n")
+          "rule' gives each. S2A is judged on biased and unbiased inputs separately. Test items that share a question "
+          "(BSM's pairs and votes on one MT-bench question) are treated as independent, which makes those intervals "
+          "too narrow.\n")
 
 
-def save_verdicts(rows: list[dict[str, str]], profile: str, model: str) -> Path:
+def _suffix(profile: str) -> str:
+    return "" if profile == "cpu" else f".{profile}"  # as `tables.output_path`: the cpu profile owns the plain names
+
+
+def docs_path(profile: str) -> Path:
+    """The generated page of definitions and per-seed evidence: ``docs/verdicts[.<profile>].md`` beside
+    the figures folder (the repository's docs/ for the committed figures)."""
+    return paths.ensure(paths.FIGURES.parent / "docs") / f"verdicts{_suffix(profile)}.md"
+
+
+def verdicts_json(rows: list[dict[str, Any]]) -> str:
+    """figures/summary_verdicts.json: a list of rows, each with exactly `ROW_FIELDS` (see `verdicts`)."""
+    return json.dumps([{k: r.get(k) for k in ROW_FIELDS} for r in rows], indent=1, default=str)
+
+
+def verdicts_page(rows: list[dict[str, Any]], profile: str, model: str) -> str:
+    """docs/verdicts.md: the rules (the claims module's definitions, quoted) and every verdict's evidence
+    per seed."""
+    rules = "\n".join("> " + line if line else ">" for line in (claims.__doc__ or "").strip().splitlines())
+    parts = [f"# The verdicts: rules and per-seed evidence ({model}, profile {profile})", "",
+             f"Generated by `summary.save_verdicts`; the short table is `figures/{registry.SUMMARY_FILE}"
+             f"{_suffix(profile)}.md`.", "", "## The rules (`s2d_utils/claims.py`)", "", rules, "", LEGEND,
+             "## The evidence, claim by claim", ""]
+    for r in rows:
+        parts += [f"### {r['claim']}: {r['method']}", "", f"**{r['verdict']}** ({r.get('verdict_per_seed') or ''}). "
+                  f"{r.get('reason') or ''}", "", f"Pooled: {r.get('numbers') or ''}", "",
+                  f"Per seed: {r.get('evidence_per_seed') or ''}", ""]
+    return "\n".join(parts)
+
+
+def save_verdicts(rows: list[dict[str, Any]], profile: str, model: str) -> Path:
+    """Write the short table (figures/summary_verdicts[.profile].md), its rows as JSON
+    (figures/summary_verdicts[.profile].json, `ROW_FIELDS`) and the page of rules and per-seed
+    evidence (`docs_path`); return the table's path."""
     path = tables.output_path(registry.SUMMARY_FILE, profile, "md")
     text = f"# The paper's claims, tested on {model} (profile {profile})\n\n{verdicts_markdown(rows)}\n\n{LEGEND}"
-    path.write_text(text)
+    write_atomic(path, text)
+    write_atomic(tables.output_path(registry.SUMMARY_FILE, profile, "json"), verdicts_json(rows) + "\n")
+    write_atomic(docs_path(profile), verdicts_page(rows, profile, model))
     return path
 
 

@@ -135,7 +135,7 @@ def verdict_rows(figures: Path) -> list[dict]:
     path = figures / VERDICTS_JSON
     if path.exists():
         return [{"claim": r["claim"], "method": r["method"], "verdict": r["verdict"], "reason": r["reason"],
-                 "source": VERDICTS_JSON} for r in json.loads(path.read_text())]
+                 "per_seed": r.get("verdict_per_seed"), "source": VERDICTS_JSON} for r in json.loads(path.read_text())]
     md = figures / "summary_verdicts.md"
     if not md.exists():
         raise FileNotFoundError(f"{path}: run `make reproduce` first (notebook 06 writes it)")
@@ -199,7 +199,8 @@ def glance_table(figures: Path) -> str:
     for v in verdict_rows(figures):
         n = glance_numbers(figures, v["method"])
         cells = [v["claim"], v["method"], _triple(n["paper_acc"], n["paper_tok"]), _triple(n["ours_acc"], n["ours_tok"]),
-                 f"**{short_verdict(v['verdict'])}**", cut(v["reason"])]
+                 f"**{short_verdict(v['verdict'])}**" + (f" ({v['per_seed']})" if v.get("per_seed") else ""),
+                 cut(v["reason"])]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ LAYERS = (
     ("paths", "files", "stats", "claims", "registry", "paper", "schedule"),
     ("tasks", "tasks.*", "traces", "cache", "memory"),
     ("embedded", "models", "backends.base", "simdata", "simdata.*"),
-    ("decoder", "engine", "backends.local", "backends.responses", "backends.servers", "backends.adapters", "backends.openai", "backends.serve", "backends.simulated", "backends"),
+    ("decoder", "engine", "backends.local", "backends.responses", "backends.servers", "backends.adapters", "backends.vllm_launch", "backends.openai", "backends.serve", "backends.simulated", "backends"),
     ("generation",),
     ("system2", "evaluate", "filters", "records"),
     ("findings", "tables", "figures"),

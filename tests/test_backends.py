@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from reference import output_logprob
 from s2d_utils import generation, models
 from s2d_utils.backends import LOCAL, Generated, Job, Sampling, Settings, backend_for, stop_token_ids
 from s2d_utils.backends.openai import ServerError, TokenCountMismatch, read_response
@@ -210,7 +211,14 @@ def test_answer_confidence_scores_through_the_backend_only_what_carries_no_log_p
     assert backends.answer_confidence(tiny_lm, traces, backend=Scorer(None)) is None  # the backend cannot score
     # the weights are here: scored here, into the confidence cache, whatever the setting
     local = backends.answer_confidence(tiny_lm, traces, batch_size=2, cache_dir=tmp_path)
-    assert all(0 < c < 1 for c in local) and len(json.loads(next(tmp_path.iterdir()).read_text())) == 2
+    assert len(json.loads(next(tmp_path.iterdir()).read_text())) == 2
+    # each scored output is its teacher-forced probability on its prompt alone (the stop token after the
+    # stopped one; a random model's are tiny: compared as logs), and the first input's is the mean with
+    # its other sample's own 0.5
+    scored = backends.answer_confidence(tiny_lm, [traces[0][:1], traces[1]], cache_dir=tmp_path)
+    four, judged = output_logprob(tiny_lm, "2+2?", "4"), output_logprob(tiny_lm, chat, "[[A]]", stopped=False)
+    assert [math.log(c) for c in scored] == pytest.approx([four, judged], abs=1e-3)
+    assert local == [pytest.approx((scored[0] + 0.5) / 2), scored[1]]
 
 
 # ----- every sampling parameter pinned, per server -----
@@ -330,7 +338,7 @@ def test_an_sglang_student_is_named_in_lora_path_not_in_model(tiny_lm, tmp_path,
     posted = []
     monkeypatch.setattr(httpx, "post", lambda url, **kw: posted.append((url, kw)) or SimpleNamespace(status_code=200,
                                                                                                       text="ok"))
-    monkeypatch.setattr(type(backend), "_served_names", lambda self: [])
+    monkeypatch.setattr(type(backend), "served_names", lambda self: [])
     (tmp_path / "adapter_config.json").write_text("{}")
     (tmp_path / "adapter_model.safetensors").write_bytes(b"w")
     student = backend.with_adapter(tmp_path)

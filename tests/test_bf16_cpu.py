@@ -5,14 +5,11 @@ merged student must work in it as they do in fp32."""
 import pytest
 import torch
 
-from reference import reference_greedy
+from reference import PROMPTS, reference_greedy
 from s2d_utils import distill, engine, profiles
 from s2d_utils.generation import generate
 from s2d_utils.models import load_model
 from s2d_utils.tasks import coin_flip
-
-PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
-           "A coin is heads up. Ann flips the coin. Is the coin still heads up?", "hi"]
 
 
 @pytest.fixture(scope="module", params=["tiny_model_dir", "tiny_qwen_dir"])

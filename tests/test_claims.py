@@ -166,3 +166,158 @@ def test_holm_adjusted_p_decides():
 def test_not_shown_at_tiny_n_says_so():
     a, b = paired(3, 1, 0)
     assert "too small" in claims.beats(Comparison.of("a", a, "b", b)).why
+
+
+# --- issue 41: the rules a statistician breaks with constructed outcomes ------------------------------
+
+def _ranges(n: int, *spans: tuple[int, int]) -> list[bool]:
+    """n outcomes, right on the inputs of the half-open ``spans``."""
+    return [any(lo <= i < hi for lo, hi in spans) for i in range(n)]
+
+
+def test_does_not_distill_reads_a_gain_inside_the_margin_as_no_gain():
+    # GSM8k, n = 1,319: System 1 7.6%, the student +1.0 point (20 vs 7 discordant, p = 0.012), CoT 52.8%
+    n = 1319
+    s1, d, cot = _ranges(n, (0, 100)), _ranges(n, (7, 120)), _ranges(n, (0, 696))
+    g = Comparison.of("Distill", d, "System 1", s1)
+    assert g.p < 0.05 and g.diff > 0 and g.high < claims.NO_GAIN  # significant, and inside the 5-point margin
+    dec = claims.does_not_distill(Comparison.of("CoT", cot, "Distill", d), g)
+    assert dec.verdict == HELD, dec.why
+    # a gain whose interval straddles the margin (+5.2 points, CI about +3.6 to +6.9): not shown either way
+    d2 = _ranges(n, (0, 169))
+    g2 = Comparison.of("Distill", d2, "System 1", s1)
+    assert g2.low < claims.NO_GAIN < g2.high and g2.p < 1e-4
+    assert claims.does_not_distill(Comparison.of("CoT", cot, "Distill", d2), g2).verdict == NOT_SHOWN
+    # shown above the margin: something distilled
+    d3 = _ranges(n, (0, 300))
+    dec = claims.does_not_distill(Comparison.of("CoT", cot, "Distill", d3), Comparison.of("Distill", d3, "System 1", s1))
+    assert dec.verdict == NOT_HELD and "something distilled" in dec.why
+    # the student reaches CoT: a CoT at 9.9% leads it by 0.2 points, and the interval excludes a lead of 5
+    weak, d4 = _ranges(n, (0, 130)), _ranges(n, (0, 128))
+    dec = claims.does_not_distill(Comparison.of("CoT", weak, "Distill", d4), Comparison.of("Distill", d4, "System 1", s1))
+    assert dec.verdict == NOT_HELD and "reaches" in dec.why
+
+
+def test_near_needs_the_student_comparable_to_system2():
+    # System 1 10%, System 2 80%, the student 50% on 1,000: it keeps 57% of a 70-point gain (significantly
+    # more than half), beats System 1, at 6 of 40 tokens, yet sits 30 points below System 2
+    n = 1000
+    s1, s2, d = _ranges(n, (0, 100)), _ranges(n, (0, 800)), _ranges(n, (0, 500))
+    t, p = stats.share_test(d, s1, s2, claims.FLOOR)
+    assert t > 0 and p < 0.001
+    dec = claims.near(d, s1, s2, NAMES, TOKENS)
+    assert dec.verdict == NOT_HELD and "below System 2" in dec.why
+    # 2 points below System 2 at n = 1,000 (CI within 5 points): held
+    close = _ranges(n, (0, 780))
+    gap = Comparison.of("Distill", close, "System 2", s2)
+    assert gap.low > -claims.NEAR_MARGIN
+    assert claims.near(close, s1, s2, NAMES, TOKENS).verdict == HELD
+
+
+def test_small_counts_use_the_exact_test():
+    from scipy.stats import binomtest
+
+    # 4 discordant pairs against 0 on n = 4: the asymptotic p is 0.046, the exact one 0.125
+    a, b = paired(4, 4, 0)
+    c = Comparison.of("a", a, "b", b)
+    assert stats.score_p(4, 0, 4) < 0.05
+    assert c.p == pytest.approx(binomtest(4, 4, 0.5).pvalue) == pytest.approx(0.125)
+    assert c.low < 0 < c.high
+    assert claims.beats(c).verdict == NOT_SHOWN
+    # 9 vs 1 on 200 inputs: exact p = 0.021 (the score test's 0.011); both held
+    a, b = paired(200, 9, 1, both=50)
+    c = Comparison.of("a", a, "b", b)
+    assert c.p == pytest.approx(binomtest(9, 10, 0.5).pvalue) and claims.beats(c).verdict == HELD
+    # the exact conditional interval is Clopper-Pearson's for only_a / (only_a + only_b), mapped to the difference
+    ci = binomtest(9, 10, 0.5).proportion_ci(0.95, method="exact")
+    assert stats.exact_interval(9, 1, 200) == pytest.approx(((2 * ci.low - 1) * 10 / 200, (2 * ci.high - 1) * 10 / 200))
+
+
+def test_the_paired_interval_agrees_with_the_paired_test_over_a_grid_of_counts():
+    from scipy.stats import binomtest
+
+    for n in (12, 60, 400):
+        for only_a in range(0, 31):
+            for only_b in range(0, min(31, n - only_a + 1)):
+                if only_a + only_b > n:
+                    continue
+                va, vb = paired(n, only_a, only_b)
+                c = Comparison.of("a", va, "b", vb)
+                m = only_a + only_b
+                if 0 < m < stats.EXACT_BELOW:
+                    assert c.p >= binomtest(only_a, m, 0.5).pvalue - 1e-12
+                if abs(c.p - 0.05) > 1e-9:
+                    assert (c.p < 0.05) == (c.low > 0 or c.high < 0), (n, only_a, only_b, c.p, c.low, c.high)
+                for d0 in (-claims.NEAR_MARGIN, claims.MIN_GAIN, claims.NO_GAIN):
+                    p = c.p_at(d0)
+                    if abs(p - 0.05) > 1e-6 and min(abs(c.low - d0), abs(c.high - d0)) > 1e-6:
+                        assert (p < 0.05) == (d0 < c.low or d0 > c.high), (n, only_a, only_b, d0, p, c.low, c.high)
+
+
+def test_a_retained_share_without_variance_is_not_shown():
+    # n = 4: System 2 right everywhere, System 1 nowhere, the student as System 2: "100% to 100%"
+    s1, s2 = [False] * 4, [True] * 4
+    d = list(s2)
+    est, low, high = stats.retained_share(d, s1, s2)
+    assert high - low == 0
+    dec = claims.near(d, s1, s2, NAMES, TOKENS)
+    assert dec.verdict == NOT_SHOWN and "no width" in dec.why
+
+
+def test_a_compound_claim_enters_holm_with_its_largest_p():
+    # n = 300: System 1 20%, System 2 60%, the student 57.7% (7 inputs below System 2): it keeps 94% of the
+    # gain (share test p < 1e-4) and beats System 1 (p < 1e-4); within 5 points of System 2 at p = 0.034
+    n = 300
+    s1, s2, d = _ranges(n, (0, 60)), _ranges(n, (0, 180)), _ranges(n, (0, 173))
+    share_p = stats.share_test(d, s1, s2, claims.FLOOR)[1]
+    dec = claims.near(d, s1, s2, NAMES, TOKENS)
+    assert dec.verdict == HELD and dec.p > share_p  # the claim's p is its largest test's, not the share test's
+    gap = Comparison.of("Distill", d, "System 2", s2)
+    over = Comparison.of("Distill", d, "System 1", s1)
+    assert dec.p == pytest.approx(max(share_p, over.p, gap.p_at(-claims.NEAR_MARGIN))) == pytest.approx(0.034, abs=1e-3)
+    # in a family with two claims at p = 0.02, Holm's adjusted p of this one is 0.06: every condition is
+    # judged at that level, so it is not held, where the share test alone would have passed
+    adjusted = stats.holm([dec.p, 0.02, 0.02])[0]
+    assert adjusted == pytest.approx(0.06)
+    assert claims.near(d, s1, s2, NAMES, TOKENS, adjusted).verdict == NOT_SHOWN
+
+
+def test_beats_and_its_margin_never_both_apply():
+    # +1.0 point at n = 20,000 (300 vs 100 discordant): significant, and the interval excludes 2 points.
+    # "Beats" is the paper's gain, not any gain: a gain shown below MIN_GAIN is not held
+    a, b = paired(20000, 300, 100, both=5000)
+    c = Comparison.of("a", a, "b", b)
+    assert c.p < 1e-4 and c.high < claims.MIN_GAIN
+    dec = claims.beats(c)
+    assert dec.verdict == NOT_HELD and "excludes a gain of 2 points" in dec.why and "a is higher" in dec.why
+    # a significant gain whose interval reaches 2 points is held
+    a, b = paired(2000, 80, 30, both=500)
+    c = Comparison.of("a", a, "b", b)
+    assert c.p < 0.05 and c.high > claims.MIN_GAIN and claims.beats(c).verdict == HELD
+
+
+def test_the_sign_flip_test_is_exact_and_its_interval_agrees_with_it():
+    import itertools
+
+    from scipy.stats import binomtest
+
+    # one seed: the sign-flip test of per-input differences is the exact McNemar test
+    x = [1.0] * 10 + [-1.0] * 2 + [0.0] * 50
+    assert stats.sign_flip_p(x, 1) == pytest.approx(binomtest(10, 12, 0.5).pvalue)
+    # three seeds: against every sign pattern of the nonzero differences, enumerated
+    x = [1 / 3, 2 / 3, 1.0, 1 / 3, -1 / 3, 2 / 3, 1 / 3, -2 / 3, 1.0, 1 / 3, 0.0]
+    nz = [v for v in x if v]
+    obs = abs(sum(nz))
+    hits = sum(abs(sum(s * v for s, v in zip(signs, nz))) >= obs - 1e-9
+               for signs in itertools.product((1, -1), repeat=len(nz)))
+    assert stats.sign_flip_p(x, 3) == pytest.approx(hits / 2 ** len(nz))
+    # pooled comparisons: the interval excludes 0 exactly when p < 0.05, over random seeds' outcomes
+    rng = random.Random(3)
+    for _ in range(60):
+        n = rng.choice((20, 80, 300))
+        base = [rng.random() < 0.4 for _ in range(n)]
+        lift = rng.uniform(-0.1, 0.2)
+        runs = [[(b if rng.random() > 0.3 else rng.random() < 0.4 + lift) for b in base] for _ in range(3)]
+        c = Comparison.pooled("d", runs, "s1", [base])
+        assert (c.p < 0.05) == (c.low > 0 or c.high < 0), (c.p, c.low, c.high)
+        assert c.p_t is not None and c.seeds == 3

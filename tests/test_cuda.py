@@ -7,7 +7,7 @@ what these have run on).
 import pytest
 import torch
 
-from reference import reference_greedy
+from reference import PROMPTS, reference_greedy
 from s2d_utils import distill, engine, paths
 from s2d_utils.backends import local as local_backend
 from s2d_utils.generation import generate
@@ -15,8 +15,6 @@ from s2d_utils.models import load_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
-           "A coin is heads up. Ann flips the coin. Is the coin still heads up?", "hi"]
 # fine-tuning pairs written out (the task loaders need packages a bare GPU machine may not have)
 PAIRS = [{"id": f"coin-{i}", "prompt": f"A coin is heads up. {who} flips the coin. Is the coin still heads up?",
           "completion": distill.answer_completion(gold)}

@@ -6,13 +6,11 @@ import dataclasses
 import pytest
 import torch
 
-from reference import reference_greedy
+from reference import PROMPTS, reference_greedy
 from s2d_utils import decoder, engine
 from s2d_utils.backends import local
 from s2d_utils.generation import generate
 
-PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
-           "A coin is heads up. Ann flips the coin. Is the coin still heads up?", "hi"]
 SAMPLING = dict(temperature=0.9, top_p=0.95, max_new_tokens=10, seed=5, cache=None, progress=False)
 
 

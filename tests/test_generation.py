@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
+import reference
 from reference import reference_greedy
 from s2d_utils.backends import local
 from s2d_utils.cache import GenerationCache
 from s2d_utils.generation import generate
 
-PROMPTS = ["Take the last letters of the words in \"apple banana\" and concatenate them.",
-           "A coin is heads up. Ann flips the coin. Is the coin still heads up?",
-           "hi", "What is the capital of France? Answer in one word, please, and nothing else."]
+PROMPTS = [*reference.PROMPTS, "What is the capital of France? Answer in one word, please, and nothing else."]
 SAMPLING = dict(temperature=0.9, top_p=0.95, max_new_tokens=12, seed=7)
 
 

@@ -35,9 +35,9 @@ if not BINARY.exists():
 
 
 def _gguf():
-    from s2d_utils.embedded import DEFAULT_MODEL, EMBEDDED, _part_paths
+    from s2d_utils.embedded import DEFAULT_MODEL, EMBEDDED, part_paths
 
-    (path,) = _part_paths(EMBEDDED[DEFAULT_MODEL])
+    (path,) = part_paths(EMBEDDED[DEFAULT_MODEL])
     return path
 
 
@@ -98,16 +98,53 @@ def test_a_prompt_the_context_cannot_hold_is_refused(smollm, tmp_path):
                      progress=False, backend=backend, cache=None)
 
 
-def test_how_often_greedy_equals_the_local_engine(smollm, llama, capsys):
+# Greedy llama-server and the local engine run the same Q4_1 weights, but llama.cpp multiplies them
+# quantized (its activations rounded to 8 bits), the local engine dequantized in fp32: the logits differ
+# a little, and a greedy choice can flip only where the local model's top two tokens nearly tie.
+# Measured (16 tokens, these 6 prompts, a portable x86-64 build): the texts are equal on 3 of 6. A gap
+# of NEAR_TIE nats between the two tokens' log-probabilities is a bound far above such rounding and
+# far below a real disagreement (a top token at probability 0.5 against one at 0.3 is 0.51 apart).
+GREEDY_SAME_AT_LEAST = 3
+NEAR_TIE = 0.5  # nats
+
+
+def _first_split(lm, prompt: str, served, local) -> tuple[int, int, list[int]]:
+    """(served token, local token, the prompt's ids and the shared tokens before them) where two
+    completions first part, in the local tokenizer's ids (the end-of-sequence token after a stopped one)."""
+    from s2d_utils.generation import render
+
+    tok = lm.tokenizer
+
+    def ids(c):
+        return tok(c.text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if c.finish_reason == "stop" else [])
+
+    a, b = ids(served), ids(local)
+    k = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), None)
+    assert k is not None, (prompt, served.text, local.text, "one re-tokenizes as a prefix of the other")
+    return a[k], b[k], tok(render(lm, prompt), add_special_tokens=False)["input_ids"] + a[:k]
+
+
+def test_greedy_equals_the_local_engine_but_where_its_top_two_tokens_nearly_tie(smollm, llama, capsys):
+    import torch
+
     backend = connect(_settings(llama.url), smollm)
-    served = generate(smollm, PROMPTS, n=1, temperature=0.0, max_new_tokens=16, seed=0, progress=False,
-                      backend=backend, cache=None)
-    local = generate(smollm, PROMPTS, n=1, temperature=0.0, max_new_tokens=16, seed=0, progress=False,
-                     backend=LOCAL, cache=None)
-    same = sum(a[0].text == b[0].text for a, b in zip(served, local))
+    kw = dict(n=1, temperature=0.0, max_new_tokens=16, seed=0, progress=False, cache=None)
+    served = [g[0] for g in generate(smollm, PROMPTS, backend=backend, **kw)]
+    local = [g[0] for g in generate(smollm, PROMPTS, backend=LOCAL, **kw)]
+    gaps = []
+    for prompt, a, b in zip(PROMPTS, served, local):
+        if a.text == b.text:
+            continue
+        theirs, ours, before = _first_split(smollm, prompt, a, b)
+        with torch.inference_mode():
+            logp = torch.log_softmax(smollm.model(input_ids=torch.tensor([before])).logits[0, -1].float(), -1)
+        assert int(logp.argmax()) == ours, (prompt, "the local engine's greedy token is its model's argmax")
+        gaps.append(float(logp[ours] - logp[theirs]))
     with capsys.disabled():
-        print(f"\nllama-server greedy == local engine on {same} of {len(PROMPTS)} prompts (16 tokens each)")
-    assert all(g[0].text.strip() for g in served)  # it answered every prompt
+        print(f"\nllama-server greedy == local engine on {len(PROMPTS) - len(gaps)} of {len(PROMPTS)} prompts "
+              f"(16 tokens); where they part, the local log-probability gap: {[round(g, 3) for g in gaps]}")
+    assert len(PROMPTS) - len(gaps) >= GREEDY_SAME_AT_LEAST
+    assert all(0 <= g < NEAR_TIE for g in gaps), gaps  # a near-tie, not another choice
 
 
 def test_its_identity_keys_the_cache_and_the_notes_say_what_reproduces(smollm, llama):
@@ -216,9 +253,10 @@ def test_a_student_converted_to_gguf_is_served_by_llama_server(smollm, tmp_path,
     assert not any("Banana" in g[0].text for g in base), "base requests must not apply the adapter"
 
 
-def test_the_bench_compares_llama_server_with_the_local_engine(tmp_path, capsys):
-    """`benchmarks/bench_llama.py` on a tiny workload: both workloads at each slot count, the ratios,
-    and the README block generated from its JSON."""
+def test_the_bench_compares_llama_server_with_the_local_engine(smollm, llama, tmp_path, capsys):
+    """`benchmarks/bench_llama.py` on a tiny workload: both workloads at each slot count, its greedy
+    count, and the README block generated from its JSON (its ratios: tests/test_benchmarks.py)."""
+    import dataclasses
     import json
     import sys
 
@@ -235,8 +273,15 @@ def test_the_bench_compares_llama_server_with_the_local_engine(tmp_path, capsys)
     for load in ("greedy", "sampled"):
         r = run[load]
         assert set(r["llama_tokens_per_s"]) == {"1", "2"} and all(v > 0 for v in r["llama_tokens_per_s"].values())
-        best = r["llama_tokens_per_s"][str(r["best_slots"])]
-        assert r["llama_over_local"]["float32"] == pytest.approx(best / r["local_tokens_per_s"]["float32"], abs=0.01)
-    assert 0 <= run["greedy_identical_to_fp32"]["1"] <= 2 and run["gguf"].endswith(".gguf")
+    assert run["gguf"] == _gguf().name
+    # the bench's greedy count at -np 1, counted here on its own prompts against the test's server
+    # (one request at a time, greedy: the same tokens whatever the slot count)
+    from bench_generation import workload
+
+    prompts = workload(2)
+    one = connect(dataclasses.replace(_settings(llama.url), concurrency=1), smollm)
+    kw = dict(n=1, temperature=0.0, max_new_tokens=6, seed=0, progress=False, cache=None)
+    served, local = generate(smollm, prompts, backend=one, **kw), generate(smollm, prompts, backend=LOCAL, **kw)
+    assert run["greedy_identical_to_fp32"]["1"] == sum(a[0].text == b[0].text for a, b in zip(served, local))
     text = readme.readme_bench_llama(tmp_path)
     assert "*sampled, 2 a prompt*: llama-server, -np 1 / 2 (tokens/s)" in text and "Not measured" not in text

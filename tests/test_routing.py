@@ -1,10 +1,12 @@
 """The router on synthetic confidences (issue 22): a perfect confidence gives the oracle curve, a
 constant one the straight line between the fixed points."""
 
+import math
 import random
 
 import pytest
 
+from reference import output_logprob, teacher_forced
 from s2d_utils import routing
 
 
@@ -63,19 +65,10 @@ def test_mismatched_lengths_are_named():
 
 def _one_by_one(lm, trace):
     """The teacher-forced probability of a trace's last output, one prompt alone, no shared prefix."""
-    import torch
-
-    from s2d_utils.generation import render
-    from s2d_utils.backends import call_messages as _messages
+    from s2d_utils.backends import call_messages
 
     call = trace.calls[-1]
-    tok = lm.tokenizer
-    prompt = tok(render(lm, _messages(call.prompt)), add_special_tokens=False)["input_ids"]
-    answer = tok(call.output, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    with torch.inference_mode():
-        logits = lm.model(input_ids=torch.tensor([prompt + answer])).logits[0].float()
-    logprobs = torch.log_softmax(logits, -1)[len(prompt) - 1 : -1]
-    return float(logprobs.gather(-1, torch.tensor(answer)[:, None]).sum().exp())
+    return math.exp(output_logprob(lm, call_messages(call.prompt), call.output))
 
 
 def test_answer_confidence_with_a_shared_prefix_equals_each_prompt_alone(tiny_qwen, tmp_path):
@@ -92,22 +85,10 @@ def test_answer_confidence_with_a_shared_prefix_equals_each_prompt_alone(tiny_qw
     got = answer_confidence(tiny_qwen, traces, batch_size=3, cache_dir=tmp_path)
     want = [_one_by_one(tiny_qwen, ts[0]) for ts in traces]
     # a random model's answers are improbable (~1e-15): compare log-probabilities
-    import math
-
     assert [math.log(g) for g in got] == pytest.approx([math.log(w) for w in want], abs=1e-3)
     assert len({round(math.log(w), 1) for w in want}) == len(want)  # the check can tell inputs apart
     # cached: a second call computes nothing and returns the same numbers
     assert answer_confidence(tiny_qwen, traces, batch_size=2, cache_dir=tmp_path) == got
-
-
-def _teacher_forced(lm, prompt: list[int], tokens: list[int]) -> float:
-    """The model's log-probability of ``tokens`` after ``prompt``, one sequence, no cache."""
-    import torch
-
-    with torch.inference_mode():
-        logits = lm.model(input_ids=torch.tensor([prompt + tokens])).logits[0].float()
-    logprobs = torch.log_softmax(logits, -1)[len(prompt) - 1 : -1]
-    return float(logprobs.gather(-1, torch.tensor(tokens)[:, None]).sum())
 
 
 @pytest.mark.parametrize("path", ["engine", "fallback"])
@@ -135,27 +116,35 @@ def test_generation_records_the_log_probability_a_forward_pass_gives(tiny_qwen, 
     assert any(reason == "stop" for _, _, reason, _ in got)
     assert any(reason == "length" for _, _, reason, _ in got)
     for j, toks, reason, logprob in got:
-        want = _teacher_forced(lm, jobs[j], toks + ([stop] if reason == "stop" else []))
+        want = teacher_forced(lm, jobs[j], toks + ([stop] if reason == "stop" else []))
         assert logprob == pytest.approx(want, abs=1e-4), (j, toks, reason)
 
 
 def test_answer_confidence_takes_a_calls_own_log_probability_without_a_forward_pass(tiny_qwen, tmp_path, monkeypatch):
     """Generated answers carry their log-probability through the cache into the traces, and the
     confidence of such a call is its exp, with no model call; one without falls back to the forward."""
-    import math
-
     from s2d_utils import system2
     from s2d_utils.cache import GenerationCache
-    from s2d_utils.backends import answer_confidence
+    from s2d_utils.backends import answer_confidence, call_messages
     from s2d_utils.tasks import Example, last_letter
     from s2d_utils.traces import Call, Trace
 
     examples = [Example(str(i), q, "ab", {}) for i, q in enumerate(["Take the last letters of: Ada Bob", "Hi there"])]
-    with GenerationCache(tmp_path / "g.sqlite") as store:
+    calls = []
+
+    def generate(*a, **k):
+        out = real_generate(*a, **k)
+        calls.append(out.stats)
+        return out
+
+    real_generate = system2.generate
+    with GenerationCache(tmp_path / "g.sqlite") as store, monkeypatch.context() as m:
+        m.setattr(system2, "generate", generate)
         traces = system2.system1(tiny_qwen, examples, last_letter, max_new_tokens=5, cache=store, progress=False)
         again = system2.system1(tiny_qwen, examples, last_letter, max_new_tokens=5, cache=store, progress=False)
+    assert [(s.requested, s.cached, s.computed) for s in calls] == [(2, 0, 2), (2, 2, 0)]  # the second: from the cache
     assert all(ts[0].calls[-1].logprob is not None for ts in traces)
-    assert [ts[0].calls[-1].logprob for ts in again] == [ts[0].calls[-1].logprob for ts in traces]  # from the cache
+    assert [ts[0].calls[-1].logprob for ts in again] == [ts[0].calls[-1].logprob for ts in traces]
 
     def no_forward(*a, **k):
         raise AssertionError("a forward pass for a call that carries its log-probability")
@@ -167,4 +156,6 @@ def test_answer_confidence_takes_a_calls_own_log_probability_without_a_forward_p
     assert not list((tmp_path / "conf").glob("*.json"))  # nothing to cache
     # without it (a sample from an older cache, a server), the forward pass answers
     bare = [[Trace(ts[0].input_id, 0, (Call("answer", ts[0].calls[-1].prompt, "ab", 2, "stop"),), "ab")] for ts in traces]
-    assert 0 < answer_confidence(tiny_qwen, bare, cache_dir=tmp_path / "conf")[0] < 1
+    got = answer_confidence(tiny_qwen, bare, cache_dir=tmp_path / "conf")
+    want = [output_logprob(tiny_qwen, call_messages(ts[0].calls[-1].prompt), "ab") for ts in bare]
+    assert [math.log(g) for g in got] == pytest.approx(want, abs=1e-3)  # "ab" and the stop token, teacher-forced

@@ -4,9 +4,8 @@ model kept to the small profiles, and labels kept out of the unlabeled pool."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import fields, replace
 
 import pytest
 
@@ -77,11 +76,15 @@ def test_the_warmup_rises_then_decays_and_without_it_the_schedule_is_the_old_one
 
 
 def test_students_trained_before_the_budget_fields_keep_their_folders():
-    """The cpu profile's committed students were keyed on the settings without the new fields."""
+    """The cpu profile's committed students were keyed on the settings without the new fields: the
+    key holds exactly these, written out (not derived from the dataclass)."""
     settings = lora.LoraSettings(epochs=3, batch_size=4, min_steps=12)
-    old = {k: v for k, v in asdict(settings).items() if k not in ("tokens_per_step", "warmup_share")}
-    assert settings.key() == old
+    assert settings.key() == {
+        "r": 16, "alpha": 32, "dropout": 0.1, "learning_rate": 2e-4, "epochs": 3, "batch_size": 4,
+        "max_steps": None, "min_steps": 12, "steps": None, "seed": 0,
+        "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
     assert lora.LoraSettings(tokens_per_step=1000).key()["tokens_per_step"] == 1000
+    assert lora.LoraSettings(warmup_share=0.1).key()["warmup_share"] == 0.1
 
 
 @pytest.mark.parametrize("nb", registry.NOTEBOOKS, ids=lambda nb: nb.notebook)
@@ -238,14 +241,40 @@ def test_an_unlabel_that_leaves_the_gold_is_refused():
         pipeline.unlabeled(careless, gsm8k.load("train", n=1)[0])
 
 
-def test_the_adapter_key_of_a_default_student_is_the_one_it_always_had():
-    """Computed the way the committed cpu students' folders were named (sha256 of the JSON)."""
-    class Base:
-        fingerprint, dtype = "f" * 16, "float32"
+class _Base:
+    fingerprint, dtype = "f" * 16, "float32"
 
-    pairs = [{"id": "a", "prompt": "p", "completion": "c"}]
+
+_PAIRS = [{"id": "a", "prompt": "p", "completion": "c"}]
+
+
+def test_the_adapter_key_of_a_default_student_is_the_one_it_always_had():
+    """Digests pinned from the key the committed cpu students' folders were named with: a field
+    added to the key (or one left out of it, or another payload) renames every committed student."""
+    class Bf16(_Base):
+        dtype = "bfloat16"
+
     settings = lora.LoraSettings(steps=3)
-    payload = json.dumps({"base": Base.fingerprint, "pairs": pairs,
-                          "settings": {k: v for k, v in asdict(settings).items()
-                                       if k not in ("tokens_per_step", "warmup_share")}}, sort_keys=True)
-    assert lora.adapter_key(Base, pairs, settings) == hashlib.sha256(payload.encode()).hexdigest()[:20]
+    assert lora.adapter_key(_Base, _PAIRS, settings) == "60c017c65ffe4781f62a"
+    assert lora.adapter_key(Bf16, _PAIRS, settings) == "297ebaa71a8f8c917d38"  # a bf16 base: another student
+    later = lora.LoraSettings(steps=3, tokens_per_step=1000, warmup_share=0.1)
+    assert lora.adapter_key(_Base, _PAIRS, later) == "0af7767ab9bcae08724f"
+
+
+def _changed(value):
+    """A value of the same kind as a field's default, and different from it."""
+    if isinstance(value, bool) or value is None:
+        return 7
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, tuple):
+        return value[:1]
+    raise TypeError(f"no changed value for {value!r}: teach _changed this field's type")
+
+
+@pytest.mark.parametrize("field", [f.name for f in fields(lora.LoraSettings)])
+def test_every_setting_moves_the_adapter_key(field):
+    """A field the key leaves out would let two different students share one folder."""
+    base = lora.LoraSettings(steps=3)
+    other = replace(base, **{field: _changed(getattr(base, field))})
+    assert lora.adapter_key(_Base, _PAIRS, other) != lora.adapter_key(_Base, _PAIRS, base)

@@ -50,12 +50,7 @@ def server(smollm, tmp_path_factory):
 @pytest.fixture
 def use_server(server, monkeypatch):
     """The one setting: S2D_BACKEND=openai and the server's URL (served model: the model's folder)."""
-    monkeypatch.setenv("S2D_BACKEND", "openai")
-    monkeypatch.setenv("S2D_BASE_URL", server.url)
-    monkeypatch.delenv("S2D_SERVED_MODEL", raising=False)
-    monkeypatch.setenv("S2D_SERVED_DTYPE", "float32")
-    monkeypatch.setenv("S2D_REQUEST_TIMEOUT", "60")
-    monkeypatch.setenv("S2D_MAX_RETRIES", "1")
+    _served_env(monkeypatch, server.url)
     return server
 
 
@@ -259,6 +254,7 @@ class LoraServer:
 
 
 def _served_env(monkeypatch, url):
+    """The environment of a run served at ``url`` (the served model: the model's folder)."""
     monkeypatch.setenv("S2D_BACKEND", "openai")
     monkeypatch.setenv("S2D_BASE_URL", url)
     monkeypatch.delenv("S2D_SERVED_MODEL", raising=False)

@@ -47,14 +47,18 @@ def test_answers_are_in_the_tasks_form_and_parse(task):
     assert parsed >= 14  # all but the calls cut at their cap
 
 
-def test_answers_never_read_the_gold():
-    """The backend sees the prompt alone: the same input with another gold gets the same answer."""
-    e = coin_flip.load("test", n=1)[0]
-    assert _compose("coin_flip", e.input, seed=3) == _compose("coin_flip", e.input, seed=3)
-    golds = [coin_flip.load("test", n=200)[i].gold for i in range(200)]
-    answers = [coin_flip.extract(_compose("coin_flip", x.input, seed=i)[0]) for i, x in
-               enumerate(coin_flip.load("test", n=200))]
-    agree = sum(a == g for a, g in zip(answers, golds)) / 200
+def test_answers_never_read_the_gold(monkeypatch):
+    """The backend sees the prompt alone: with every gold of the task's data flipped (the same
+    prompts), every answer stays as it was; and answers agree with the gold at chance."""
+    examples = coin_flip.load("test", n=200)
+    answers = [_compose("coin_flip", e.input, seed=i) for i, e in enumerate(examples)]
+    real = coin_flip.gold_answer
+    monkeypatch.setattr(coin_flip, "gold_answer", lambda flips: {"yes": "no", "no": "yes"}[real(flips)])
+    flipped = coin_flip.load("test", n=200)
+    assert [e.input for e in flipped] == [e.input for e in examples]
+    assert all(f.gold != e.gold for f, e in zip(flipped, examples))  # every gold moved
+    assert [_compose("coin_flip", e.input, seed=i) for i, e in enumerate(flipped)] == answers  # no answer did
+    agree = sum(coin_flip.extract(a[0]) == e.gold for a, e in zip(answers, examples)) / 200
     assert 0.3 < agree < 0.7  # chance, not the gold
 
 

@@ -56,10 +56,10 @@ def attach(backend, folder: Path) -> dict:
                                  "the student is evaluated locally.")
     if backend.flavor == "llama.cpp":
         return {"lora_id": _llama_adapter(backend, folder, name)}
-    if name not in backend._served_names():
+    if name not in backend.served_names():
         answers = []
         for route in ADAPTER_ROUTES:
-            url = route.format(base=backend.base_url, root=_root(backend.base_url))
+            url = route.format(base=backend.base_url, root=server_root(backend.base_url))
             try:
                 reply = httpx.post(url, json={"lora_name": name, "lora_path": str(folder)},
                                    timeout=backend.settings.timeout, headers=backend.headers())
@@ -74,13 +74,14 @@ def attach(backend, folder: Path) -> dict:
             raise AdapterUnsupported(
                 f"{backend.base_url} cannot load the LoRA adapter {folder} as {name!r} ({'; '.join(answers)}): "
                 f"{refusal_fix(answers, rank)}; meanwhile the student is evaluated locally.")
-        if backend.listed and name not in backend._served_names():
+        if backend.listed and name not in backend.served_names():
             raise AdapterUnsupported(f"{backend.base_url} accepted the LoRA adapter {name!r} but does not list it")
     # SGLang picks the adapter from lora_path (a bare name in model is the base); vLLM from model
     return {"lora": name} if backend.flavor == "sglang" else {"served_model": name}
 
 
-def _root(base_url: str) -> str:
+def server_root(base_url: str) -> str:
+    """The server's own address: ``base_url`` without its ``/v1`` (where its native routes live)."""
     url = base_url.rstrip("/")
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
@@ -91,7 +92,7 @@ def startup_adapters(backend) -> list[dict]:
     import httpx
 
     try:
-        answer = httpx.get(_root(backend.base_url) + "/lora-adapters", timeout=30, headers=backend.headers())
+        answer = httpx.get(server_root(backend.base_url) + "/lora-adapters", timeout=30, headers=backend.headers())
         listed = answer.json() if answer.status_code == 200 else []
     except (httpx.HTTPError, ValueError):
         listed = []

@@ -32,8 +32,9 @@ from typing import Sequence
 
 from .base import Job, Sampling, Settings, answer_tokens, stop_token_ids
 from . import adapters
-from .adapters import ADAPTER_ROUTES, AdapterUnsupported, _root, adapter_name  # noqa: F401 - re-exported
+from .adapters import ADAPTER_ROUTES, AdapterUnsupported, adapter_name, server_root  # noqa: F401 - re-exported
 from .servers import ServerInfo, identify
+from .vllm_launch import trouble
 from .responses import (RETOKENIZE_SLACK, ServerError, TokenCountMismatch, TruncatedSample,  # noqa: F401 - re-exported
                         read_response, server_tokens)
 
@@ -135,7 +136,7 @@ class OpenAIBackend:
         import httpx
 
         try:
-            answer = httpx.get(_root(self.base_url) + path, timeout=PROBE_TIMEOUT, headers=self.headers())
+            answer = httpx.get(server_root(self.base_url) + path, timeout=PROBE_TIMEOUT, headers=self.headers())
             body = answer.json() if answer.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None
@@ -201,7 +202,8 @@ class OpenAIBackend:
         self._adapted[str(folder)] = clone
         return clone
 
-    def _served_names(self) -> list[str]:
+    def served_names(self) -> list[str]:
+        """The model names the server lists (``/v1/models``); none where it cannot list them."""
         try:
             return [m.id for m in self.client.with_options(timeout=PROBE_TIMEOUT, max_retries=0).models.list().data]
         except Exception:  # noqa: BLE001 - a server that cannot list (transformers serve): none known
@@ -266,11 +268,13 @@ class OpenAIBackend:
         try:
             return self.client.completions.create(**request)
         except openai.APIStatusError as err:
+            failed = f" The server failed. {trouble(self.base_url)}" if err.status_code >= 500 else ""
             raise ServerError(f"{self.base_url}: HTTP {err.status_code} after {self.settings.max_retries} retries: "
-                              f"{_detail(err)}") from err
+                              f"{_detail(err)}{failed}") from err
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
             raise ServerError(f"{self.base_url}: {type(err).__name__} after {self.settings.max_retries} retries "
-                              f"(timeout {self.settings.timeout:g} s per request): {err}") from err
+                              f"(timeout {self.settings.timeout:g} s per request): {err}. The server went away or "
+                              f"stopped answering. {trouble(self.base_url)}") from err
 
     def check_fingerprint(self, response) -> None:
         """A response whose ``system_fingerprint`` is not the one the server gave at connect time

@@ -23,10 +23,8 @@ from pathlib import Path
 from . import DATA_ENV, Example, check_split, default_source, field_str, source_rows
 
 NAME = "gsm8k"
-HUB_ID = "openai/gsm8k"
 FOLDER = "gsm8k"
 EXEMPLAR_POOL = 8  # the 8-shot prompts' exemplars
-ANSWER_FORMAT = "The answer is {answer}."
 
 _GOLD = re.compile(r"####\s*(.+?)\s*$")
 _CALC = re.compile(r"<<[^>]*>>")

@@ -44,7 +44,6 @@ DATASET = "mt_bench"  # names the pairs' ids and seeds the split
 FOLDER = "mt_bench"
 STRONG = ("gpt-4", "claude-v1", "gpt-3.5-turbo")
 WEAK = ("llama-13b", "alpaca-13b", "dolly-v2-12b", "stablelm-tuned-alpha-7b")
-VERDICTS = ("A", "B", "C")
 TEST_PER_CATEGORY, VALID_PER_CATEGORY = 5, 1  # of each category's 10 questions; train gets the rest
 TRAIN_FROM_SOURCE = True  # a given folder supplies the training pairs too
 
