@@ -57,6 +57,8 @@ def messages(call: Call) -> str | list[dict]:
     """What the program handed `generate` for ``call``: a user message, or a chat (a judge's system
     and user messages, which the trace keeps as JSON)."""
     p = call.prompt
+    if isinstance(p, list):  # a chat handed over as messages (few-shot CoT)
+        return [dict(m) for m in p]
     if p.startswith("["):
         try:
             chat = json.loads(p)

@@ -37,6 +37,9 @@ def test_prompts_are_rendered_as_the_model_saw_them(tiny_lm):
     assert show.messages(call("answer", "[not json", "x")) == "[not json"
     assert show.prompt_of(call("verdict", json.dumps(chat), "[[A]]"), tiny_lm) == render(tiny_lm, chat)
     assert show.prompt_of(call("answer", "Q?", "x")) == "[user]\nQ?"
+    shots = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}, {"role": "user", "content": "2+2?"}]
+    assert show.messages(call("cot", shots, "4")) == shots  # a few-shot chat handed over as messages (CoT)
+    assert show.prompt_of(call("cot", shots, "4"), tiny_lm) == render(tiny_lm, shots)
 
     e = Example("t0", "Take the last letters of the words in 'Ada Lovelace' and concatenate them.", "ae")
     traces = {
