@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -180,7 +181,7 @@ def _claim(v: View, m: dict, b: Notebook, claim: str, adjusted: float | None = N
     s1_acc = sum(v.correct[s1]) / len(v.correct[s1])
     context = "" if s1 in (a, other) else f" ({s1} {100 * s1_acc:.1f}%)"
     if why_not:
-        return Judged(NOT_TESTABLE, f"{'; '.join(why_not)}. {numbers}", math.nan, why_not[0].split(" (")[0], c,
+        return Judged(NOT_TESTABLE, f"{'; '.join(why_not)}. {numbers}", math.nan, re.split(r" \((?=[^)]*(?:%|points|tok))", why_not[0])[0], c,
                       f"{context}; {why_not[0]}")
     if claim in (BEATS, FILTER):
         floor = v.compare(d, CONSTANT) if claim == BEATS and has_constant else None

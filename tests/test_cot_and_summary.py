@@ -175,6 +175,8 @@ def test_verdicts_follow_the_numbers():
     one = {**filters, rar.DISTILL_SYSTEM2: {"targets": {"yes": 40}}}
     got = _verdicts(b, _outcome_metrics(correct, training=trained, filters=one, tokens=tokens))
     assert got[summary.BEATS]["verdict"] == "not testable" and "same answer ('yes')" in got[summary.BEATS]["numbers"]
+    # the reason keeps a system's name whole ("(2-step RaR)" is part of it), and only drops the numbers
+    assert "Distill System 2 (2-step RaR)" in got[summary.BEATS]["reason"], got[summary.BEATS]["reason"]
     got = _verdicts(b, _outcome_metrics(correct, training={**trained, rar.DISTILL_SYSTEM2: None}, filters=filters,
                                         tokens=tokens))
     assert got[summary.BEATS]["verdict"] == "not testable"
