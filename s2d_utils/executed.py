@@ -127,8 +127,21 @@ def strip(nb: dict, root: str | Path = paths.ROOT) -> dict:
         if "injected-parameters" in cmeta.get("tags", []) and "id" in cell:
             cell["id"] = "injected-parameters"
         if cell.get("cell_type") == "code":
-            cell["outputs"] = [o for o in (_output(out, root) for out in cell.get("outputs", [])) if o is not None]
+            cell["outputs"] = _streams([o for o in (_output(out, root) for out in cell.get("outputs", [])) if o is not None])
     return nb
+
+
+def _streams(outputs: list[dict]) -> list[dict]:
+    """Consecutive stdout chunks joined into one, each ending in one newline: how a print is cut into
+    chunks, and where its last newline falls beside a displayed figure, depend on timing alone."""
+    out: list[dict] = []
+    for o in outputs:
+        if o.get("output_type") == "stream" and out and out[-1].get("output_type") == "stream" \
+                and out[-1].get("name") == o.get("name"):
+            out[-1] = {**out[-1], "text": out[-1]["text"] + o["text"]}
+        else:
+            out.append(o)
+    return [{**o, "text": o["text"].rstrip("\n") + "\n"} if o.get("output_type") == "stream" else o for o in out]
 
 
 def dumps(nb: dict) -> str:

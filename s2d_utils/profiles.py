@@ -334,10 +334,9 @@ def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
     sizes alone: what a wall-time estimate on new hardware divides by a measured tokens/s.
 
     The bounds follow the notebooks' programs: System 1 and each System 2 program on the test set
-    (greedy), System 2 sampled ``samples`` times on the unlabeled inputs, each student on the test
-    set on each of its seeds. Real runs stop early (end of turn), so the tokens are a ceiling, typically 2-5 times the
-    real count (the cpu run's #Tokens columns give the real means).
-    """
+    (greedy), System 2 sampled ``samples`` times on the unlabeled inputs once per seed (BSM's greedy
+    teacher once), each student on the test set on each of its seeds. Real runs stop early (end of
+    turn), so the tokens are a ceiling, 2-5 times the real count (see the cpu run's #Tokens columns)."""
     z = sizes(method, task, profile)
     calls: dict[str, tuple[int, int]] = {}  # stage -> (calls, tokens per call at the cap)
     if method == "rar":
@@ -369,8 +368,9 @@ def generation_budget(method: str, task: str, profile: str) -> dict[str, int]:
         calls["test: students"] = (z.n_test, z.student_tokens)
     else:
         raise ValueError(f"method={method!r}: expected one of {sorted(SIZES)}")
-    n, cap = calls["test: students"]
-    calls["test: students"] = (n * z.seeds, cap)  # every student on every seed
+    # every student on every seed; a sampled teacher drawn anew on every seed (BSM's is greedy: one draw)
+    calls.update({k: (n * z.seeds, cap) for k, (n, cap) in calls.items()
+                  if k == "test: students" or (k.startswith("train:") and method != "bsm")})
     out = {stage: n * cap for stage, (n, cap) in calls.items()}
     out["total"] = sum(out.values())
     out["calls"] = sum(n for n, _ in calls.values())

@@ -143,36 +143,39 @@ def _estimate_module():
 BUDGETS = {
     # rar / coin_flip / smoke: n_test 6, n_train 6, samples 2, n_answer 1, seeds 2; caps: System 1 12,
     # 1-step 16, rephrase 12, answer 12. Calls x cap: System 1 6 x 12 = 72; 1-step 6 x 16 = 96; 2-step
-    # (rephrase + answer) 12 x 12 = 144; train 1-step 6*2 = 12 x 16 = 192; train 2-step 6*2*(1+1) = 24 x 12
-    # = 288; students 2 rows x 6 x 2 seeds = 24 x 12 = 288. Calls 6+6+12+12+24+24 = 84.
+    # (rephrase + answer) 12 x 12 = 144; the teacher is sampled once per seed: train 1-step 6*2*2 = 24 x 16
+    # = 384; train 2-step 6*2*(1+1)*2 = 48 x 12 = 576; students 2 rows x 6 x 2 seeds = 24 x 12 = 288.
+    # Calls 6+6+12+24+48+24 = 120.
     ("rar", "coin_flip", "smoke"): (
         dict(n_test=6, n_train=6, samples=2, n_answer=1, seeds=2, system1_tokens=12, rar1_tokens=16,
              rephrase_tokens=12, answer_tokens=12),
-        {"test: System 1": 72, "test: 1-step RaR": 96, "test: 2-step RaR": 144, "train: 1-step RaR": 192,
-         "train: 2-step RaR": 288, "test: students": 288, "total": 1080, "calls": 84}),
+        {"test: System 1": 72, "test: 1-step RaR": 96, "test: 2-step RaR": 144, "train: 1-step RaR": 384,
+         "train: 2-step RaR": 576, "test: students": 288, "total": 1560, "calls": 120}),
     # s2a / sycophancy / cpu: n_test 200, n_train 16, samples 10, seeds 3; caps: System 1 64, rewrite 96,
-    # answer 64, USC 24. System 1 200 x 64 = 12800; S2A 200 x (96+64) = 32000; train 16*10 = 160 x 160 =
-    # 25600; USC 16 x 24 = 384; students 2 x 200 x 3 = 1200 x 64 = 76800. Calls 200+200+160+16+1200 = 1776.
+    # answer 64, USC 24. System 1 200 x 64 = 12800; S2A 200 x (96+64) = 32000; train, once per seed,
+    # 16*10*3 = 480 x 160 = 76800; USC 16*3 = 48 x 24 = 1152; students 2 x 200 x 3 = 1200 x 64 = 76800.
+    # Calls 200+200+480+48+1200 = 2128.
     ("s2a", "sycophancy", "cpu"): (
         dict(n_test=200, n_train=16, samples=10, seeds=3, system1_tokens=64, rewrite_tokens=96,
              answer_tokens=64, usc_tokens=24),
-        {"test: System 1": 12800, "test: S2A": 32000, "train: S2A": 25600, "train: USC": 384,
-         "test: students": 76800, "total": 147584, "calls": 1776}),
+        {"test: System 1": 12800, "test: S2A": 32000, "train: S2A": 76800, "train: USC": 1152,
+         "test: students": 76800, "total": 199552, "calls": 2128}),
     # bsm / judge / smoke: every pair in 2 orders; n_test 4, n_train 4, seeds 2; caps: System 1 6, CoT 12,
     # a branch 24 + 5 criteria x 8 = 64. System 1 8 x 6 = 48; CoT 8 x 12 = 96; BSM 8 x 64 = 512 (test and
-    # train); students 8 x 2 seeds = 16 x 6 = 96. Calls 8+8+8+8+16 = 48.
+    # train: greedy, one draw for every seed); students 8 x 2 seeds = 16 x 6 = 96. Calls 8+8+8+8+16 = 48.
     ("bsm", "judge", "smoke"): (
         dict(n_test=4, n_train=4, seeds=2, system1_tokens=6, cot_tokens=12, branch_tokens=24, solve_tokens=8),
         {"test: System 1": 48, "test: CoT judge": 96, "test: BSM": 512, "train: BSM": 512,
          "test: students": 96, "total": 1264, "calls": 48}),
     # cot / gsm8k / smoke: n_test 4 (all of them sampled: n_test_k None), n_train 4, samples 10, seeds 2;
     # caps: System 1 6, CoT 12, student 6. System 1 4 x 6 = 24; CoT 0- and few-shot 2 x (4 + 4 x 9) = 80 x 12
-    # = 960; train 40 x 12 = 480; students 4 x 2 seeds = 8 x 6 = 48. Calls 4+80+40+8 = 132.
+    # = 960; train, once per seed, 40 x 2 = 80 x 12 = 960; students 4 x 2 seeds = 8 x 6 = 48.
+    # Calls 4+80+80+8 = 172.
     ("cot", "gsm8k", "smoke"): (
         dict(n_test=4, n_test_k=None, n_train=4, samples=10, seeds=2, system1_tokens=6, cot_tokens=12,
              student_tokens=6),
-        {"test: System 1": 24, "test: CoT (0- and few-shot)": 960, "train: CoT": 480, "test: students": 48,
-         "total": 1512, "calls": 132}),
+        {"test: System 1": 24, "test: CoT (0- and few-shot)": 960, "train: CoT": 960, "test: students": 48,
+         "total": 1992, "calls": 172}),
 }
 
 
@@ -188,20 +191,21 @@ def test_the_generation_budget_is_every_call_at_its_cap(case):
 
 def test_the_time_estimate_is_tokens_over_measured_rates():
     """Hand-computed for rar / coin_flip / gpu (n_test 1333, n_train 2000, samples 8, n_answer 8, seeds
-    3; caps 256 except 1-step RaR's 512): tokens 1333*256 + 1333*512 + 2666*256 + 16000*512 + 144000*256
-    + 7998*256 = 48,809,728 in 1333+1333+2666+16000+144000+7998 = 173,330 calls."""
+    3; caps 256 except 1-step RaR's 512; the teacher sampled once per seed): tokens 1333*256 + 1333*512 +
+    2666*256 + 3*16000*512 + 3*144000*256 + 7998*256 = 138,921,728 in 1333+1333+2666+48000+432000+7998 =
+    493,330 calls."""
     from s2d_utils import profiles
 
     est = _estimate_module()
     rates = {"engine_tokens_per_s": 100.0, "prefill_tokens_per_s": 1000.0, "lora_train_tokens_per_s": 50.0}
     got = est.estimate("rar", "coin_flip", "gpu", rates, prompt_tokens=60.0)
-    assert (got["generated_tokens_cap"], got["calls"]) == (48_809_728, 173_330)
-    assert got["generation_s"] == 488_097.3  # 48,809,728 / 100
-    assert got["prefill_s"] == 10_399.8  # 173,330 calls x 60 prompt tokens / 1000
+    assert (got["generated_tokens_cap"], got["calls"]) == (138_921_728, 493_330)
+    assert got["generation_s"] == 1_389_217.3  # 138,921,728 / 100
+    assert got["prefill_s"] == 29_599.8  # 493,330 calls x 60 prompt tokens / 1000
     # the gpu profile's budget is the paper's unit: 100 steps of 6.6k tokens, on each of 3 seeds
     assert (got["train_steps"], profiles.training_bound("rar", "coin_flip", "gpu")) == (100, (100, None, 6_600))
     assert got["fine_tune_s"] == 39_600.0  # 3 x 100 x 6600 / 50
-    assert got["total_s"] == 538_097.1  # 488,097.28 + 10,399.8 + 39,600
+    assert got["total_s"] == 1_458_417.1  # 1,389,217.28 + 29,599.8 + 39,600
     # a budget in rows (S2A distills responses: 64-token targets): 3 seeds x 12 steps x 4 rows x (60 + 64)
     # tokens / 50 = 357.12 s (12 steps: 16 pairs / 4 a step x 3 epochs = 12, the cpu profile's floor)
     cpu = est.estimate("s2a", "sycophancy", "cpu", rates, prompt_tokens=60.0)
@@ -234,9 +238,9 @@ def test_the_committed_estimate_follows_from_the_committed_rates_and_run():
     # are the s2a / sycophancy / cpu budget above; 3 seeds x 12 steps x 4 rows x (its 51.609375 prompt
     # tokens + 64 target tokens) are trained
     row = committed["notebooks"]["03_s2a_sycophancy"]
-    assert (row["generated_tokens_cap"], row["calls"], row["train_steps"]) == (147_584, 1776, 12)
-    assert row["generation_s"] == round(147_584 / 91.4474067284624, 1) == 1613.9
-    assert row["prefill_s"] == round(1776 * 51.609375 / 203.22195326535487, 1) == 451.0
+    assert (row["generated_tokens_cap"], row["calls"], row["train_steps"]) == (199_552, 2128, 12)
+    assert row["generation_s"] == round(199_552 / 91.4474067284624, 1) == 2182.2
+    assert row["prefill_s"] == round(2128 * 51.609375 / 203.22195326535487, 1) == 540.4
     assert row["fine_tune_s"] == round(3 * 12 * 4 * (51.609375 + 64) / 62.95491418405501, 1) == 264.4
 
 
@@ -271,11 +275,11 @@ def test_the_device_kit_holds_tiny_models_the_tests_can_use(tmp_path):
 
 def test_the_device_script_runs_the_gpu_tests_and_writes_their_log(tmp_path):
     """benchmarks/device_check.sh, here without a GPU: every CUDA test is collected and skipped, and
-    the versions, log and JUnit XML land in $OUT."""
+    the versions, log and JUnit XML land in S2D_LOG_DIR."""
     import os
 
     root = SCRIPT.parents[1]
-    env = dict(os.environ, OUT=str(tmp_path / "out"), S2D_DEVICE_KIT=str(tmp_path / "no-kit"),
+    env = dict(os.environ, S2D_LOG_DIR=str(tmp_path / "out"), S2D_DEVICE_KIT=str(tmp_path / "no-kit"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(["bash", "benchmarks/device_check.sh"], cwd=root, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

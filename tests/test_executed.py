@@ -184,3 +184,20 @@ def test_each_executed_notebook_shows_the_numbers_of_figures(name):
     stale, n = stale_rows(path, figure)
     assert not stale, (f"{_rel(path)} is stale: {len(stale)} of {n} rows of "
                        f"figures/{figure.name} are not in its outputs (first: {stale[0][:120]}); rerun `make reproduce`")
+
+
+def test_stdout_chunks_are_joined_whatever_the_timing():
+    """A print cut into two chunks, or its last newline landing after a displayed figure, strips to
+    the same outputs as the print in one piece."""
+    from s2d_utils import executed
+
+    def nb(outputs):
+        return {"metadata": {}, "cells": [{"cell_type": "code", "metadata": {}, "source": "", "outputs": outputs}]}
+
+    png = {"output_type": "display_data", "data": {"image/png": "iVBOR"}, "metadata": {}}
+    one = nb([{"output_type": "stream", "name": "stdout", "text": "votes: [1, 2]\nmore\n"}, png])
+    two = nb([{"output_type": "stream", "name": "stdout", "text": "votes:"},
+              {"output_type": "stream", "name": "stdout", "text": " [1, 2]\nmore"}, png,
+              {"output_type": "stream", "name": "stdout", "text": "\n"}])
+    assert executed.strip(one, "/x") == executed.strip(two, "/x")
+    assert executed.strip(one, "/x")["cells"][0]["outputs"][0]["text"] == "votes: [1, 2]\nmore\n"
