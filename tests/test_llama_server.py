@@ -101,10 +101,12 @@ def test_a_prompt_the_context_cannot_hold_is_refused(smollm, tmp_path):
 # Greedy llama-server and the local engine run the same Q4_1 weights, but llama.cpp multiplies them
 # quantized (its activations rounded to 8 bits), the local engine dequantized in fp32: the logits differ
 # a little, and a greedy choice can flip only where the local model's top two tokens nearly tie.
-# Measured (16 tokens, these 6 prompts, a portable x86-64 build): the texts are equal on 3 of 6. A gap
-# of NEAR_TIE nats between the two tokens' log-probabilities is a bound far above such rounding and
-# far below a real disagreement (a top token at probability 0.5 against one at 0.3 is 0.51 apart).
-GREEDY_SAME_AT_LEAST = 3
+# Measured (16 tokens, these 6 prompts, a portable x86-64 build on a 2-core AMD EPYC): the texts are
+# equal on 3 of 6, and where they part the local gaps were 0.21, 0.048 and 0.249 nats. A gap of NEAR_TIE
+# nats between the two tokens' log-probabilities is a bound far above such rounding and far below a
+# real disagreement (a top token at probability 0.5 against one at 0.3 is 0.51 apart). The count asks
+# for one fewer than measured (another CPU's rounding may flip one more near-tie); the gaps are the test.
+GREEDY_SAME_AT_LEAST = 2
 NEAR_TIE = 0.5  # nats
 
 
