@@ -321,3 +321,18 @@ def test_the_sign_flip_test_is_exact_and_its_interval_agrees_with_it():
         c = Comparison.pooled("d", runs, "s1", [base])
         assert (c.p < 0.05) == (c.low > 0 or c.high < 0), (c.p, c.low, c.high)
         assert c.p_t is not None and c.seeds == 3
+
+
+def test_a_pooled_interval_over_few_differing_inputs_holds_every_seeds_exact_one():
+    """Three seeds of a student right on one or two of 100 inputs where System 1 is right on none: pooled,
+    the sign-flip interval alone is about -0.3 to +1.6 points and would exclude a 2-point gain (a
+    'not held' for 'beats'); with so few differing inputs each seed's exact interval (up to +5.4)
+    must stay inside it, and the claim is not shown."""
+    from s2d_utils import claims
+
+    s1 = [False] * 100
+    seeds = [[i == 0 for i in range(100)], [i in (0, 1) for i in range(100)], [False] * 100]
+    c = claims.Comparison.pooled("student", seeds, "System 1", [s1])
+    one = claims.Comparison.of("student", seeds[1], "System 1", s1)
+    assert c.high >= one.high > claims.MIN_GAIN and c.low <= 0.0
+    assert claims.beats(c).verdict == claims.NOT_SHOWN
