@@ -10,7 +10,8 @@ interval excludes a value exactly when the test rejects it. A student trained on
 judged once, pooled: each input's mean correctness over the seeds against the other system's
 outcome on that input, tested over inputs by the exact sign-flip permutation test (the seeds share
 their test inputs, so they are not independent samples; a paired t-test is the cross-check) with the
-interval that inverts it. Holm's correction runs over the family of claims: a claim that needs
+interval that inverts it; where fewer than 25 inputs differ, that test is no bolder than any seed's own
+exact one (its p at least theirs, its interval holding theirs). Holm's correction runs over the family of claims: a claim that needs
 several tests enters it with one p, the largest of its tests' (a test whose estimate points against
 what the claim needs counts as p = 1), and every one of its tests (the conditions it needs and the
 ones that contradict it) is judged at its Holm-adjusted level: alpha times its p over its adjusted p. The rules,
@@ -109,12 +110,12 @@ class Comparison:
         if p >= ALPHA:
             low, high = min(low, 0.0), max(high, 0.0)
         up, down = sum(v > 0 for v in x), sum(v < 0 for v in x)
-        if up + down < EXACT_BELOW:  # few inputs differ: the asymptotic interval is too narrow; it must
-            # hold every seed's own (exact) interval, so that two right answers in 100 exclude nothing
+        if up + down < EXACT_BELOW:  # few inputs differ: the asymptotic test is too bold; it must hold
+            # every seed's own exact test (p and interval), so that two right answers in 100 exclude nothing
             pairs = zip(runs_a, runs_b) if len(runs_a) == len(runs_b) else [(u, v) for u in runs_a for v in runs_b]
             for u, v in pairs:
                 one = cls.of(a, u, b, v)
-                low, high = min(low, one.low), max(high, one.high)
+                p, low, high = max(p, one.p), min(low, one.low), max(high, one.high)
         return cls(a, b, n, sum(mean_a) / n, sum(mean_b) / n, up, down, p, sum(x) / n, low, high,
                    max(len(runs_a), len(runs_b)), paired_t(x), x)
 
