@@ -18,7 +18,7 @@ It prints the kit's size with the repository's tracked files and fails when they
     bash benchmarks/device_check.sh
 
 `device_check.sh` installs the wheels beside the machine's packages, points the fixtures at the
-tiny models (``S2D_TINY_MODELS``) and runs the GPU tests, their log and versions under ``$OUT``
+tiny models (``S2D_TINY_MODELS``) and runs the GPU tests, their log and versions under the folder it is given, or ``S2D_LOG_DIR``
 (else ``results/device/``).
 """
 
