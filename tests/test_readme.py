@@ -95,12 +95,12 @@ def _fixture(tmp_path: Path, with_json: bool = True) -> Path:
         "System 1,100,12.0,7.0-19.9,6.5,,10.0,0.0,30.0,27.1\n"
         "System 2: 2-step RaR,100,41.0,31.9-50.8,43.4,,7.0,2.0,44.5,41.5\n"
         "Distill System 2 (2-step RaR),100,38.3,29.4-48.1,5.0,sd 1.5: 37.0 / 40.0 / 38.0,0.0,0.0,98.0,25.5\n")
-    rows = [{"claim": registry.BEATS, "method": "RaR, last letter", "verdict": "held (3 of 3 seeds)",
-             "verdict_per_seed": ["held"] * 3, "reason": "the student is 26.3 points above System 1 on every seed",
+    rows = [{"claim": registry.BEATS, "method": "RaR, last letter", "verdict": "held",
+             "verdict_per_seed": "held on 3 of 3 seeds", "reason": "the student is 26.3 points above System 1 on every seed",
              "evidence": "x", "evidence_per_seed": ["x"] * 3},
             {"claim": registry.NEAR, "method": "RaR, last letter",
-             "verdict": "flips between seeds: held in 2 of 3: held (seed 0) / held (seed 1) / not shown (seed 2)",
-             "verdict_per_seed": ["held", "held", "not shown"], "reason": "keeps 88% of System 2's gain",
+             "verdict": "not shown",
+             "verdict_per_seed": "held on 2 of 3 seeds (not shown on 1)", "reason": "keeps 88% of System 2's gain",
              "evidence": "y", "evidence_per_seed": ["y"] * 3}]
     if with_json:
         (figures / tables.VERDICTS_JSON).write_text(json.dumps(rows))
@@ -116,9 +116,9 @@ def test_the_glance_table_reads_the_verdicts_json(tmp_path):
     _fixture(tmp_path)
     text = tables.glance_table(tmp_path / "figures")
     assert ("| distilled System 1 beats System 1 | RaR, last letter | 30.0 / 44.5 / 98.0 (27.1 / 41.5 / 25.5 tok) | "
-            "12.0 / 41.0 / 38.3 (6.5 / 43.4 / 5.0 tok) | **held (3 of 3 seeds)** | the student is 26.3 points above "
+            "12.0 / 41.0 / 38.3 (6.5 / 43.4 / 5.0 tok) | **held** (held on 3 of 3 seeds) | the student is 26.3 points above "
             "System 1 on every seed |") in text
-    assert "| **flips between seeds (held in 2 of 3)** | keeps 88% of System 2's gain |" in text
+    assert "| **not shown** (held on 2 of 3 seeds (not shown on 1)) | keeps 88% of System 2's gain |" in text
     assert _check_glance(tmp_path, text) == 2
 
 
