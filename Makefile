@@ -114,7 +114,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -v --durations=15 -m "not slow and not llama and not vllm" || { rc=$$?; [ $$rc -eq 5 ] && echo "no test selected"; }
 
 # the longest tests: a fresh clone's `make reproduce PROFILE=smoke` with the checks of its files, and
-# whole smoke notebooks end to end (a second run of 02, 01 through `transformers serve`)
+# whole smoke notebooks end to end (a second run of 02, 01 through `transformers serve`), and every
+# notebook simulated at the gpu profile's full sizes
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -v --durations=15 -m slow || { rc=$$?; [ $$rc -eq 5 ] && echo "no test marked slow"; }
 
