@@ -106,6 +106,7 @@ def _digest(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # about 5.5 minutes on 2 cores since each seed draws the teacher: `make test-slow`
 def test_the_gpu_profile_runs_end_to_end_simulated_at_full_size(tmp_path):
     """Every notebook at PROFILE=gpu's sizes (the coin flip's 1,333 test questions and 144k samples
     included); each student's plan keeps to its budget; nothing lands in figures/."""
@@ -130,11 +131,16 @@ def test_the_gpu_profile_runs_end_to_end_simulated_at_full_size(tmp_path):
         assert p["training"], f"{nb.notebook}: no student planned"
         for name, t in p["training"].items():
             assert t["steps"] == z.steps and abs(t["tokens_per_step"] - z.tokens_per_step) <= 0.25 * z.tokens_per_step
-        # every student planned on each of its seeds, the same pairs each time
+        # every student planned on each of its seeds: each seed on its own draw of the teacher, so behind
+        # a vote (RaR) the kept pairs differ from the first seed's somewhere (S2A's USC and BSM's greedy
+        # teacher keep the same inputs on every seed)
         firsts = [k for k in p["training"] if " (seed " not in k]
         assert len(p["training"]) == z.seeds * len(firsts), sorted(p["training"])
-        for k in firsts:
-            assert {p["training"][f"{k} (seed {s})"]["pairs"] for s in range(1, z.seeds)} == {p["training"][k]["pairs"]}
+        pairs = {k: [p["training"][k]["pairs"]] + [p["training"][f"{k} (seed {s})"]["pairs"] for s in range(1, z.seeds)]
+                 for k in firsts}
+        assert all(all(n > 0 for n in ns) for ns in pairs.values()), pairs
+        if nb.method == "rar":
+            assert any(len(set(ns)) > 1 for ns in pairs.values()), pairs
         table = (out / "figures" / f"{nb.table}.gpu.md").read_text()
         assert "SIMULATED RUN" in table
     coin = by_nb["02_rar_coin_flip"]
