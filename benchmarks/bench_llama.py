@@ -42,7 +42,7 @@ from s2d_utils import paths  # noqa: E402
 from s2d_utils.backends import LOCAL, Settings  # noqa: E402
 from s2d_utils.backends.openai import connect  # noqa: E402
 from s2d_utils.backends.serve import LlamaServer  # noqa: E402
-from s2d_utils.embedded import EMBEDDED, _assemble  # noqa: E402
+from s2d_utils.embedded import EMBEDDED, assemble  # noqa: E402
 from s2d_utils.generation import generate  # noqa: E402
 from s2d_utils.models import load_model  # noqa: E402
 
@@ -79,7 +79,7 @@ def bench_model(name: str, prompts: list[str], max_new_tokens: int, samples: int
         if dtype == "float32":
             texts = [g[0].text for g in outs]
     workdir.mkdir(parents=True, exist_ok=True)
-    gguf, _ = _assemble(EMBEDDED[name], workdir)
+    gguf, _ = assemble(EMBEDDED[name], workdir)
     served = {"greedy": {}, "sampled": {}}
     same, build = {}, None
 
@@ -92,14 +92,7 @@ def bench_model(name: str, prompts: list[str], max_new_tokens: int, samples: int
                                    concurrency=np_), lm)
         backend.concurrency = lambda sampling, k=np_: k  # k in flight, sampled too: throughput, not reproducibility
         if prompt_cache:  # llama-server's own prompt cache, which the notebooks turn off (it can change results)
-            pinned = backend._request
-
-            def cached(job, sampling):
-                request = pinned(job, sampling)
-                request["extra_body"]["cache_prompt"] = True
-                return request
-
-            backend._request = cached
+            backend.extra_body["cache_prompt"] = True
         return backend
 
     for np_ in slots:

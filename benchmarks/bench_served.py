@@ -63,7 +63,7 @@ def main() -> None:
         generate(lm, prompts[:1], **{**kw, "max_new_tokens": 2}, backend=backend)  # warm-up: the server's first call
         build = time.perf_counter()
         for p in prompts:
-            backend._request(served.Job(p, (1,) * 32, 0), served.Sampling(0.0, 1.0, args.max_new_tokens))
+            backend.request_for(served.Job(p, (1,) * 32, 0), served.Sampling(0.0, 1.0, args.max_new_tokens))
         build = (time.perf_counter() - build) / len(prompts)
         served.read_response = timed
         try:

@@ -38,7 +38,7 @@ from s2d_utils.backends import LOCAL, Settings  # noqa: E402
 from s2d_utils.backends import vllm_launch  # noqa: E402
 from s2d_utils.backends.openai import OpenAIBackend  # noqa: E402
 from s2d_utils.backends.serve import LlamaServer  # noqa: E402
-from s2d_utils.embedded import EMBEDDED, _assemble, part_paths  # noqa: E402
+from s2d_utils.embedded import EMBEDDED, assemble, part_paths  # noqa: E402
 from s2d_utils.models import load_model  # noqa: E402
 
 from bench_llama import BINARY as LLAMA_BINARY, _timed  # noqa: E402
@@ -85,7 +85,7 @@ def bench_model(name: str, prompts: list[str], max_new_tokens: int, samples: int
     llama = {}
     if llama_binary.exists():
         workdir.mkdir(parents=True, exist_ok=True)
-        gguf, _ = _assemble(EMBEDDED[name], workdir)
+        gguf, _ = assemble(EMBEDDED[name], workdir)
         with LlamaServer(gguf, workdir / "llama", name, context=max(2048, 512 * llama_slots), slots=llama_slots,
                          threads=os.cpu_count() or 2, binary=llama_binary) as srv:
             backend = _client(srv.url, name, lm, llama_slots)

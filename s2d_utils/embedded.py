@@ -86,7 +86,7 @@ def part_paths(spec: EmbeddedModel) -> list[Path]:
     return found
 
 
-def _assemble(spec: EmbeddedModel, workdir: Path) -> tuple[Path, str]:
+def assemble(spec: EmbeddedModel, workdir: Path) -> tuple[Path, str]:
     """The model's GGUF file (parts concatenated into ``workdir`` if there are several) and its sha256."""
     parts = part_paths(spec)
     if len(parts) == 1:
@@ -129,7 +129,7 @@ def _convert(spec: EmbeddedModel, tmp: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf, gguf_sha = _assemble(spec, tmp)
+    gguf, gguf_sha = assemble(spec, tmp)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config

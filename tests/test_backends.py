@@ -150,7 +150,7 @@ def _served(completions, token_prompts=True):
 
     backend = object.__new__(OpenAIBackend)
     backend.client = SimpleNamespace(completions=completions)
-    backend.token_prompts, backend.served_model = token_prompts, "m"
+    backend.token_prompts, backend.served_model, backend.extra_body = token_prompts, "m", {}
     backend.base_url, backend.settings = "http://server/v1", Settings("openai", "http://server/v1", max_retries=0)
     return backend
 
@@ -189,8 +189,8 @@ def test_answer_confidence_scores_through_the_backend_only_what_carries_no_log_p
     import json
     import math
 
+    from handmade import call, trace
     from s2d_utils import backends
-    from s2d_utils.traces import Call, Trace
 
     class Scorer:
         def __init__(self, answer):
@@ -201,9 +201,9 @@ def test_answer_confidence_scores_through_the_backend_only_what_carries_no_log_p
             return None if self.answer is None else [self.answer] * len(prompts)
 
     chat = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "A or B?"}]
-    traces = [[Trace("0", 0, (Call("answer", "2+2?", "4", 1, "stop"),), "4"),
-               Trace("0", 1, (Call("answer", "2+2?", "4", 1, "stop", logprob=math.log(0.5)),), "4")],
-              [Trace("1", 0, (Call("judge", json.dumps(chat), "[[A]]", 3, "length"),), "A")]]
+    traces = [[trace("0", "4", call("answer", "2+2?", "4", 1)),
+               trace("0", "4", call("answer", "2+2?", "4", 1, logprob=math.log(0.5)), sample=1)],
+              [trace("1", "A", call("judge", json.dumps(chat), "[[A]]", 3, "length"))]]
     scorer = Scorer(0.25)
     assert backends.answer_confidence(tiny_lm, traces, backend=scorer) == [pytest.approx(0.375), 0.25]
     assert scorer.asked == [([backends.render(tiny_lm, "2+2?"), backends.render(tiny_lm, chat)], ["4", "[[A]]"],
@@ -253,12 +253,24 @@ def test_every_sampling_parameter_is_pinned_in_every_request(tiny_lm, flavor):
     backend = _served(None)
     backend.flavor, backend.stops = flavor, [2]
     for sampling in (Sampling(0.0, 1.0, 16), Sampling(0.7, 0.9, 16)):
-        request = backend._request(Job("p", (1, 2, 3), 12345), sampling)
+        request = backend.request_for(Job("p", (1, 2, 3), 12345), sampling)
         got = applied(flavor, request)
         wrong = {k: v for k, v in got.items() if v not in NEUTRAL[k]}
         assert not wrong, f"{flavor} would sample with its own {wrong}"
         assert request["temperature"] == sampling.temperature and request["seed"] == 12345
         assert request["top_p"] == (1.0 if sampling.temperature == 0 else sampling.top_p)
+
+
+
+def test_a_benchmarks_extra_field_reaches_every_request_and_the_notebooks_send_none(tiny_lm):
+    backend = _served(None)
+    backend.flavor, backend.stops = "llama.cpp", [2]
+    job, greedy = Job("p", (1, 2, 3), 7), Sampling(0.0, 1.0, 8)
+    assert backend.extra_body == {} and backend.request_for(job, greedy)["extra_body"]["cache_prompt"] is False
+    backend.extra_body["cache_prompt"] = True  # bench_llama.py's prompt-cache run
+    request = backend.request_for(job, greedy)
+    extra = request["extra_body"]
+    assert extra["cache_prompt"] is True and extra["samplers"] == ["temperature", "top_p"]  # the pinned ones stay
 
 
 def test_a_sample_cut_by_a_full_context_is_an_error_and_the_cap_is_not(tiny_lm):
@@ -320,11 +332,11 @@ def test_llama_server_requests_set_every_start_up_adapter_s_scale(tiny_lm):
     startup = {0: 1.0, 1: 1.0}  # two students' adapters, loaded with --lora ... --lora-init-without-apply
     backend.lora_ids = tuple(startup)
     job, greedy = Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8)
-    assert llama_scales(startup, backend._request(job, greedy)) == {0: 0.0, 1: 0.0}  # the base: none applied
+    assert llama_scales(startup, backend.request_for(job, greedy)) == {0: 0.0, 1: 0.0}  # the base: none applied
     backend.lora_id = 1
-    assert llama_scales(startup, backend._request(job, greedy)) == {0: 0.0, 1: 1.0}  # the student's alone
+    assert llama_scales(startup, backend.request_for(job, greedy)) == {0: 0.0, 1: 1.0}  # the student's alone
     backend.lora_ids, backend.lora_id = (), None  # a server with no adapters: the field names none
-    assert backend._request(job, greedy)["extra_body"]["lora"] == []
+    assert backend.request_for(job, greedy)["extra_body"]["lora"] == []
 
 
 def test_an_sglang_student_is_named_in_lora_path_not_in_model(tiny_lm, tmp_path, monkeypatch):
@@ -342,10 +354,10 @@ def test_an_sglang_student_is_named_in_lora_path_not_in_model(tiny_lm, tmp_path,
     (tmp_path / "adapter_config.json").write_text("{}")
     (tmp_path / "adapter_model.safetensors").write_bytes(b"w")
     student = backend.with_adapter(tmp_path)
-    request = student._request(Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8))
+    request = student.request_for(Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8))
     assert request["model"] == "m" and request["extra_body"]["lora_path"] == served.adapter_name(tmp_path)
     assert posted and posted[0][1]["headers"] == {"Authorization": "Bearer k"}
-    assert "lora_path" not in backend._request(Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8))["extra_body"]
+    assert "lora_path" not in backend.request_for(Job("p", (1, 2), 3), Sampling(0.0, 1.0, 8))["extra_body"]
 
 
 def test_token_ids_from_the_server_make_counts_exact_and_give_log_probabilities(tiny_lm):

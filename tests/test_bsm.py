@@ -1,13 +1,15 @@
 """Branch-Solve-Merge judge (Table 3): MT-bench pairs and the proxy label, the human-judgment and
 OASST2 readers (fixtures in their exact schemas), the BSM parsers and merge, both-order scoring."""
 
+import functools
 import json
 
 import pytest
 
 from conftest import repo_data
+from handmade import samples
 from s2d_utils import filters, paper, paths, tables
-from s2d_utils.system2 import Call, Trace, bsm
+from s2d_utils.system2 import bsm
 from s2d_utils.tasks import Example
 from s2d_utils.tasks import judge as task
 
@@ -106,16 +108,17 @@ def test_parse_criteria_scores_and_merge():
     assert bsm.merge([(4, 4)]) == "C" and bsm.merge([None]) is None
 
 
-def _trace(eid, verdict, n_tokens=4):
-    return [Trace(eid, 0, (Call("verdict", "p", f"[[{verdict}]]", n_tokens, "stop"),), verdict)]
+# one judgment of a pair: the merge call's verdict, 4 tokens
+_verdict = functools.partial(samples, template="[[{}]]", name="verdict", tokens=4)
 
 
 def test_both_order_scoring_ties_disagreements_and_counts_inconsistency():
     test = [Example(f"p{i}", "q", "A", {"answer_a": "x", "answer_b": "y"}) for i in range(4)]
     # pair 0: A then (swapped) B -> consistent A; pair 1: A and A -> inconsistent, tie;
     # pair 2: C and C -> consistent tie; pair 3: unparsed in the second order
-    first = [_trace("p0", "A"), _trace("p1", "A"), _trace("p2", "C"), _trace("p3", "A")]
-    second = [_trace("p0~swap", "B"), _trace("p1~swap", "A"), _trace("p2~swap", "C"), _trace("p3~swap", None)]
+    first = [_verdict("p0", ["A"]), _verdict("p1", ["A"]), _verdict("p2", ["C"]), _verdict("p3", ["A"])]
+    second = [_verdict("p0~swap", ["B"]), _verdict("p1~swap", ["A"]), _verdict("p2~swap", ["C"]),
+              _verdict("p3~swap", [None])]
     r, joined = bsm.combine("J", test, first, second, task)
     assert [ts[0].answer for ts in joined] == ["A", "C", "C", None]
     assert r.accuracy == 0.25 and r.extra["inconsistent"] == 0.5 and r.tokens == 4
@@ -124,8 +127,8 @@ def test_both_order_scoring_ties_disagreements_and_counts_inconsistency():
 
 def test_swap_filter_keeps_agreeing_pairs_and_trains_on_both_orders():
     ex = [Example(f"p{i}", "q", None, {"answer_a": f"a{i}", "answer_b": f"b{i}"}) for i in range(3)]
-    first = [_trace("p0", "A"), _trace("p1", "A"), _trace("p2", "C")]
-    second = [_trace("p0~swap", "B"), _trace("p1~swap", "A"), _trace("p2~swap", "C")]
+    first = [_verdict("p0", ["A"]), _verdict("p1", ["A"]), _verdict("p2", ["C"])]
+    second = [_verdict("p0~swap", ["B"]), _verdict("p1~swap", ["A"]), _verdict("p2~swap", ["C"])]
     res = filters.perturbation_agreement(ex, first, second, task.map_back)
     assert [k.example.id for k in res.kept] == ["p0", "p2"]
     both = bsm.both_order_targets(res, task)
@@ -182,8 +185,8 @@ def test_oasst2_reader_pairs_the_rank0_reply_with_another(tmp_path):
 
 def test_table3_layout():
     test = [Example(f"p{i}", "q", "A", {"answer_a": "x", "answer_b": "y"}) for i in range(2)]
-    r, _ = bsm.combine(bsm.SYSTEM1, test, [_trace("p0", "A"), _trace("p1", "B")],
-                       [_trace("p0~swap", "B"), _trace("p1~swap", "B")], task)
+    r, _ = bsm.combine(bsm.SYSTEM1, test, [_verdict("p0", ["A"]), _verdict("p1", ["B"])],
+                       [_verdict("p0~swap", ["B"]), _verdict("p1~swap", ["B"])], task)
     df = tables.results_table([r], paper.paper_table("table3", "mt_bench"))
     assert list(df.columns) == ["Method", "n", "Agree % (ours)", "95% CI", "Inconsistent % (ours)", "#Tokens (ours)",
                                 "Parse fail %", "Cut %", "Agree % (paper)", "Inconsistent % (paper)", "#Tokens (paper)"]

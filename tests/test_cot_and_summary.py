@@ -6,10 +6,11 @@ import json
 import pytest
 
 from conftest import repo_data
+from handmade import samples
 from s2d_utils import paper, paths, stats, summary, tables
 from s2d_utils.evaluate import SystemResult
 from s2d_utils.paper import CONSTANT
-from s2d_utils.system2 import Call, Trace, cot
+from s2d_utils.system2 import cot
 from s2d_utils.tasks import Example
 from s2d_utils.tasks import gsm8k as task
 
@@ -76,11 +77,9 @@ def test_few_shot_prompts_are_chat_turns_with_or_without_the_solution():
 def test_maj_at_k_sums_tokens_and_reports_both_parse_rates():
     test = [Example(f"q{i}", "q", "6") for i in range(2)]
 
-    def tr(eid, texts):
-        return [Trace(eid, i, (Call("cot", "p", t, 10, "stop"),), task.extract(t, "flexible")) for i, t in enumerate(texts)]
-
-    traces = [tr("q0", ["so 5", "The answer is 6."] + ["The answer is 6."] * 8),
-              tr("q1", ["The answer is 6."] + ["it is 7"] * 9)]
+    texts = [["so 5", "The answer is 6."] + ["The answer is 6."] * 8, ["The answer is 6."] + ["it is 7"] * 9]
+    traces = [samples(e.id, [task.extract(t, "flexible") for t in ts], ts, name="cot", tokens=10)
+              for e, ts in zip(test, texts)]
     r = cot.evaluate_k(cot.COT0, test, traces, task)
     assert r.accuracy == 0.5 and r.extra["accuracy@5"] == 0.5 and r.extra["accuracy@10"] == 0.5
     assert r.tokens == 10 and r.extra["tokens@5"] == 50 and r.extra["tokens@10"] == 100

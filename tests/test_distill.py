@@ -66,13 +66,12 @@ def test_loss_mask_covers_exactly_the_answer_tokens_and_the_end_of_turn(tiny_lm)
 
 
 def test_targets_are_the_tasks_choice():
+    from handmade import call, trace
     from s2d_utils.filters import Kept
-    from s2d_utils.system2 import Call, Trace
     from s2d_utils.tasks import Example
 
-    k = Kept(Example("e", "Who wrote Hamlet? I think Marlowe.", None),
-             "shakespeare", Trace("e", 0, (Call("rewrite", "p", "ctx", 5, "stop"),
-                                           Call("answer", "p", " Shakespeare wrote it. ", 4, "stop")), "shakespeare"))
+    k = Kept(Example("e", "Who wrote Hamlet? I think Marlowe.", None), "shakespeare",
+             trace("e", "shakespeare", call("rewrite", "p", "ctx", 5), call("answer", "p", " Shakespeare wrote it. ", 4)))
     assert distill.sft_pairs([k]) == [{"id": "e", "prompt": k.example.input, "completion": "The answer is shakespeare."}]
     assert distill.sft_pairs([k], distill.final_response_target)[0]["completion"] == "Shakespeare wrote it."
     assert distill.verdict_target(Kept(k.example, "A", k.trace)) == "[[A]]"
@@ -97,10 +96,10 @@ def test_finetune_trains_in_place_and_leaves_the_base_model_as_it_was(tiny_lm, t
 
 
 def _kept(example):
+    from handmade import call, trace
     from s2d_utils.filters import Kept
-    from s2d_utils.system2 import Call, Trace
 
-    return Kept(example, example.gold, Trace(example.id, 0, (Call("answer", "p", example.gold, 1, "stop"),), example.gold))
+    return Kept(example, example.gold, trace(example.id, example.gold, call("answer", "p", example.gold, 1)))
 
 
 def test_answer_loss_equals_the_models_own_loss(tiny_lm):

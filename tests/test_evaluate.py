@@ -1,15 +1,10 @@
 import pytest
 
+from handmade import spent
 from s2d_utils.evaluate import evaluate, majority_answer, swap_inconsistency
 from s2d_utils.findings import mcnemar
 from s2d_utils.stats import wilson
-from s2d_utils.system2 import Call, Trace
 from s2d_utils.tasks import Example, coin_flip
-
-
-def trace(ex_id, answer, tokens, sample=0):
-    calls = tuple(Call(f"c{i}", "p", "o", t, "stop") for i, t in enumerate(tokens))
-    return Trace(ex_id, sample, calls, answer)
 
 
 def test_wilson_interval_known_values():
@@ -21,8 +16,8 @@ def test_wilson_interval_known_values():
 
 def test_evaluate_counts_tokens_over_all_calls_and_parse_failures():
     exs = [Example("a", "q", "yes"), Example("b", "q", "no"), Example("c", "q", "yes"), Example("d", "q", "no")]
-    traces = [[trace("a", "yes", [10, 30])], [trace("b", "yes", [5, 5])], [trace("c", None, [40, 0])],
-              [trace("d", "no", [1, 1])]]
+    traces = [[spent("a", "yes", [10, 30])], [spent("b", "yes", [5, 5])], [spent("c", None, [40, 0])],
+              [spent("d", "no", [1, 1])]]
     r = evaluate("RaR", exs, traces, coin_flip)
     assert (r.n, r.k, r.accuracy, r.tokens, r.parse_failures) == (4, 1, 0.5, 23.0, 0.25)
     assert r.correct == (True, False, False, True)
@@ -34,8 +29,8 @@ def test_evaluate_counts_tokens_over_all_calls_and_parse_failures():
 
 def test_maj_at_k_votes_over_k_samples_and_sums_their_tokens():
     exs = [Example("a", "q", "yes"), Example("b", "q", "no")]
-    traces = [[trace("a", "no", [10], 0), trace("a", "yes", [20], 1), trace("a", "yes", [30], 2), trace("a", "no", [1], 3)],
-              [trace("b", None, [5], 0), trace("b", None, [5], 1), trace("b", "no", [5], 2), trace("b", "yes", [5], 3)]]
+    traces = [[spent("a", "no", [10], 0), spent("a", "yes", [20], 1), spent("a", "yes", [30], 2), spent("a", "no", [1], 3)],
+              [spent("b", None, [5], 0), spent("b", None, [5], 1), spent("b", "no", [5], 2), spent("b", "yes", [5], 3)]]
     k1 = evaluate("k1", exs, traces, coin_flip, k=1)
     k3 = evaluate("k3", exs, traces, coin_flip, k=3)
     assert (k1.accuracy, k1.tokens, k1.parse_failures) == (0.0, 7.5, 0.5)
@@ -49,7 +44,7 @@ def test_maj_at_k_votes_over_k_samples_and_sums_their_tokens():
 def test_group_accuracy_goes_into_the_same_record():
     exs = [Example("a", "q", "yes", {"group": "biased"}), Example("b", "q", "no", {"group": "biased"}),
            Example("c", "q", "yes", {"group": "unbiased"})]
-    r = evaluate("S1", exs, [[trace("a", "yes", [1])], [trace("b", "yes", [1])], [trace("c", "yes", [1])]], coin_flip)
+    r = evaluate("S1", exs, [[spent("a", "yes", [1])], [spent("b", "yes", [1])], [spent("c", "yes", [1])]], coin_flip)
     assert r.extra == {"accuracy[biased]": 0.5, "n[biased]": 2, "accuracy[unbiased]": 1.0, "n[unbiased]": 1}
     assert r.as_dict()["accuracy[biased]"] == 0.5
 
@@ -64,8 +59,8 @@ def test_swap_inconsistency_maps_the_swapped_verdict_back():
 
 def test_mcnemar_is_the_claims_paired_test():
     exs = [Example(str(i), "q", "yes") for i in range(12)]
-    a = evaluate("a", exs, [[trace(str(i), "yes", [1])] for i in range(12)], coin_flip)
-    b = evaluate("b", exs, [[trace(str(i), "yes" if i < 2 else "no", [1])] for i in range(12)], coin_flip)
+    a = evaluate("a", exs, [[spent(str(i), "yes", [1])] for i in range(12)], coin_flip)
+    b = evaluate("b", exs, [[spent(str(i), "yes" if i < 2 else "no", [1])] for i in range(12)], coin_flip)
     # 10 discordant pairs, all one way: below 25 the exact McNemar test, 2 / 2**10 (the score test's
     # z = 10 / sqrt(10) would give 0.0015654, which the exact p exceeds): the test the verdicts share
     assert mcnemar(a, b) == pytest.approx(2 / 2 ** 10, rel=1e-9)
@@ -81,6 +76,6 @@ def test_task_metrics_join_the_record_for_example_agreement_without_ties():
     class Judge:  # a verdict task: exact match
         score = staticmethod(lambda pred, gold: pred == gold)
 
-    r = evaluate("judge", exs, [[trace(e.id, a, [4])] for e, a in zip(exs, answers)], Judge,
+    r = evaluate("judge", exs, [[spent(e.id, a, [4])] for e, a in zip(exs, answers)], Judge,
                  metrics={"agreement_without_ties": accuracy_without("C")})
     assert r.accuracy == 0.5 and r.extra["agreement_without_ties"] == 1 / 3

@@ -3,15 +3,12 @@ budgets, paired intervals and power, the best constant answer."""
 
 import pytest
 
+from handmade import call, trace
 from s2d_utils import distill, records
 from s2d_utils.paper import CONSTANT
 from s2d_utils.stats import detectable, discordant, mcnemar_p, score_interval
-from s2d_utils.system2 import Call, Trace, cut_share, parse, rescore
+from s2d_utils.system2 import cut_share, parse, rescore
 from s2d_utils.tasks import Example, coin_flip, gsm8k
-
-
-def _trace(eid, text, reason="stop", answer="stale"):
-    return Trace(eid, 0, (Call("cot", "p", text, 5, reason),), answer)
 
 
 def test_a_cut_completion_counts_only_in_the_strict_form():
@@ -24,7 +21,9 @@ def test_a_cut_completion_counts_only_in_the_strict_form():
 
 def test_rescore_rereads_cached_traces_without_regenerating():
     ex = [Example("e0", "q", "yes"), Example("e1", "q", "no")]
-    traces = [[_trace("e0", "No, the coin is still heads up.")], [_trace("e1", "Yes. The coin is tails up", "length")]]
+    # answers parsed by an older rule ("stale"): rescore reads the outputs again
+    traces = [[trace("e0", "stale", call("cot", "p", "No, the coin is still heads up.", 5))],
+              [trace("e1", "stale", call("cot", "p", "Yes. The coin is tails up", 5, "length"))]]
     table = rescore(traces, ex, coin_flip)
     assert [ts[0].answer for ts in table] == [None, None]  # a contradiction; a cut text that contradicts too
     lenient = rescore(traces, ex, coin_flip, reader=lambda c, e: coin_flip.lenient_extract(c.output, e))
@@ -91,7 +90,8 @@ def test_test_traces_are_saved_for_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "TRACES", tmp_path)
 
     test = [Example("e0", "q0", "yes", {"group": "biased"}), Example("e1", "q1", "no")]
-    traces = {"System 1": [[_trace("e0", "Yes.", answer="yes")], [_trace("e1", "Maybe", "length", None)]]}
+    traces = {"System 1": [[trace("e0", "yes", call("cot", "p", "Yes.", 5))],
+                           [trace("e1", None, call("cot", "p", "Maybe", 5, "length"))]]}
     path = records.save_test_traces("nb", "smoke", traces, test)
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     assert [(r["row"], r["id"], r["group"], r["gold"], r["answer"]) for r in rows] == [

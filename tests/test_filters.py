@@ -1,15 +1,10 @@
 import pytest
 
+from handmade import samples as traces
 from s2d_utils import filters
-from s2d_utils.system2 import Call, Trace
 from s2d_utils.tasks import Example, last_letter
 
 EX = [Example(f"e{i}", f"q{i}", None) for i in range(5)]
-
-
-def traces(ex_id, answers, finals=None):
-    finals = finals or [f"final {a}" for a in answers]
-    return [Trace(ex_id, i, (Call("answer", "p", f, 3, "stop"),), a) for i, (a, f) in enumerate(zip(answers, finals))]
 
 
 def test_vote_majority_and_plurality():

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from handmade import greedy
 from s2d_utils import findings, stats
 from s2d_utils.evaluate import SystemResult
-from s2d_utils.system2 import Call, Trace
 from s2d_utils.tasks import Example, coin_flip
 
 TEST = [Example(f"t{i}", "q", "yes" if i < 4 else "no") for i in range(10)]  # 4 yes, 6 no
@@ -16,10 +16,6 @@ TEST = [Example(f"t{i}", "q", "yes" if i < 4 else "no") for i in range(10)]  # 4
 def _row(name, correct):
     lo, hi = stats.wilson(sum(correct), len(correct))
     return SystemResult(name, len(correct), sum(correct) / len(correct), lo, hi, 5.0, 0.0, tuple(correct))
-
-
-def _traces(answers):
-    return [[Trace(e.id, 0, (Call("answer", "p", f"The answer is {a}.", 3, "stop"),), a)] for e, a in zip(TEST, answers)]
 
 
 def _exp(rows, seed_rows=None, traces=None, seed_traces=None):
@@ -52,8 +48,8 @@ def test_the_same_p_on_every_seed_is_said_once():
 def test_a_constant_student_is_one_line_with_its_seeds():
     yes = ["yes"] * 10
     student = _row("student", [e.gold == "yes" for e in TEST])
-    exp = _exp([student], traces={"student": _traces(yes)},
-               seed_traces={"student": [_traces(yes), _traces(["yes"] * 9 + ["no"]), _traces(yes)]})
+    exp = _exp([student], traces={"student": greedy(TEST, yes)},
+               seed_traces={"student": [greedy(TEST, yes), greedy(TEST, ["yes"] * 9 + ["no"]), greedy(TEST, yes)]})
     lines = findings.guard_findings(exp)
     assert lines == ["student gives one answer ('yes') to 9 to 10 of 10 test inputs on every seed (0, 1, 2) (that answer "
                      "alone scores 40.0%): its accuracy is that answer's, and it cannot carry a verdict on the paper's "
@@ -62,7 +58,7 @@ def test_a_constant_student_is_one_line_with_its_seeds():
 
 def test_seeds_with_different_constants_are_named_in_one_line_and_others_left_out():
     student = _row("student", [False] * 10)
-    runs = [_traces(["no"] * 10), _traces(["yes", "no"] * 5), _traces(["yes"] * 10)]
+    runs = [greedy(TEST, ["no"] * 10), greedy(TEST, ["yes", "no"] * 5), greedy(TEST, ["yes"] * 10)]
     lines = findings.guard_findings(_exp([student], traces={"student": runs[0]}, seed_traces={"student": runs}))
     assert lines == ["student gives one answer to nearly every one of its 10 test inputs on seeds 0, 2 of 3: 'no' to 10 "
                      "(seed 0), 'yes' to 10 (seed 2) (alone, 'no' scores 60.0%, 'yes' scores 40.0%): its accuracy is "
@@ -71,7 +67,7 @@ def test_seeds_with_different_constants_are_named_in_one_line_and_others_left_ou
 
 def test_a_single_run_system_keeps_its_one_sentence():
     s1 = _row("S1", [False] * 10)
-    lines = findings.guard_findings(_exp([s1], traces={"S1": _traces([None] * 10)}))
+    lines = findings.guard_findings(_exp([s1], traces={"S1": greedy(TEST, [None] * 10)}))
     assert lines == ["S1 gives one answer (no parsed answer) to 10 of 10 test inputs: its accuracy is that answer's, "
                      "and it cannot carry a verdict on the paper's claims."]
 

@@ -26,7 +26,7 @@ def fake_wheels(tmp_path, monkeypatch):
 def test_parts_are_concatenated_in_order_and_checked(fake_wheels, tmp_path):
     whole, parts = fake_wheels
     spec = embedded.EmbeddedModel("fake", parts, hashlib.sha256(whole).hexdigest(), len(whole), "test", "MIT")
-    path, digest = embedded._assemble(spec, tmp_path)
+    path, digest = embedded.assemble(spec, tmp_path)
     assert path.read_bytes() == whole and digest == hashlib.sha256(whole).hexdigest()
     assert "fake_part1" not in sys.modules  # located, never imported
 
@@ -35,10 +35,10 @@ def test_a_wrong_checksum_or_size_refuses_to_convert(fake_wheels, tmp_path):
     whole, parts = fake_wheels
     bad_sha = embedded.EmbeddedModel("fake", parts, "0" * 64, len(whole), "test", "MIT")
     with pytest.raises(RuntimeError, match="refusing to convert it"):
-        embedded._assemble(bad_sha, tmp_path)
+        embedded.assemble(bad_sha, tmp_path)
     bad_size = embedded.EmbeddedModel("fake", parts, None, len(whole) + 1, "test", "MIT")
     with pytest.raises(RuntimeError, match=f"has {len(whole):,} bytes, expected {len(whole) + 1:,}"):
-        embedded._assemble(bad_size, tmp_path)
+        embedded.assemble(bad_size, tmp_path)
 
 
 def test_a_missing_wheel_says_how_to_install_it():

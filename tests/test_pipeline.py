@@ -3,9 +3,9 @@ on a hand-made experiment whose answers we know."""
 
 import pytest
 
+from handmade import call, trace
 from s2d_utils import findings, pipeline, profiles
 from s2d_utils.evaluate import evaluate
-from s2d_utils.system2 import Call, Trace
 from s2d_utils.tasks import Example, coin_flip
 
 TEST = [Example(f"t{i}", "q", "yes" if i < 4 else "no") for i in range(10)]  # 4 yes, 6 no
@@ -14,7 +14,7 @@ TEST = [Example(f"t{i}", "q", "yes" if i < 4 else "no") for i in range(10)]  # 4
 def experiment(outputs: dict[str, list[str]]) -> pipeline.Experiment:
     exp = pipeline.Experiment("nb", "rar", coin_flip, "smoke", 0, profiles.rar_sizes("coin_flip", "smoke"), None, None)
     for name, texts in outputs.items():
-        traces = [[Trace(e.id, 0, (Call("answer", "p", t, 3, "stop"),), coin_flip.extract(t))] for e, t in zip(TEST, texts)]
+        traces = [[trace(e.id, coin_flip.extract(t), call("answer", "p", t))] for e, t in zip(TEST, texts)]
         exp.traces[name] = traces
         exp.rows.append(evaluate(name, TEST, traces, coin_flip))
     return exp

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from handmade import greedy, samples
 from s2d_utils import filters, lora, paths, pipeline, profiles, records, registry, routing, summary
 from s2d_utils.evaluate import evaluate
 from s2d_utils.paper import CONSTANT, paper_table
-from s2d_utils.system2 import Call, Trace, rar
+from s2d_utils.system2 import rar
 from s2d_utils.tasks import Example, coin_flip
 
 
@@ -62,11 +63,6 @@ N = 40
 TEST = [Example(f"t{i}", f"q{i}", "yes" if i % 2 else "no") for i in range(N)]
 
 
-def _traces(answers, name="answer", logprob=None):
-    return [[Trace(e.id, 0, (Call(name, e.input, f"The answer is {a}.", 5, "stop", logprob),), a)]
-            for e, a in zip(TEST, answers)]
-
-
 def _experiment(tmp_path, monkeypatch):
     for attr, sub in (("FIGURES", "figures"), ("METRICS", "metrics"), ("TRACES", "traces")):
         monkeypatch.setattr(paths, attr, tmp_path / sub)
@@ -84,7 +80,7 @@ def _experiment(tmp_path, monkeypatch):
                                                                                   enumerate(gold)],
                 rar.DISTILL_NO_FILTER: [g if i < 20 else flip[g] for i, g in enumerate(gold)]}
     for name, answers in {**systems, **students}.items():
-        exp.traces[name] = _traces(answers, logprob=-0.1 if name in students else None)
+        exp.traces[name] = greedy(TEST, answers, tokens=5, logprob=-0.1 if name in students else None)
         exp.rows.append(evaluate(name, TEST, exp.traces[name], coin_flip))
     exp.filters = {name: {"inputs": 20, "kept": 12, "targets": {"yes": 6, "no": 6}} for name in students}
     exp.trained = {name: lora.TrainResult("adapter", 12, 12, 100, 1.0, (0.5,), False, 4, 0,
@@ -173,8 +169,8 @@ def test_cot_findings_give_maj_at_k_and_the_negative_result():
     exp = pipeline.Experiment("05_cot_gsm8k", "cot", gsm8k, "smoke", 0, profiles.sizes("cot", "gsm8k", "smoke"), None,
                               None)
     for name, right in ((cot.SYSTEM1, 1), (cot.COT0, 9), (cot.COT8, 8), (cot.DISTILL, 1)):
-        traces = [[Trace(e.id, k, (Call("cot", "p", f"The answer is {6 if i < right else 5}.", 7, "stop"),),
-                         "6" if i < right else "5") for k in range(5)] for i, e in enumerate(test)]
+        traces = [samples(e.id, ["6" if i < right else "5"] * 5, template="The answer is {}.", name="cot", tokens=7)
+                  for i, e in enumerate(test)]
         exp.traces[name] = traces
         exp.rows.append(cot.evaluate_k(name, test, traces, gsm8k))
     exp.filters[cot.DISTILL] = {"inputs": 10, "kept": 4, "precision": 0.5, "unfiltered_accuracy": 0.25}
@@ -199,8 +195,8 @@ def test_a_judges_confidence_is_the_mean_over_both_orders(tmp_path, monkeypatch)
 
     monkeypatch.setattr(paths, "CACHE", tmp_path)
     pairs = [Example(f"p{i}", "q", "A", {"question_id": i}) for i in range(2)]
-    first = [[Trace(e.id, 0, (Call("judge", "p", "[[A]]", 3, "stop", math.log(0.8)),), "A")] for e in pairs]
-    second = [[Trace(e.id, 0, (Call("judge", "p", "[[B]]", 3, "stop", math.log(0.4)),), "B")] for e in pairs]
+    first = greedy(pairs, ["A"] * len(pairs), template="[[{}]]", name="judge", logprob=math.log(0.8), prompt="p")
+    second = greedy(pairs, ["B"] * len(pairs), template="[[{}]]", name="judge", logprob=math.log(0.4), prompt="p")
     exp = pipeline.Experiment("04_bsm_llm_judge", "bsm", judge, "smoke", 0, profiles.sizes("bsm", "judge", "smoke"),
                               SimpleNamespace(loaded=False, device="cpu", fingerprint="fp"), records.Manifest("04_bsm_llm_judge", {}))
     exp.trained = {bsm.DISTILL: None}

@@ -74,14 +74,13 @@ def _one_by_one(lm, trace):
 def test_answer_confidence_with_a_shared_prefix_equals_each_prompt_alone(tiny_qwen, tmp_path):
     """The batch runs the prompts' common prefix (the chat header) once and pads the rest; every
     input's confidence must still be what its prompt alone gives, whatever the batch it lands in."""
+    from handmade import call, trace
     from s2d_utils.backends import answer_confidence
-    from s2d_utils.traces import Call, Trace
 
     prompts = ["Is the coin heads up?", "Name a capital city in Europe, please, in one word.", "2+2?",
                "Which element has the symbol Fe? Answer briefly."]
     outputs = ["Yes.", "Paris", "4", "Iron is the element."]
-    traces = [[Trace(input_id=str(i), sample=0, calls=(Call("answer", p, o, 3, "stop"),), answer=o)]
-              for i, (p, o) in enumerate(zip(prompts, outputs))]
+    traces = [[trace(str(i), o, call("answer", p, o))] for i, (p, o) in enumerate(zip(prompts, outputs))]
     got = answer_confidence(tiny_qwen, traces, batch_size=3, cache_dir=tmp_path)
     want = [_one_by_one(tiny_qwen, ts[0]) for ts in traces]
     # a random model's answers are improbable (~1e-15): compare log-probabilities
@@ -127,7 +126,7 @@ def test_answer_confidence_takes_a_calls_own_log_probability_without_a_forward_p
     from s2d_utils.cache import GenerationCache
     from s2d_utils.backends import answer_confidence, call_messages
     from s2d_utils.tasks import Example, last_letter
-    from s2d_utils.traces import Call, Trace
+    from handmade import call, trace
 
     examples = [Example(str(i), q, "ab", {}) for i, q in enumerate(["Take the last letters of: Ada Bob", "Hi there"])]
     calls = []
@@ -155,7 +154,7 @@ def test_answer_confidence_takes_a_calls_own_log_probability_without_a_forward_p
     assert got == [math.exp(ts[0].calls[-1].logprob) for ts in traces]
     assert not list((tmp_path / "conf").glob("*.json"))  # nothing to cache
     # without it (a sample from an older cache, a server), the forward pass answers
-    bare = [[Trace(ts[0].input_id, 0, (Call("answer", ts[0].calls[-1].prompt, "ab", 2, "stop"),), "ab")] for ts in traces]
+    bare = [[trace(ts[0].input_id, "ab", call("answer", ts[0].calls[-1].prompt, "ab", 2))] for ts in traces]
     got = answer_confidence(tiny_qwen, bare, cache_dir=tmp_path / "conf")
     want = [output_logprob(tiny_qwen, call_messages(ts[0].calls[-1].prompt), "ab") for ts in bare]
     assert [math.log(g) for g in got] == pytest.approx(want, abs=1e-3)  # "ab" and the stop token, teacher-forced

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
+from handmade import call, samples, trace
 from s2d_utils import filters, paper, tables
 from s2d_utils.evaluate import evaluate
-from s2d_utils.system2 import Call, Trace, s2a
+from s2d_utils.system2 import s2a
 from s2d_utils.tasks import Example
 from s2d_utils.tasks import sycophancy as task
 
@@ -159,14 +160,13 @@ def test_s2a_rewrite_prompt_is_the_s2a_papers_and_its_output_parses():
     assert s2a.answer_prompt("no labels").endswith("no labels\n\nAnswer in an unbiased way.")
 
 
-def _traces(ex_id, finals, answers):
-    return [Trace(ex_id, i, (Call("rewrite", "p", "r", 5, "stop"), Call("answer", "p", f, 7, "stop")), a)
-            for i, (f, a) in enumerate(zip(finals, answers))]
+REWRITE = (call("rewrite", "p", "r", 5),)  # S2A's first call, before each sample's answer (7 tokens)
 
 
 def test_usc_uses_20_then_10_then_random_and_counts_unparsed_replies():
     ex = [Example(f"e{i}", f"q{i}", None) for i in range(3)]
-    traces = [_traces(e.id, [f"answer {j} " + "x" * 10 * j for j in range(20)], [f"a{j % 3}" for j in range(20)])
+    traces = [samples(e.id, [f"a{j % 3}" for j in range(20)], [f"answer {j} " + "x" * 10 * j for j in range(20)], tokens=7,
+                      before=REWRITE)
               for e in ex]
     seen = []
 
@@ -192,7 +192,7 @@ def test_usc_uses_20_then_10_then_random_and_counts_unparsed_replies():
 
 def test_random_pick_can_keep_unparsed_responses_for_whole_response_targets():
     ex = [Example("e0", "q", None)]
-    traces = [_traces("e0", ["nothing", "nothing either"], [None, None])]
+    traces = [samples("e0", [None, None], ["nothing", "nothing either"], tokens=7, before=REWRITE)]
     assert filters.random_sample(ex, traces).kept == []
     kept = filters.random_sample(ex, traces, require_answer=False)
     assert len(kept.kept) == 1 and kept.decisions[0].kept and kept.kept[0].answer is None
@@ -200,8 +200,7 @@ def test_random_pick_can_keep_unparsed_responses_for_whole_response_targets():
 
 def test_table2_layout_has_biased_and_unbiased_columns_with_their_intervals():
     test = task.load("test", n=8, unbiased_share=0.25)
-    traces = [[Trace(e.id, 0, (Call("answer", "p", e.gold, 3, "stop"),), e.gold if i % 2 else "Nowhere")]
-              for i, e in enumerate(test)]
+    traces = [[trace(e.id, e.gold if i % 2 else "Nowhere", call("answer", "p", e.gold))] for i, e in enumerate(test)]
     r = evaluate(s2a.SYSTEM1, test, traces, task)
     df = tables.results_table([r], paper.paper_table("table2", "sycophancy"))
     assert list(df.columns) == ["Method", "n", "Biased % (ours)", "Biased 95% CI", "Unbiased % (ours)",
@@ -221,5 +220,5 @@ def test_opinion_echo_counts_the_suggested_wrong_answer():
     exp = Exp()
     exp.task = task
     test = task.load("test", n=4, unbiased_share=0.0)
-    exp.traces = {"S": [[Trace(e.id, 0, (), e.meta["incorrect"] if i < 3 else e.gold)] for i, e in enumerate(test)]}
+    exp.traces = {"S": [[trace(e.id, e.meta["incorrect"] if i < 3 else e.gold)] for i, e in enumerate(test)]}
     assert s2a.opinion_echo(exp, "S", test) == 0.75

@@ -9,11 +9,11 @@ from dataclasses import fields, replace
 
 import pytest
 
+from handmade import call, trace
 from s2d_utils import distill, lora, paper, profiles, registry
 from s2d_utils.filters import self_consistency
 from s2d_utils.system2 import bsm, rar
 from s2d_utils.tasks import coin_flip, gsm8k, judge, last_letter, sycophancy
-from s2d_utils.traces import Call, Trace
 
 BIG = ("gpu", "paper")
 
@@ -134,18 +134,14 @@ def test_the_small_profiles_keep_the_synthetic_coin_flips():
 
 # --- 5. targets the paper's #Tokens imply ------------------------------------------------------------
 
-def _trace(eid, i, rephrased, response, answer):
-    return Trace(eid, i, (Call("rephrase", "q", rephrased, 5, "stop"), Call("respond", rephrased, response, 9, "stop")),
-                 answer)
-
-
 def test_a_rar_student_learns_the_respond_calls_response_of_a_sample_that_gave_the_vote():
     ex = last_letter.unlabel(last_letter.load("train", n=1)[0])
-    ts = [_trace(ex.id, 0, "r0", "So the letters give 'ab'. The answer is ab.", "ab"),
-          _trace(ex.id, 1, "r1", "Joining them: 'cd'.", "cd"),
-          _trace(ex.id, 2, "r2", "The last letters are a and c: 'ac'.", "ac"),
-          _trace(ex.id, 3, "r3", "That makes 'cd', so the answer is cd.", "cd"),
-          _trace(ex.id, 4, "r4", "cd.", "cd")]
+    # 2-step RaR's samples: (the rephrased question, the respond call's response, its answer)
+    rows = [("r0", "So the letters give 'ab'. The answer is ab.", "ab"), ("r1", "Joining them: 'cd'.", "cd"),
+            ("r2", "The last letters are a and c: 'ac'.", "ac"), ("r3", "That makes 'cd', so the answer is cd.", "cd"),
+            ("r4", "cd.", "cd")]
+    ts = [trace(ex.id, a, call("rephrase", "q", r, 5), call("respond", r, out, 9), sample=i)
+          for i, (r, out, a) in enumerate(rows)]
     kept = self_consistency([ex], [ts]).kept
     assert kept[0].answer == "cd"
     assert distill.final_call_target(kept[0]) == "Joining them: 'cd'."

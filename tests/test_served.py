@@ -293,12 +293,12 @@ def test_a_served_student_s_confidence_comes_from_its_server(smollm, student_ada
     import math
 
     from s2d_utils import distill
+    from handmade import call, trace
     from s2d_utils.backends import answer_confidence
-    from s2d_utils.traces import Call, Trace
 
     merged = distill.load_distilled(smollm, student_adapter)
     outs = generate(merged, PROMPTS[:2], cache=None, backend=LOCAL, **GREEDY)
-    traces = [[Trace(str(i), 0, (Call("answer", p, c.text, c.n_tokens, c.finish_reason),), c.text)]
+    traces = [[trace(str(i), c.text, call("answer", p, c.text, c.n_tokens, c.finish_reason))]
               for i, (p, (c,)) in enumerate(zip(PROMPTS, outs))]  # no log-probability: each is scored
     here = answer_confidence(merged, traces, cache_dir=tmp_path)
     with LoraServer(smollm) as srv:
@@ -311,10 +311,10 @@ def test_a_served_student_s_confidence_comes_from_its_server(smollm, student_ada
 
 
 def test_a_server_that_takes_text_prompts_only_scores_nothing_so_no_confidence(smollm, use_server):
+    from handmade import call, trace
     from s2d_utils.backends import answer_confidence, backend_for
-    from s2d_utils.traces import Call, Trace
 
-    traces = [[Trace("0", 0, (Call("answer", PROMPTS[0], "4", 1, "stop"),), "4")]]
+    traces = [[trace("0", "4", call("answer", PROMPTS[0], "4", 1))]]
     assert answer_confidence(smollm, traces, backend=backend_for(smollm)) is None  # text prompts only
 
 

@@ -6,18 +6,10 @@ import re
 from dataclasses import asdict
 from types import SimpleNamespace
 
+from handmade import call, trace
 from s2d_utils import filters, lora, show
 from s2d_utils.generation import render
 from s2d_utils.tasks import Example, last_letter
-from s2d_utils.traces import Call, Trace
-
-
-def call(name, prompt, output, n=3, finish="stop"):
-    return Call(name, prompt, output, n, finish)
-
-
-def trace(input_id, answer, *calls, sample=0):
-    return Trace(input_id, sample, tuple(calls), answer)
 
 
 def test_cut_keeps_short_text_and_says_how_much_it_cut():

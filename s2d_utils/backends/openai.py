@@ -79,6 +79,9 @@ class OpenAIBackend:
         self.token_prompts = True
         self.stops = sorted(stop_token_ids(lm))
         self.tokenizer = lm.tokenizer  # for the adapter probe (`adapters.applied`)
+        # server fields set on every request after the pinned ones (a benchmark's switch, e.g. llama-server's
+        # cache_prompt; the notebooks set none)
+        self.extra_body: dict = {}
         self._check(lm)
 
     # ----- start-up checks -----
@@ -211,7 +214,7 @@ class OpenAIBackend:
 
     # ----- generation -----
 
-    def _request(self, job: Job, sampling: Sampling) -> dict:
+    def request_for(self, job: Job, sampling: Sampling) -> dict:
         """One request with every sampling parameter pinned, so no server default reaches a sample:
         temperature and top-p as the local engine applies them (top-k off, min-p 0, no penalties), in
         each server's own names; llama-server also gets its sampler chain (temperature, then top-p,
@@ -242,6 +245,7 @@ class OpenAIBackend:
             extra.update(top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, repeat_last_n=0, dry_multiplier=0.0,
                          xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, samplers=["temperature", "top_p"],
                          cache_prompt=False, n_probs=1)  # n_probs: each generated token's id and log-probability
+        extra.update(self.extra_body)
         if extra:
             kw["extra_body"] = extra
         return kw
@@ -259,7 +263,7 @@ class OpenAIBackend:
     def _one(self, job: Job, sampling: Sampling):
         """One request (in a worker thread); the response is read in the caller's thread, where
         the tokenizer is used (a Rust tokenizer shared across threads can raise "Already borrowed")."""
-        return self._create(**self._request(job, sampling))
+        return self._create(**self.request_for(job, sampling))
 
     def _create(self, **request):
         """One ``/v1/completions`` request; its failure, after the client's retries, a `ServerError`."""
