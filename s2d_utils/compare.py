@@ -280,6 +280,7 @@ def page(source: Path = CROSS_CPU) -> str:
         "`avx512_bf16`, `avx512f`, `avx2`, `fma`; the pinned torch and transformers): a warm rerun reads every "
         "generation from the cache (`results/cache/`) and reloads each student by content, so it writes the same "
         "tables; a cold rerun on the same CPU kind runs the same kernels in the same order and repeats the same tables.",
+        *[f"- {line}" for line in data.get("same_kind", [])],
         "- The record of the committed tables, `figures/reproduce_cpu.json`, names their CPU: `machine` (model and "
         "cores) and `cpu` (model, cores, those flags, torch's and transformers' versions).", "",
         "## Not byte-identical: another CPU kind", "",
