@@ -227,7 +227,8 @@ def lora_text(result: TrainResult | None, settings: LoraSettings | None = None) 
         loss = f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}" if result.losses else "no loss recorded"
         out.append(f"ran: {result.steps} steps of {result.rows} rows ({result.warmup} warmup) over {result.examples} "
                    f"pairs = {result.epochs:.2f} epochs, {result.tokens:,} tokens ({result.tokens_per_step:.0f} a step), "
-                   f"{loss}, {'reused from' if result.reused else 'saved to'} {Path(result.adapter_dir).name}")
+                   f"{loss}, adapter {Path(result.adapter_dir).name}")  # the same words cold or warm (a
+        # reused student is named as a trained one), so the executed copies do not change on a rerun
     return "\n".join(out)
 
 
