@@ -132,6 +132,8 @@ bench: $(VENV)/.qwen
 	$(PY) benchmarks/bench_served.py
 	# llama.cpp's server against the local engine, both models, where `make llama-server` built it
 	if [ -x $(LLAMA_SERVER) ]; then $(PY) benchmarks/bench_llama.py; else echo "bench_llama: skipped ($(LLAMA_SERVER) not built: make llama-server)"; fi
+	# vLLM's CPU build against the local engine (and llama-server), both models, where `make vllm` installed it
+	if [ -x $(VLLM_PY) ]; then $(PY) benchmarks/bench_vllm.py; else echo "bench_vllm: skipped ($(VLLM_PY) missing: make vllm)"; fi
 	$(PY) -m s2d_utils.readme
 
 # JupyterLab on notebooks/ with the project's kernel (.venv); tqdm bars render as widgets (ipywidgets)

@@ -344,13 +344,53 @@ def readme_bench_llama(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def readme_bench_vllm(root: Path | None = None) -> str:
+    """vLLM's CPU build beside the local engine (and llama-server), from `benchmarks/bench_vllm.py`'s JSON."""
+    path = (root or paths.ROOT) / "figures" / "bench_vllm.json"
+    if not path.exists():
+        return "Not measured yet: `make vllm && make bench` writes `figures/bench_vllm.json`."
+    data = json.loads(path.read_text())
+    runs = data["models"]
+    if not runs:
+        return f"Not measured: `figures/bench_vllm.json` ({data['date']}) holds no model (their wheels were missing)."
+    lines = ["| measure | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+
+    def row(label, cell):
+        lines.append(f"| {label} | " + " | ".join(cell(runs[m]) for m in runs) + " |")
+
+    widths = data["concurrency"]
+    for load in ("greedy", "sampled"):
+        what = "greedy" if load == "greedy" else f"sampled, {next(iter(runs.values()))['samples']} a prompt"
+        row(f"*{what}*: local engine, fp32 / bf16 (tokens/s)", lambda r, w=load: " / ".join(
+            f"{r[w]['local_tokens_per_s'][d]:.1f}" for d in ("float32", "bfloat16")))
+        row(f"*{what}*: vLLM, " + " / ".join(map(str, widths)) + " requests in flight (tokens/s)",
+            lambda r, w=load: " / ".join(f"{r[w]['vllm_tokens_per_s'][str(k)]:.1f}" for k in widths))
+        row(f"**{what}: local engine fp32, bf16 / vLLM at its best**", lambda r, w=load: (
+            f"**{r[w]['local_over_vllm']['float32']:.2f}x, {r[w]['local_over_vllm']['bfloat16']:.2f}x** "
+            f"({r[w]['best_concurrency']} in flight)"))
+        row(f"*{what}*: llama-server (tokens/s; vLLM / llama-server)", lambda r, w=load: (
+            f"{r[w]['llama_tokens_per_s']:.1f} (-np {r['llama_slots']}); {r[w]['vllm_over_llama']:.2f}x"
+            if r[w]["llama_tokens_per_s"] else "not built"))
+    row("vLLM's start (s)", lambda r: f"{r['vllm_start_s']:.0f}")
+    row("greedy completions identical to local fp32", lambda r: f"{r['greedy_identical_to_fp32']} of {r['prompts']}")
+    version = next(iter(runs.values()))["vllm_version"]
+    lines += ["", f"vLLM {version}'s CPU build (`make vllm`) started by `python -m s2d_utils.backends.vllm_launch` "
+              "(bf16 weights, LoRA enabled, every prefill whole), the client keeping that many requests in flight; "
+              f"up to {data['max_new_tokens']} new tokens, the benchmark workload's prompts, sampled at temperature "
+              f"0.7 and top-p 0.95; measured {data['date']} on {data['machine']}, one run "
+              "(`figures/bench_vllm.json`, `benchmarks/bench_vllm.py`). vLLM's start is not counted in tokens/s. "
+              "Its greedy completions need not equal the local fp32 ones: it runs bf16 weights."]
+    return "\n".join(lines)
+
+
 README_BLOCKS = {"glance": readme_glance, "times": readme_times, "summary": readme_summary, "results": readme_results,
-                 "routing": readme_routing, "bench": readme_bench, "bench-llama": readme_bench_llama, "run": readme_record,
+                 "routing": readme_routing, "bench": readme_bench, "bench-llama": readme_bench_llama,
+                 "bench-vllm": readme_bench_vllm, "run": readme_record,
                  "estimate": readme_estimate, "workplan": readme_workplan}
 
 # where each generated block lives: the README, then the pages it links to
 PAGES = {"README.md": ("glance", "times"), "docs/results.md": ("summary", "results", "routing"),
-         "docs/performance.md": ("run", "bench", "bench-llama"), "docs/scale.md": ("estimate", "workplan")}
+         "docs/performance.md": ("run", "bench", "bench-llama", "bench-vllm"), "docs/scale.md": ("estimate", "workplan")}
 
 
 def relink(text: str, page: str) -> str:

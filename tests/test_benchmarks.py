@@ -303,3 +303,43 @@ def test_the_llama_bench_names_how_its_server_was_built(tmp_path):
     assert bench_llama.build_label(binary) == "portable (GGML_NATIVE=OFF: sse4.2, avx2)"
     log.write_text("-- Adding CPU backend variant ggml-cpu: -march=native \n")
     assert bench_llama.build_label(binary) == "native (-march=native, GGML_NATIVE=ON)"
+
+
+def test_the_vllm_bench_block_shows_every_measured_rate_and_the_ratios_as_measured(tmp_path):
+    """The bench-vllm block of docs/performance.md, from a bench_vllm.py JSON written by hand: each rate
+    and ratio in it (none recomputed), llama-server's where it ran, and what is missing said so."""
+    import json
+
+    from s2d_utils import readme
+
+    assert readme.readme_bench_vllm(tmp_path).startswith("Not measured yet: `make vllm && make bench`")
+
+    def load(local, vllm, best, ratio, llama, over):
+        return {"local_tokens_per_s": {"float32": local[0], "bfloat16": local[1]},
+                "vllm_tokens_per_s": {"8": vllm[0], "64": vllm[1]}, "best_concurrency": best,
+                "local_over_vllm": {"float32": ratio[0], "bfloat16": ratio[1]}, "llama_tokens_per_s": llama,
+                "vllm_over_llama": over}
+
+    data = {"date": "2026-12-07", "machine": "Some CPU, 2 cores", "max_new_tokens": 48, "concurrency": [8, 64],
+            "quick": False, "models": {
+                "m1": {"prompts": 16, "samples": 4, "vllm_version": "0.32.0", "vllm_start_s": 41.6,
+                       "greedy_identical_to_fp32": 13, "llama_slots": 4,
+                       "greedy": load((55.5, 92.25), (30.5, 33.0), 64, (1.68, 2.8), 60.25, 0.55),
+                       "sampled": load((138.0, 289.0), (90.0, 111.0), 64, (1.24, 2.6), 56.0, 1.98)},
+                "m2": {"prompts": 16, "samples": 4, "vllm_version": "0.32.0", "vllm_start_s": 190.0,
+                       "greedy_identical_to_fp32": 16, "llama_slots": None,
+                       "greedy": load((13.4, 34.1), (38.4, 20.0), 8, (0.35, 0.89), None, None),
+                       "sampled": load((48.9, 102.4), (30.0, 38.5), 64, (1.27, 2.66), None, None)}}}
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "bench_vllm.json").write_text(json.dumps(data))
+    text = readme.readme_bench_vllm(tmp_path)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["*greedy*: local engine, fp32 / bf16 (tokens/s)"].endswith("| 55.5 / 92.2 | 13.4 / 34.1 |")
+    assert rows["*greedy*: vLLM, 8 / 64 requests in flight (tokens/s)"].endswith("| 30.5 / 33.0 | 38.4 / 20.0 |")
+    assert rows["**greedy: local engine fp32, bf16 / vLLM at its best**"].endswith(
+        "| **1.68x, 2.80x** (64 in flight) | **0.35x, 0.89x** (8 in flight) |")
+    assert rows["*sampled, 4 a prompt*: llama-server (tokens/s; vLLM / llama-server)"].endswith(
+        "| 56.0 (-np 4); 1.98x | not built |")
+    assert rows["vLLM's start (s)"].endswith("| 42 | 190 |")
+    assert rows["greedy completions identical to local fp32"].endswith("| 13 of 16 | 16 of 16 |")
+    assert "vLLM 0.32.0's CPU build" in text and "measured 2026-12-07 on Some CPU, 2 cores" in text
