@@ -163,10 +163,8 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
     "rar": {
         "last_letter": {
             "smoke": _RAR_SMOKE,
-            # the 0.5B model decodes ~70 tokens/s here (GEMM-bound): 100 test questions and 24
-            # unlabeled ones keep a cold run under 20 minutes (measured: docs/performance.md; 32 took
-            # 1,243 s once each seed drew its own 8 samples, sampling 582 s of it); batch 4
-            # (12 steps still cover 3 epochs of what the vote keeps, at half the memory)
+            # 100 test questions and 24 unlabeled ones keep a cold run under 20 minutes (32 took 1,243 s
+            # once each seed drew its own 8 samples); batch 4 (12 steps: 3 epochs of what the vote keeps)
             "cpu": RarSizes(n_train=24, n_test=100, samples=8, n_answer=1, system1_tokens=48, rar1_tokens=128,
                             rephrase_tokens=64, answer_tokens=64, lora_batch=4, min_steps=12, target="template"),
             # all 200 unlabeled and 200 test questions the task has; 12 steps of 16k tokens (~70
@@ -183,10 +181,8 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
         },
         "coin_flip": {
             "smoke": _RAR_SMOKE,
-            # 48 unlabeled inputs (issue 18: 32 kept 6, i.e. 3 optimizer steps; 64 took 1,338 s once
-            # each seed drew its own samples, sampling 708 s of it) with 4 samples each (8 took 17.5 of
-            # the notebook's 34 minutes: sampling is half its time), 80 test questions; one epoch at
-            # batch 4, floor of 12 steps
+            # 48 unlabeled inputs (32 kept 6: 3 optimizer steps; 64 took 1,338 s once each seed drew its
+            # own samples) with 4 samples each, 80 test questions; one epoch at batch 4, floor of 12 steps
             "cpu": RarSizes(n_train=48, n_test=80, samples=4, n_answer=1, system1_tokens=64, rar1_tokens=128,
                             rephrase_tokens=64, answer_tokens=64, epochs=1, lora_batch=4, min_steps=12,
                             target="template"),
@@ -235,10 +231,9 @@ SIZES: dict[str, dict[str, dict[str, Sizes]]] = {
                               student_tokens=6, max_steps=2, lora_batch=4, seeds=2),
             # a CoT is ~130-150 tokens here: maj@1 on 100 test questions (one sample each), maj@5/10
             # only on the first 2 (illustrative, no power; 4 before three seeds cost ~5 min more);
-            # 16 unlabeled questions x 10 samples, drawn anew on each of the 3 seeds (30 kept 16; a claim
-            # needs 8 kept inputs; 20 x 3 draws took 617 s of a 1,319 s cold run on 2 cores without AMX,
-            # over 20 minutes); CoT capped at 320 tokens (at 160, a third of the samples were cut before
-            # their answer); batch 4, floor 12 steps
+            # 16 unlabeled questions x 10 samples, drawn anew on each of the 3 seeds (20 took 1,319 s cold
+            # without AMX); CoT capped at 320 tokens (at 160, a third of the samples were cut before their
+            # answer); batch 4, floor 12 steps
             "cpu": CotSizes(n_train=16, n_test=100, samples=10, n_test_k=2, cot_tokens=320, lora_batch=4, min_steps=12),
             # the whole GSM8k test set (maj@5/10 on its first 200), 2,000 unlabeled questions, K = 10;
             # 100 steps of 8k tokens (~150 tokens a pair: ~3.5 epochs), 10% warmup

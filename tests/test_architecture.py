@@ -22,7 +22,7 @@ LAYERS = (
     ("system2", "evaluate", "filters", "records"),
     ("findings", "tables", "figures"),
     ("system2.*", "lora", "distill", "train", "profiles"),
-    ("notes", "students", "pipeline", "preflight", "summary", "routing", "readme", "simulate", "show", "compare", "executed"),
+    ("notes", "students", "pipeline", "preflight", "summary", "routing", "readme", "benchblocks", "simulate", "show", "compare", "executed"),
 )
 
 
