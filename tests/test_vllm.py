@@ -91,6 +91,57 @@ def test_a_server_that_went_away_is_named_so_with_its_log_and_the_crash_s_flag(t
     assert f"Its log says why: {elsewhere}." in _gone(port)
 
 
+FAKE_SERVER = """#!{python}
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT, ignored by a script's &"])
+def test_stopping_the_launcher_stops_its_server(tmp_path, how):
+    """`python -m s2d_utils.backends.vllm_launch`, stopped by `kill <pid>` or by Ctrl-C's SIGINT where a
+    script started it with & (which ignores SIGINT), stops the server it started (its own process
+    group) instead of leaving it running. The server here is a stand-in answering /health."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from s2d_utils import paths
+
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_SERVER.format(python=sys.executable))
+    fake.chmod(0o755)
+    (tmp_path / "model").mkdir()
+    port = vllm_launch.free_port()
+    ignore_int = how.startswith("SIGINT")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "s2d_utils.backends.vllm_launch", "--model", str(tmp_path / "model"), "--port",
+         str(port), "--python", str(fake)], cwd=paths.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_int else None)
+    try:
+        seen = []
+        for line in launcher.stdout:
+            seen.append(line)
+            if "vLLM is up" in line:
+                break
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200, "".join(seen)
+        launcher.send_signal(signal.SIGINT if ignore_int else signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        launcher.kill()
+
+
 # ----- against the real server -----
 
 

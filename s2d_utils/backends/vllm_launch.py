@@ -189,6 +189,7 @@ def trouble(base_url: str) -> str:
 
 def main(argv=None) -> int:
     import argparse
+    import signal
 
     ap = argparse.ArgumentParser(description="Start vLLM (`make vllm`) on an embedded model, for S2D_BACKEND=openai")
     ap.add_argument("--model", default="smollm2-135m-instruct", help="an embedded model's name, or a model folder")
@@ -200,12 +201,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     server = VllmServer(args.model, args.served_model_name, args.port, python=args.python,
                         max_model_len=args.max_model_len, generation_config=args.generation_config)
+
+    def stop_on_term(signum, frame):  # `kill <pid>` (SIGTERM) and a shell's `kill %1` stop the server too, as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with & by a script: SIGINT ignored, honour it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"starting vLLM on {server.url} (log: {server.log}) ...", flush=True)
-    server.start()
-    print(f"vLLM is up in {server.started_in:.0f} s. In another shell:\n  export S2D_BACKEND=openai "
-          f"S2D_BASE_URL={server.url} S2D_SERVED_MODEL={server.served_name} S2D_SERVED_DTYPE=bfloat16\n"
-          "Ctrl-C stops it.", flush=True)
-    try:
+    try:  # the server is stopped however the launcher ends: Ctrl-C, SIGTERM, a failed start
+        server.start()
+        print(f"vLLM is up in {server.started_in:.0f} s. In another shell:\n  export S2D_BACKEND=openai "
+              f"S2D_BASE_URL={server.url} S2D_SERVED_MODEL={server.served_name} S2D_SERVED_DTYPE=bfloat16\n"
+              "Ctrl-C stops it.", flush=True)
         while server.proc.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:
